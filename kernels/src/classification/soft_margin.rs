@@ -1,0 +1,144 @@
+//! `soft_margin_loss` (`nn.SoftMarginLoss`): `ℓ = log(1 + exp(−target · input))`,
+//! LOSSES.md §2.13.
+//!
+//! Computed stably as `softplus(z)` with `z = −y·x` (LOSSES.md §4 item 9): equal to PyTorch
+//! wherever PyTorch is finite, and finite where PyTorch's literal formula overflows to `inf`.
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+
+use crate::broadcast::expands_to;
+use crate::error::fmt_shape;
+use crate::reduction::{Sum8, mean};
+use crate::regression::contiguous;
+use crate::{LossError, LossOutput, Real, Reduction};
+
+/// `log(1 + exp(z))` without overflow.
+#[inline(always)]
+pub(crate) fn softplus<T: Real>(z: T) -> T {
+    z.max(T::zero()) + (-z.abs()).exp().ln_1p()
+}
+
+/// `1 / (1 + exp(−z))` without overflow.
+#[inline(always)]
+pub(crate) fn sigmoid<T: Real>(z: T) -> T {
+    if z >= T::zero() {
+        T::one() / (T::one() + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (T::one() + e)
+    }
+}
+
+/// `F.soft_margin_loss(input, target, reduction)`.
+///
+/// `target` must broadcast to `input`'s shape without enlarging it. Gradient with respect to
+/// `input` only (PyTorch refuses a gradient for `target`): `−y·σ(−y·x)`.
+pub fn soft_margin_loss<T: Real>(
+    input: ArrayViewD<'_, T>,
+    target: ArrayViewD<'_, T>,
+    reduction: Reduction,
+    grad: bool,
+) -> Result<LossOutput<T>, LossError> {
+    let shape = input.shape().to_vec();
+    if !expands_to(target.shape(), &shape) {
+        return Err(LossError::shape(
+            "target",
+            format!(
+                "target has shape {} but must broadcast to the input's shape {} without enlarging it",
+                fmt_shape(target.shape()),
+                fmt_shape(&shape)
+            ),
+        ));
+    }
+    let n = input.len();
+    let x = contiguous(&input, &shape);
+    let y = contiguous(&target, &shape);
+    let keep = reduction == Reduction::None;
+    let mut losses = Vec::with_capacity(if keep { n } else { 0 });
+    let mut dx = Vec::with_capacity(if grad { n } else { 0 });
+    let mut total = Sum8::new();
+    for i in 0..n {
+        let z = -y[i] * x[i];
+        let l = softplus(z);
+        total.add(l.f64());
+        if keep {
+            losses.push(l);
+        }
+        if grad {
+            dx.push(-y[i] * sigmoid(z));
+        }
+    }
+    let loss = match reduction {
+        Reduction::None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
+        Reduction::Sum => ndarray::arr0(T::of(total.total())).into_dyn(),
+        Reduction::Mean => ndarray::arr0(T::of(mean(total.total(), n))).into_dyn(),
+    };
+    let mut out = LossOutput::new(loss);
+    if grad {
+        if reduction == Reduction::Mean {
+            let s = T::of(1.0 / n as f64);
+            dx.iter_mut().for_each(|g| *g *= s);
+        }
+        out.grads.push((
+            "input",
+            ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n elements"),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Rng, assert_close, assert_grad, scalar};
+    use ndarray::array;
+
+    #[test]
+    fn matches_the_worked_example_of_losses_md() {
+        // LOSSES.md §5 gives loss and gradient, but not x and y: reconstruct from the formula.
+        let x = array![0.5, -1.5, 0.3, -0.5].into_dyn();
+        let y = array![1.0, 1.0, -1.0, -1.0].into_dyn();
+        let out = soft_margin_loss(x.view(), y.view(), Reduction::None, true).unwrap();
+        let want: Vec<f64> = x
+            .iter()
+            .zip(y.iter())
+            .map(|(x, y): (&f64, &f64)| (1.0 + (-y * x).exp()).ln())
+            .collect();
+        assert_close("loss", out.loss.as_slice().unwrap(), &want, 1e-15, 0.0);
+    }
+
+    #[test]
+    fn large_margins_stay_finite_and_exact() {
+        let x = array![-1000.0f32, 1000.0, -100.0].into_dyn();
+        let y = array![1.0f32, 1.0, 1.0].into_dyn();
+        let out = soft_margin_loss(x.view(), y.view(), Reduction::None, true).unwrap();
+        assert_eq!(out.loss.as_slice().unwrap(), &[1000.0, 0.0, 100.0]);
+        assert_eq!(
+            out.grad("input").unwrap().as_slice().unwrap(),
+            &[-1.0, -0.0, -1.0]
+        );
+    }
+
+    #[test]
+    fn target_may_not_enlarge_the_input() {
+        let x = array![[1.0], [2.0]].into_dyn();
+        let y = array![[1.0, 1.0], [1.0, 1.0]].into_dyn();
+        let e = soft_margin_loss(x.view(), y.view(), Reduction::Mean, false).unwrap_err();
+        assert_eq!((e.kind, e.arg), (crate::ErrorKind::Shape, "target"));
+        let y = array![1.0].into_dyn();
+        assert!(soft_margin_loss(x.view(), y.view(), Reduction::Mean, false).is_ok());
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let mut rng = Rng::new(3);
+        for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+            let x = rng.randn(&[3, 4]);
+            let y = rng.randn(&[4]).mapv(|v| v.signum());
+            let out = soft_margin_loss(x.view(), y.view(), reduction, true).unwrap();
+            assert_grad("input", &x, out.grad("input").unwrap(), |x| {
+                scalar(&soft_margin_loss(x.view(), y.view(), reduction, false).unwrap())
+            });
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! PyTorch's `torch.nn` losses as pure functions over [`ndarray`]: forward values, reductions
+//! and the gradients PyTorch's autograd returns, in `f32` or `f64`.
+//!
+//! No HTTP, no async, no request types: the `lossd` service calls these, and so can any Rust
+//! program. Semantics are PyTorch 2.15's (CPU), documented per loss in the project's
+//! `LOSSES.md`.
+//!
+//! # Layout
+//!
+//! - [`real`]: the [`Real`] trait (`f32`, `f64`) kernels are generic over.
+//! - [`reduction`]: [`Reduction`] and the one place where sums and means are taken.
+//! - [`broadcast`]: PyTorch's broadcasting rules and the unbroadcast of gradients.
+//! - [`error`]: [`LossError`], naming the argument at fault.
+//! - [`output`]: [`LossOutput`], a loss with its gradients and warnings.
+//! - [`cancel`]: cooperative cancellation checkpoints for long kernels.
+//! - [`regression`], [`classification`], [`probabilistic`], [`ranking`]: one module per loss.
+//!
+//! # Conventions
+//!
+//! Every kernel takes its tensors as [`ndarray::ArrayViewD`], its options as plain values, a
+//! [`Reduction`] and `grad: bool`; it validates everything PyTorch validates and returns a
+//! [`LossOutput`]. Element-wise arithmetic is done in the element type, sums accumulate in
+//! `f64` in a fixed order, so results are deterministic.
+
+pub mod broadcast;
+pub mod cancel;
+pub mod classification;
+pub mod error;
+pub mod output;
+pub mod probabilistic;
+pub mod ranking;
+pub mod real;
+pub mod reduction;
+pub mod regression;
+
+#[cfg(test)]
+#[allow(dead_code)]
+pub(crate) mod testing;
+
+pub use error::{ErrorKind, LossError};
+pub use output::LossOutput;
+pub use real::Real;
+pub use reduction::Reduction;
+
+/// `ndarray`, re-exported so callers use the same version.
+pub use ndarray;

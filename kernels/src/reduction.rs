@@ -1,0 +1,121 @@
+//! [`Reduction`], and the one place where sums and means are taken.
+//!
+//! Every sum over a tensor goes through [`Sum8`]: eight independent `f64` accumulators filled
+//! in a fixed order, so results are deterministic (independent of threads and load) and a
+//! reduction over millions of `f32` elements keeps `f64` accuracy.
+
+use crate::real::Real;
+
+/// PyTorch's `reduction` argument (`'batchmean'` belongs to `kl_div` alone and lives there).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Reduction {
+    /// The unreduced loss tensor.
+    None,
+    /// The mean over the loss's elements (or the loss's own denominator, see each kernel).
+    #[default]
+    Mean,
+    /// The sum over the loss's elements.
+    Sum,
+}
+
+impl Reduction {
+    /// The name PyTorch uses (`"none"`, `"mean"`, `"sum"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reduction::None => "none",
+            Reduction::Mean => "mean",
+            Reduction::Sum => "sum",
+        }
+    }
+}
+
+/// A deterministic `f64` sum with eight lanes, filled round-robin.
+///
+/// Several independent accumulators let the compiler keep the adds in flight (as ndarray's
+/// `unrolled_fold` does) while the order of additions stays fixed by the input order.
+#[derive(Clone, Debug, Default)]
+pub struct Sum8 {
+    lanes: [f64; 8],
+    next: usize,
+}
+
+impl Sum8 {
+    /// An empty sum.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one value.
+    #[inline(always)]
+    pub fn add(&mut self, x: f64) {
+        self.lanes[self.next] += x;
+        self.next = (self.next + 1) & 7;
+    }
+
+    /// The total.
+    pub fn total(&self) -> f64 {
+        let l = &self.lanes;
+        ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+    }
+}
+
+/// The `f64` sum of a slice, deterministic, vectorisable.
+pub fn sum<T: Real>(xs: &[T]) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            lanes[k] += c[k].f64();
+        }
+    }
+    for (k, x) in rest.iter().enumerate() {
+        lanes[k] += x.f64();
+    }
+    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+}
+
+/// `total / count` as PyTorch takes a mean: the mean of nothing is NaN.
+pub fn mean(total: f64, count: usize) -> f64 {
+    if count == 0 {
+        f64::NAN
+    } else {
+        total / count as f64
+    }
+}
+
+/// The upstream gradient each element of the unreduced loss receives when the reduced loss
+/// has gradient 1: `1/count` for a mean, 1 otherwise.
+pub fn upstream(reduction: Reduction, count: usize) -> f64 {
+    match reduction {
+        Reduction::Mean => 1.0 / count as f64,
+        Reduction::Sum | Reduction::None => 1.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sum_of_a_slice_matches_the_streaming_sum() {
+        let xs: Vec<f64> = (0..1000).map(|i| (i as f64).sin()).collect();
+        let mut s = Sum8::new();
+        xs.iter().for_each(|&x| s.add(x));
+        assert_eq!(sum(&xs), s.total());
+    }
+
+    #[test]
+    fn mean_of_nothing_is_nan() {
+        assert!(mean(0.0, 0).is_nan());
+        assert_eq!(mean(6.0, 3), 2.0);
+    }
+
+    #[test]
+    fn float32_sums_accumulate_in_float64() {
+        let xs = vec![0.1f32; 10_000_000];
+        let want = 10_000_000.0 * f64::from(0.1f32);
+        assert!((sum(&xs) - want).abs() / want < 1e-12);
+    }
+}

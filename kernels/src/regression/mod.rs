@@ -1,0 +1,242 @@
+//! Regression losses: functions of the difference `d = input - target`, broadcast as PyTorch
+//! does (with its warning), with the functional `weight=` of `l1_loss`, `mse_loss` and
+//! `huber_loss`.
+//!
+//! All four share [`distance_loss`], which takes the per-element loss and its derivative
+//! with respect to `d`.
+
+pub mod huber;
+pub mod l1;
+pub mod mse;
+pub mod smooth_l1;
+
+use std::borrow::Cow;
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+
+use crate::broadcast::{broadcast_pair, materialize, unbroadcast};
+use crate::error::{LossError, fmt_shape};
+use crate::output::LossOutput;
+use crate::real::Real;
+use crate::reduction::{Reduction, Sum8};
+
+/// How the weighted `mean` is divided (LOSSES.md §4 item 7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WeightedMean {
+    /// `Σ w·ℓ / Σ w` (`l1_loss`, `mse_loss`).
+    SumOfWeights,
+    /// `Σ w·ℓ / numel` (`huber_loss`).
+    Count,
+}
+
+/// PyTorch's warning when input and target sizes differ.
+pub(crate) fn size_warning(input: &[usize], target: &[usize]) -> String {
+    format!(
+        "Using a target size (torch.Size({})) that is different to the input size (torch.Size({})). \
+         This will likely lead to incorrect results due to broadcasting. Please ensure they have the same size.",
+        fmt_shape(target),
+        fmt_shape(input)
+    )
+}
+
+/// Contiguous row-major data of `x` broadcast to `shape`, borrowed when no copy is needed.
+pub(crate) fn contiguous<'a, T: Copy>(x: &'a ArrayViewD<'a, T>, shape: &[usize]) -> Cow<'a, [T]> {
+    match x.as_slice() {
+        Some(s) if x.shape() == shape => Cow::Borrowed(s),
+        _ => Cow::Owned(materialize(x, shape)),
+    }
+}
+
+/// A loss `ℓ = w · f(input − target)`, where `f(d)` returns `(ℓ, dℓ/dd)`.
+///
+/// Input and target broadcast (a warning when their sizes differ); `weight` must have the
+/// input's shape. Gradients: input `w·f'`, target `−w·f'`, weight `f`, each scaled by the
+/// reduction and summed back to the argument's shape.
+pub(crate) fn distance_loss<T: Real>(
+    input: ArrayViewD<'_, T>,
+    target: ArrayViewD<'_, T>,
+    weight: Option<ArrayViewD<'_, T>>,
+    reduction: Reduction,
+    grad: bool,
+    weighted_mean: WeightedMean,
+    f: impl Fn(T) -> (T, T),
+) -> Result<LossOutput<T>, LossError> {
+    let (xs, ys) = (input.shape().to_vec(), target.shape().to_vec());
+    let shape = broadcast_pair("input", &xs, "target", &ys)?;
+    let mut warnings = Vec::new();
+    if xs != ys {
+        warnings.push(size_warning(&xs, &ys));
+    }
+    if let Some(w) = &weight {
+        if w.shape() != xs.as_slice() {
+            return Err(LossError::shape(
+                "weight",
+                format!(
+                    "weight has shape {} but input has shape {}: weights and input must have the same size",
+                    fmt_shape(w.shape()),
+                    fmt_shape(&xs)
+                ),
+            ));
+        }
+    }
+    let n: usize = shape.iter().product();
+    let x = contiguous(&input, &shape);
+    let y = contiguous(&target, &shape);
+    let w = weight.as_ref().map(|w| contiguous(w, &shape));
+
+    let keep = reduction == Reduction::None;
+    let mut losses = Vec::with_capacity(if keep { n } else { 0 });
+    let mut dx = Vec::with_capacity(if grad { n } else { 0 });
+    let mut raw = Vec::with_capacity(if grad && w.is_some() { n } else { 0 });
+    let mut total = Sum8::new();
+    match &w {
+        None => {
+            for i in 0..n {
+                let (l, g) = f(x[i] - y[i]);
+                total.add(l.f64());
+                if keep {
+                    losses.push(l);
+                }
+                if grad {
+                    dx.push(g);
+                }
+            }
+        }
+        Some(w) => {
+            for i in 0..n {
+                let (l, g) = f(x[i] - y[i]);
+                let wl = w[i] * l;
+                total.add(wl.f64());
+                if keep {
+                    losses.push(wl);
+                }
+                if grad {
+                    dx.push(w[i] * g);
+                    raw.push(l);
+                }
+            }
+        }
+    }
+
+    // The denominator of the mean; PyTorch sums the weight tensor itself (not broadcast).
+    let denom = match (reduction, &weight, weighted_mean) {
+        (Reduction::Mean, Some(w), WeightedMean::SumOfWeights) => {
+            let mut s = Sum8::new();
+            w.iter().for_each(|v| s.add(v.f64()));
+            s.total()
+        }
+        _ => n as f64,
+    };
+    let value = match reduction {
+        Reduction::None => None,
+        Reduction::Sum => Some(total.total()),
+        Reduction::Mean => Some(if n == 0 {
+            f64::NAN
+        } else {
+            total.total() / denom
+        }),
+    };
+    let loss = match value {
+        None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
+        Some(v) => ndarray::arr0(T::of(v)).into_dyn(),
+    };
+    let mut out = LossOutput {
+        loss,
+        grads: Vec::new(),
+        warnings,
+    };
+    if grad {
+        let scale = T::of(if reduction == Reduction::Mean {
+            1.0 / denom
+        } else {
+            1.0
+        });
+        if scale != T::one() {
+            dx.iter_mut().for_each(|g| *g *= scale);
+        }
+        let dy: Vec<T> = dx.iter().map(|&g| -g).collect();
+        let dx = ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n elements");
+        let dy = ArrayD::from_shape_vec(IxDyn(&shape), dy).expect("n elements");
+        out.grads.push(("input", unbroadcast(dx, &xs)));
+        out.grads.push(("target", unbroadcast(dy, &ys)));
+        if weight.is_some() {
+            if scale != T::one() {
+                raw.iter_mut().for_each(|l| *l *= scale);
+            }
+            let raw = ArrayD::from_shape_vec(IxDyn(&shape), raw).expect("n elements");
+            let mut dw = unbroadcast(raw, &xs);
+            // Σw in the denominator: ∂/∂w_k of (Σ w ℓ / Σ w) has the extra term −L/Σw.
+            if reduction == Reduction::Mean && weighted_mean == WeightedMean::SumOfWeights {
+                let shift = T::of(value.unwrap_or(0.0) / denom);
+                dw.iter_mut().for_each(|g| *g -= shift);
+            }
+            out.grads.push(("weight", dw));
+        }
+    }
+    Ok(out)
+}
+
+/// `sign(d)` with `sign(0) = 0` and NaN propagated, as `torch.sign`/`sgn` compute it.
+#[inline(always)]
+pub(crate) fn sign<T: Real>(d: T) -> T {
+    if d > T::zero() {
+        T::one()
+    } else if d < T::zero() {
+        -T::one()
+    } else {
+        d * T::zero()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! Shared checks for the regression kernels.
+
+    use super::*;
+    use crate::testing::{Rng, assert_grad, scalar};
+
+    /// The signature shared by the four regression kernels (options bound).
+    pub type Kernel = dyn Fn(
+        ArrayViewD<'_, f64>,
+        ArrayViewD<'_, f64>,
+        Option<ArrayViewD<'_, f64>>,
+        Reduction,
+        bool,
+    ) -> Result<LossOutput<f64>, LossError>;
+
+    /// Checks every gradient against finite differences, for each reduction, with and without
+    /// weight, with and without broadcasting.
+    pub fn check_gradients(k: &Kernel, weighted: bool) {
+        let mut rng = Rng::new(7);
+        let cases: [(&[usize], &[usize]); 3] = [(&[3, 4], &[3, 4]), (&[3, 4], &[4]), (&[], &[])];
+        for (xs, ys) in cases {
+            for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+                for use_w in [false, true] {
+                    if use_w && !weighted {
+                        continue;
+                    }
+                    let x = rng.randn(xs).mapv(|v| v * 3.0);
+                    let y = rng.randn(ys);
+                    let w = rng.uniform_tensor(xs, 0.5, 2.0);
+                    let run = |x: &ArrayD<f64>, y: &ArrayD<f64>, w: &ArrayD<f64>| {
+                        let w = use_w.then(|| w.view());
+                        k(x.view(), y.view(), w, reduction, true).unwrap()
+                    };
+                    let out = run(&x, &y, &w);
+                    let what = format!("{xs:?}/{ys:?} {reduction:?} weight={use_w}");
+                    assert_grad(&what, &x, out.grad("input").unwrap(), |x| {
+                        scalar(&run(x, &y, &w))
+                    });
+                    assert_grad(&what, &y, out.grad("target").unwrap(), |y| {
+                        scalar(&run(&x, y, &w))
+                    });
+                    if use_w {
+                        assert_grad(&what, &w, out.grad("weight").unwrap(), |w| {
+                            scalar(&run(&x, &y, w))
+                        });
+                    }
+                }
+            }
+        }
+    }
+}

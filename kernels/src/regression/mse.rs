@@ -1,0 +1,66 @@
+//! `mse_loss` (`nn.MSELoss`): `ℓ = (input − target)²`, LOSSES.md §2.2.
+
+use ndarray::ArrayViewD;
+
+use super::{WeightedMean, distance_loss};
+use crate::{LossError, LossOutput, Real, Reduction};
+
+/// `F.mse_loss(input, target, reduction, weight)`.
+///
+/// Weighted mean divides by `Σ weight`. Gradient `2 (input − target)`.
+pub fn mse_loss<T: Real>(
+    input: ArrayViewD<'_, T>,
+    target: ArrayViewD<'_, T>,
+    weight: Option<ArrayViewD<'_, T>>,
+    reduction: Reduction,
+    grad: bool,
+) -> Result<LossOutput<T>, LossError> {
+    let two = T::one() + T::one();
+    distance_loss(
+        input,
+        target,
+        weight,
+        reduction,
+        grad,
+        WeightedMean::SumOfWeights,
+        |d| (d * d, two * d),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn matches_the_worked_example_of_losses_md() {
+        let x = array![[1.0, -0.5], [0.25, 2.0]].into_dyn();
+        let y = array![[0.5, -0.5], [1.25, 0.0]].into_dyn();
+        let out = mse_loss(x.view(), y.view(), None, Reduction::Mean, true).unwrap();
+        assert_eq!(out.loss.first(), Some(&1.3125));
+        assert_eq!(
+            out.grad("input").unwrap().as_slice().unwrap(),
+            &[0.25, 0.0, -0.5, 1.0]
+        );
+        let out = mse_loss(x.view(), y.view(), None, Reduction::Sum, true).unwrap();
+        assert_eq!(out.loss.first(), Some(&5.25));
+        assert_eq!(
+            out.grad("target").unwrap().as_slice().unwrap(),
+            &[-1.0, 0.0, 2.0, -4.0]
+        );
+    }
+
+    #[test]
+    fn float32_computes_in_float32() {
+        let x = array![0.1f32, 0.2].into_dyn();
+        let y = array![0.0f32, 0.0].into_dyn();
+        let out = mse_loss(x.view(), y.view(), None, Reduction::Sum, false).unwrap();
+        let want = (0.1f32 * 0.1f32) as f64 + (0.2f32 * 0.2f32) as f64;
+        assert_eq!(out.loss.first(), Some(&(want as f32)));
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        super::super::tests::check_gradients(&|x, y, w, r, g| mse_loss(x, y, w, r, g), true);
+    }
+}
