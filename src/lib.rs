@@ -1,14 +1,224 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! lossd: PyTorch's `torch.nn` losses and their gradients over HTTP.
+//!
+//! # Layout
+//!
+//! - [`config`]: command-line flags and `LOSSD_*` environment variables.
+//! - [`error`]: [`ApiError`](error::ApiError), every error as `application/problem+json`.
+//! - [`wire`]: tensor encodings in and out, decoded straight into flat buffers.
+//! - [`losses`]: one file per loss (request type, catalog entry, kernel call) and the registry.
+//! - [`routes`]: the HTTP handlers.
+//! - [`compute`]: the bounded compute pool on tokio's blocking threads.
+//!
+//! The math lives in the `lossd-kernels` crate. [`app`] builds the router (tests use it with a
+//! listener on port 0); [`serve`] runs it until SIGTERM or SIGINT, then drains.
+
+pub mod compute;
+pub mod config;
+pub mod error;
+pub mod losses;
+pub mod routes;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::compute::Pool;
+use crate::config::Config;
+use crate::error::{ApiError, Code};
+use crate::wire::Budget;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The compute pool.
+    pub pool: Arc<Pool>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl AppState {
+    /// State for `config`.
+    pub fn new(config: Config) -> Self {
+        let pool = Pool::new(
+            config.worker_count(),
+            config.queue_capacity,
+            config.timeout(),
+        );
+        Self {
+            config: Arc::new(config),
+            pool: Arc::new(pool),
+        }
     }
+
+    /// The decode limits of one request.
+    pub fn budget(&self) -> Budget {
+        Budget {
+            elements: self.config.max_elements,
+            rank: self.config.max_rank,
+        }
+    }
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The router with every route and layer.
+pub fn app(state: AppState) -> Router {
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|req: &Request| {
+            let route = req
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
+            let id = req
+                .headers()
+                .get(&X_REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            tracing::info_span!(
+                "request",
+                method = %req.method(),
+                route = %route,
+                request_id = %id,
+                status = tracing::field::Empty,
+                latency_ms = tracing::field::Empty,
+            )
+        })
+        .on_request(())
+        .on_response(|res: &Response, latency: Duration, span: &tracing::Span| {
+            span.record("status", res.status().as_u16());
+            span.record("latency_ms", latency.as_secs_f64() * 1e3);
+            tracing::info!("answered");
+        })
+        .on_failure(());
+    Router::new()
+        .route("/v1/losses/{name}", post(routes::losses::compute))
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(problems_only))
+        .layer(trace)
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(
+                    X_REQUEST_ID.clone(),
+                    MakeRequestUuid,
+                ))
+                .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
+                .layer(CatchPanicLayer::custom(|p| {
+                    ApiError::internal(format!("a handler panicked: {}", compute::panic_message(p)))
+                        .into_response()
+                })),
+        )
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        Code::NotFound,
+        format!("no route {} {}", req.method(), req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        Code::MethodNotAllowed,
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+/// A safety net: an error response that is not already a problem document becomes one, so
+/// no plain-text rejection ever reaches a client.
+async fn problems_only(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if status.as_u16() < 400 || is_problem {
+        return res;
+    }
+    let code = match status {
+        StatusCode::BAD_REQUEST => Code::InvalidJson,
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => Code::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => Code::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::UnsupportedMediaType,
+        StatusCode::SERVICE_UNAVAILABLE => Code::Overloaded,
+        s if s.is_client_error() => Code::InvalidOption,
+        _ => Code::Internal,
+    };
+    let reason = status.canonical_reason().unwrap_or("error");
+    let mut fixed = ApiError::new(code, reason.to_string()).into_response();
+    *fixed.status_mut() = status;
+    fixed
+}
+
+/// Serves `app` on `listener` until SIGTERM or SIGINT; then stops accepting, marks the pool
+/// as draining and finishes in-flight requests.
+pub async fn serve(listener: TcpListener, config: Config) -> std::io::Result<()> {
+    let state = AppState::new(config);
+    let pool = state.pool.clone();
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            pool.drain();
+        })
+        .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Asks the lossd at `addr` for `/healthz` over plain HTTP/1.1; true when it answers 200.
+pub fn healthcheck(addr: std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let timeout = Duration::from_secs(3);
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(timeout));
+    let _ = s.set_write_timeout(Some(timeout));
+    let req = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }

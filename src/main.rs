@@ -1,1 +1,46 @@
-fn main() {}
+//! The `lossd` binary: parse the configuration, start tracing, serve.
+
+use clap::Parser;
+use lossd::config::{Command, Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let config = Config::parse();
+    if let Some(Command::Healthcheck) = config.command {
+        return if lossd::healthcheck(config.addr) {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        };
+    }
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Json => fmt.json().init(),
+        LogFormat::Text => fmt.init(),
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lossd: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let listener = match tokio::net::TcpListener::bind(config.addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(addr = %config.addr, error = %e, "cannot listen");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(addr = %config.addr, "lossd listening");
+        match lossd::serve(listener, config).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "server error");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    })
+}

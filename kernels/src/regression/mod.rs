@@ -67,17 +67,17 @@ pub(crate) fn distance_loss<T: Real>(
     if xs != ys {
         warnings.push(size_warning(&xs, &ys));
     }
-    if let Some(w) = &weight {
-        if w.shape() != xs.as_slice() {
-            return Err(LossError::shape(
-                "weight",
-                format!(
-                    "weight has shape {} but input has shape {}: weights and input must have the same size",
-                    fmt_shape(w.shape()),
-                    fmt_shape(&xs)
-                ),
-            ));
-        }
+    if let Some(w) = &weight
+        && w.shape() != xs.as_slice()
+    {
+        return Err(LossError::shape(
+            "weight",
+            format!(
+                "weight has shape {} but input has shape {}: weights and input must have the same size",
+                fmt_shape(w.shape()),
+                fmt_shape(&xs)
+            ),
+        ));
     }
     let n: usize = shape.iter().product();
     let x = contiguous(&input, &shape);

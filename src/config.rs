@@ -1,0 +1,123 @@
+//! Configuration: every flag is also an environment variable `LOSSD_<FLAG>`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// lossd: PyTorch's torch.nn losses and their gradients over HTTP.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "lossd", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "LOSSD_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// Largest request body, in bytes (past it: 413 payload_too_large).
+    #[arg(long, env = "LOSSD_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Most tensor elements in one request, all tensors together (past it: 413).
+    #[arg(long, env = "LOSSD_MAX_ELEMENTS", default_value_t = 16_777_216)]
+    pub max_elements: usize,
+
+    /// Highest tensor rank (past it: 422 invalid_tensor).
+    #[arg(long, env = "LOSSD_MAX_RANK", default_value_t = 16)]
+    pub max_rank: usize,
+
+    /// Most jobs in one batch request (past it: 413).
+    #[arg(long, env = "LOSSD_MAX_BATCH_JOBS", default_value_t = 1024)]
+    pub max_batch_jobs: usize,
+
+    /// Most requests waiting for a compute worker (past it: 503 overloaded).
+    #[arg(long, env = "LOSSD_QUEUE_CAPACITY", default_value_t = 256)]
+    pub queue_capacity: usize,
+
+    /// Time limit for one request, in seconds, waiting included (past it: 503 timeout).
+    #[arg(long, env = "LOSSD_REQUEST_TIMEOUT", default_value_t = 30.0, value_parser = positive_seconds)]
+    pub request_timeout: f64,
+
+    /// Compute workers (jobs computing at once); default: the number of CPUs.
+    #[arg(long, env = "LOSSD_WORKERS")]
+    pub workers: Option<usize>,
+
+    /// Log format.
+    #[arg(long, env = "LOSSD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
+    #[arg(long, env = "LOSSD_LOG", default_value = "info")]
+    pub log: String,
+
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Clone, Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Ask a running lossd at `--addr` for `/healthz`; exit 0 when it answers 200.
+    /// For container health checks: needs no shell or curl.
+    Healthcheck,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() && v < 1e9 => Ok(v),
+        _ => Err(format!("`{s}` is not a positive number of seconds")),
+    }
+}
+
+impl Config {
+    /// The configuration with every default, as for tests.
+    pub fn default_for_tests() -> Self {
+        Config::parse_from(["lossd"])
+    }
+
+    /// The request time limit.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.request_timeout)
+    }
+
+    /// The number of compute workers.
+    pub fn worker_count(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_limit_has_a_flag_and_a_default() {
+        let c = Config::default_for_tests();
+        assert_eq!(c.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.max_body_bytes, 64 << 20);
+        assert_eq!(c.max_elements, 16_777_216);
+        assert_eq!(c.max_rank, 16);
+        assert_eq!(c.max_batch_jobs, 1024);
+        assert_eq!(c.queue_capacity, 256);
+        assert_eq!(c.timeout(), Duration::from_secs(30));
+        let c = Config::parse_from(["lossd", "--max-elements", "10", "--request-timeout", "0.5"]);
+        assert_eq!(
+            (c.max_elements, c.timeout()),
+            (10, Duration::from_millis(500))
+        );
+        assert!(Config::try_parse_from(["lossd", "--request-timeout", "0"]).is_err());
+    }
+}

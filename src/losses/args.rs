@@ -1,0 +1,68 @@
+//! Converting decoded tensors to the kernels' arrays: floats in the compute dtype, integers
+//! checked to be integers.
+
+use lossd_kernels::ndarray::{ArrayD, IxDyn};
+
+use crate::error::{ApiError, Code, element_pointer};
+use crate::wire::ser::WireFloat;
+use crate::wire::{Data, Form, Tensor};
+
+/// Where element `flat` of a tensor of `shape` sits, as a pointer into the request.
+fn pointer(field: &str, shape: &[usize], form: Form, flat: usize) -> String {
+    match form {
+        Form::Nested => {
+            let mut idx = vec![0; shape.len()];
+            let mut rest = flat;
+            for d in (0..shape.len()).rev() {
+                let n = shape[d].max(1);
+                idx[d] = rest % n;
+                rest /= n;
+            }
+            element_pointer(field, &idx)
+        }
+        Form::Flat => format!("/{field}/data/{flat}"),
+        Form::Base64 => format!("/{field}"),
+    }
+}
+
+/// A tensor as floats of the compute dtype `T` (integers convert).
+pub fn float<T: WireFloat>(t: Tensor) -> ArrayD<T> {
+    // f64 → f64 collects in place, reusing the decoded buffer.
+    let data: Vec<T> = match t.data {
+        Data::F64(v) => v.into_iter().map(T::of).collect(),
+        Data::F32(v) => v.into_iter().map(|x| T::of(f64::from(x))).collect(),
+        Data::I64(v) => v.into_iter().map(|x| T::of(x as f64)).collect(),
+    };
+    ArrayD::from_shape_vec(IxDyn(&t.shape), data).expect("decoding checked the element count")
+}
+
+/// The tensor `field` as integers: every element must be a whole number in the int64 range.
+pub fn index(t: Tensor, field: &str) -> Result<ArrayD<i64>, ApiError> {
+    let Tensor { shape, data, form } = t;
+    let whole = |i: usize, x: f64| {
+        // 2^63 is the first double above the int64 range.
+        if x.fract() == 0.0 && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&x) {
+            Ok(x as i64)
+        } else {
+            Err(ApiError::new(
+                Code::InvalidTensor,
+                format!("{field}: {x} is not a whole number in the int64 range, and {field} holds integers"),
+            )
+            .at(pointer(field, &shape, form, i)))
+        }
+    };
+    let data = match data {
+        Data::I64(v) => v,
+        Data::F64(v) => v
+            .into_iter()
+            .enumerate()
+            .map(|(i, x)| whole(i, x))
+            .collect::<Result<_, _>>()?,
+        Data::F32(v) => v
+            .into_iter()
+            .enumerate()
+            .map(|(i, x)| whole(i, f64::from(x)))
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(ArrayD::from_shape_vec(IxDyn(&shape), data).expect("decoding checked the element count"))
+}

@@ -1,0 +1,85 @@
+//! `POST /v1/losses/huber_loss`: `nn.HuberLoss` / `F.huber_loss`.
+
+use lossd_kernels::LossOutput;
+use lossd_kernels::regression::huber::huber_loss;
+
+use super::{Category, Info, Loss, Reduction, TensorArg, TensorKind, float};
+use crate::error::ApiError;
+use crate::wire::Tensor;
+use crate::wire::ser::WireFloat;
+
+fn one() -> f64 {
+    1.0
+}
+
+crate::loss_request! {
+    /// Request body of `POST /v1/losses/huber_loss`: quadratic below `delta`, linear above.
+    #[schema(example = json!({"input": [[0.5, 1.0], [2.0, -1.0]], "target": [[0.0, 1.5], [2.0, 0.0]], "delta": 0.5, "grad": true}))]
+    pub struct HuberLoss {
+        /// The prediction, any shape.
+        pub input: Tensor,
+        /// The target; broadcast against `input` (with a warning when the sizes differ).
+        pub target: Tensor,
+        /// Per-element weights (`F.huber_loss(..., weight=)`), exactly the shape of `input`;
+        /// the weighted mean divides by the element count, as PyTorch 2.15 does.
+        #[serde(default)]
+        pub weight: Option<Tensor>,
+        /// Where the loss turns from quadratic to linear; must be positive.
+        #[serde(default = "one")]
+        #[schema(default = 1.0, exclusive_minimum = 0.0)]
+        pub delta: f64,
+    }
+    reduction: Reduction;
+}
+
+impl Loss for HuberLoss {
+    const INFO: Info = Info {
+        name: "huber_loss",
+        module: "HuberLoss",
+        category: Category::Regression,
+        summary: "Squared error near zero, absolute error beyond delta; robust to outliers.",
+        formula: "d = input − target; ℓ = 0.5 d² if |d| < delta, else delta (|d| − 0.5 delta) (× weight)",
+        tensors: &[
+            TensorArg {
+                name: "input",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "(*)",
+            },
+            TensorArg {
+                name: "target",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "(*), broadcastable with input",
+            },
+            TensorArg {
+                name: "weight",
+                kind: TensorKind::Float,
+                required: false,
+                differentiable: true,
+                shapes: "same as input",
+            },
+        ],
+        reductions: &["none", "mean", "sum"],
+    };
+
+    fn common(&self) -> super::Common {
+        self.common_fields()
+    }
+
+    fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
+        let (x, y) = (float::<T>(self.input), float::<T>(self.target));
+        let w = self.weight.map(float::<T>);
+        let w = w.as_ref().map(|w| w.view());
+        Ok(huber_loss(
+            x.view(),
+            y.view(),
+            w,
+            self.reduction.into(),
+            self.delta,
+            grad,
+        )?)
+    }
+}

@@ -1,0 +1,75 @@
+//! `POST /v1/losses/l1_loss`: `nn.L1Loss` / `F.l1_loss`.
+
+use lossd_kernels::LossOutput;
+use lossd_kernels::regression::l1::l1_loss;
+
+use super::{Category, Info, Loss, Reduction, TensorArg, TensorKind, float};
+use crate::error::ApiError;
+use crate::wire::Tensor;
+use crate::wire::ser::WireFloat;
+
+crate::loss_request! {
+    /// Request body of `POST /v1/losses/l1_loss`: mean absolute error.
+    #[schema(example = json!({"input": [[0.5, 1.0], [2.0, -1.0]], "target": [[0.0, 1.5], [2.0, 0.0]], "grad": true}))]
+    pub struct L1Loss {
+        /// The prediction, any shape.
+        pub input: Tensor,
+        /// The target; broadcast against `input` (with a warning when the sizes differ).
+        pub target: Tensor,
+        /// Per-element weights (`F.l1_loss(..., weight=)`), exactly the shape of `input`;
+        /// the weighted mean divides by `Σ weight`.
+        #[serde(default)]
+        pub weight: Option<Tensor>,
+    }
+    reduction: Reduction;
+}
+
+impl Loss for L1Loss {
+    const INFO: Info = Info {
+        name: "l1_loss",
+        module: "L1Loss",
+        category: Category::Regression,
+        summary: "Mean absolute error between input and target.",
+        formula: "ℓ = |input − target| (× weight); mean divides by Σ weight when weighted",
+        tensors: &[
+            TensorArg {
+                name: "input",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "(*)",
+            },
+            TensorArg {
+                name: "target",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "(*), broadcastable with input",
+            },
+            TensorArg {
+                name: "weight",
+                kind: TensorKind::Float,
+                required: false,
+                differentiable: true,
+                shapes: "same as input",
+            },
+        ],
+        reductions: &["none", "mean", "sum"],
+    };
+
+    fn common(&self) -> super::Common {
+        self.common_fields()
+    }
+
+    fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
+        let (x, y) = (float::<T>(self.input), float::<T>(self.target));
+        let w = self.weight.map(float::<T>);
+        Ok(l1_loss(
+            x.view(),
+            y.view(),
+            w.as_ref().map(|w| w.view()),
+            self.reduction.into(),
+            grad,
+        )?)
+    }
+}

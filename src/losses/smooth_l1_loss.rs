@@ -1,0 +1,72 @@
+//! `POST /v1/losses/smooth_l1_loss`: `nn.SmoothL1Loss` / `F.smooth_l1_loss`.
+
+use lossd_kernels::LossOutput;
+use lossd_kernels::regression::smooth_l1::smooth_l1_loss;
+
+use super::{Category, Info, Loss, Reduction, TensorArg, TensorKind, float};
+use crate::error::ApiError;
+use crate::wire::Tensor;
+use crate::wire::ser::WireFloat;
+
+fn one() -> f64 {
+    1.0
+}
+
+crate::loss_request! {
+    /// Request body of `POST /v1/losses/smooth_l1_loss`: quadratic below `beta`, linear above.
+    #[schema(example = json!({"input": [[0.5, 1.0], [2.0, -1.0]], "target": [[0.0, 1.5], [2.0, 0.0]], "beta": 0.5, "grad": true}))]
+    pub struct SmoothL1Loss {
+        /// The prediction, any shape.
+        pub input: Tensor,
+        /// The target; broadcast against `input` (with a warning when the sizes differ).
+        pub target: Tensor,
+        /// Where the loss turns from quadratic to linear; `0` gives `l1_loss`; negative is
+        /// rejected.
+        #[serde(default = "one")]
+        #[schema(default = 1.0, minimum = 0.0)]
+        pub beta: f64,
+    }
+    reduction: Reduction;
+}
+
+impl Loss for SmoothL1Loss {
+    const INFO: Info = Info {
+        name: "smooth_l1_loss",
+        module: "SmoothL1Loss",
+        category: Category::Regression,
+        summary: "L1 loss smoothed to a quadratic near zero; robust to outliers.",
+        formula: "d = input − target; ℓ = 0.5 d² / beta if |d| < beta, else |d| − 0.5 beta (beta = 0: |d|)",
+        tensors: &[
+            TensorArg {
+                name: "input",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "(*)",
+            },
+            TensorArg {
+                name: "target",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "(*), broadcastable with input",
+            },
+        ],
+        reductions: &["none", "mean", "sum"],
+    };
+
+    fn common(&self) -> super::Common {
+        self.common_fields()
+    }
+
+    fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
+        let (x, y) = (float::<T>(self.input), float::<T>(self.target));
+        Ok(smooth_l1_loss(
+            x.view(),
+            y.view(),
+            self.reduction.into(),
+            self.beta,
+            grad,
+        )?)
+    }
+}

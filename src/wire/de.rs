@@ -1,0 +1,728 @@
+//! Decoding tensors: nested arrays, `{shape, data}` and `{shape, dtype, base64}`.
+//!
+//! A [`Tensor`] field deserializes through [`TensorVisitor`]; nested arrays are walked with a
+//! [`DeserializeSeed`] per level that pushes numbers into one flat buffer and infers the shape
+//! as it goes (ragged arrays are refused at the first element that disagrees). Integers stay
+//! `i64` until the first non-integer arrives; the caller converts to the compute dtype once.
+//!
+//! Limits live in a thread-local [`Budget`] installed for the duration of one decode: every
+//! element spends one unit, a declared shape spends its product before anything is allocated,
+//! and arrays may not nest deeper than the rank limit.
+
+use std::cell::Cell;
+use std::fmt;
+
+use base64::Engine as _;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// The element storage of a decoded tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Data {
+    /// Integers (JSON integers, or base64 `int64`).
+    I64(Vec<i64>),
+    /// Floats from JSON, or base64 `float64`.
+    F64(Vec<f64>),
+    /// Base64 `float32`.
+    F32(Vec<f32>),
+}
+
+impl Data {
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Data::I64(v) => v.len(),
+            Data::F64(v) => v.len(),
+            Data::F32(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Which of the three encodings a tensor came in (for error pointers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// A number or nested arrays.
+    Nested,
+    /// `{shape, data}`.
+    Flat,
+    /// `{shape, dtype, base64}`.
+    Base64,
+}
+
+/// A decoded tensor: row-major data and its shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    /// The shape (`[]` for a 0-d tensor).
+    pub shape: Vec<usize>,
+    /// The elements, row-major.
+    pub data: Data,
+    /// The encoding it arrived in.
+    pub form: Form,
+}
+
+/// The limits of one decode: elements left to spend and the deepest rank allowed.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    /// Elements all tensors of the request may hold together.
+    pub elements: usize,
+    /// The highest tensor rank.
+    pub rank: usize,
+}
+
+thread_local! {
+    static LEFT: Cell<usize> = const { Cell::new(usize::MAX) };
+    static MAX_RANK: Cell<usize> = const { Cell::new(16) };
+    static OVER: Cell<bool> = const { Cell::new(false) };
+}
+
+impl Budget {
+    /// Runs `f` (a decode) under this budget on this thread. Returns `f`'s result and whether
+    /// the element budget was exceeded (so the caller can answer 413 rather than 422).
+    pub fn run<R>(self, f: impl FnOnce() -> R) -> (R, bool) {
+        LEFT.with(|c| c.set(self.elements));
+        MAX_RANK.with(|c| c.set(self.rank));
+        OVER.with(|c| c.set(false));
+        let r = f();
+        let over = OVER.with(|c| c.replace(false));
+        LEFT.with(|c| c.set(usize::MAX));
+        (r, over)
+    }
+
+    /// Spends `n` elements, failing when the budget runs out.
+    fn spend<E: de::Error>(n: usize) -> Result<(), E> {
+        LEFT.with(|c| {
+            let left = c.get();
+            if n > left {
+                OVER.with(|o| o.set(true));
+                Err(E::custom(format_args!(
+                    "the request holds more tensor elements than the limit allows"
+                )))
+            } else {
+                c.set(left - n);
+                Ok(())
+            }
+        })
+    }
+
+    fn max_rank() -> usize {
+        MAX_RANK.with(Cell::get)
+    }
+}
+
+/// Parses the strings API.md allows for non-finite floats.
+fn non_finite(s: &str) -> Option<f64> {
+    match s {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        _ => None,
+    }
+}
+
+/// A flat buffer that stays `i64` until a non-integer arrives.
+#[derive(Debug)]
+enum Buf {
+    I(Vec<i64>),
+    F(Vec<f64>),
+}
+
+impl Buf {
+    fn with_capacity(n: usize) -> Self {
+        Buf::I(Vec::with_capacity(n))
+    }
+
+    #[inline]
+    fn push_i64(&mut self, v: i64) {
+        match self {
+            Buf::I(b) => b.push(v),
+            Buf::F(b) => b.push(v as f64),
+        }
+    }
+
+    #[inline]
+    fn push_f64(&mut self, v: f64) {
+        match self {
+            Buf::F(b) => b.push(v),
+            Buf::I(b) => {
+                let mut f = Vec::with_capacity(b.capacity().max(b.len() + 1));
+                f.extend(b.iter().map(|&i| i as f64));
+                f.push(v);
+                *self = Buf::F(f);
+            }
+        }
+    }
+
+    fn into_data(self) -> Data {
+        match self {
+            Buf::I(b) => Data::I64(b),
+            Buf::F(b) => Data::F64(b),
+        }
+    }
+}
+
+/// State of a nested-array decode: the flat buffer, the size seen at each depth, the rank.
+struct Nest {
+    buf: Buf,
+    sizes: Vec<Option<usize>>,
+    rank: Option<usize>,
+}
+
+impl Nest {
+    fn new(capacity: usize) -> Self {
+        Self {
+            buf: Buf::with_capacity(capacity),
+            sizes: Vec::new(),
+            rank: None,
+        }
+    }
+
+    /// A number at `depth`.
+    #[inline]
+    fn leaf<E: de::Error>(&mut self, depth: usize) -> Result<(), E> {
+        match self.rank {
+            Some(r) if r == depth => {}
+            Some(r) => {
+                return Err(E::custom(format_args!(
+                    "ragged tensor: a number at depth {depth} where the other elements have depth {r}"
+                )));
+            }
+            None => self.rank = Some(depth),
+        }
+        Budget::spend(1)
+    }
+
+    /// An array opening at `depth`.
+    fn open<E: de::Error>(&mut self, depth: usize) -> Result<(), E> {
+        if let Some(r) = self.rank
+            && depth >= r
+        {
+            return Err(E::custom(format_args!(
+                "ragged tensor: an array at depth {depth} where the other elements are numbers"
+            )));
+        }
+        if depth >= Budget::max_rank() {
+            return Err(E::custom(format_args!(
+                "the tensor has more than {} dimensions (the rank limit)",
+                Budget::max_rank()
+            )));
+        }
+        if self.sizes.len() <= depth {
+            self.sizes.resize(depth + 1, None);
+        }
+        Ok(())
+    }
+
+    /// The size already seen at `depth`, to fail a ragged array at its first extra element.
+    fn expected(&self, depth: usize) -> Option<usize> {
+        self.sizes.get(depth).copied().flatten()
+    }
+
+    /// An array at `depth` closing with `count` elements.
+    fn close<E: de::Error>(&mut self, depth: usize, count: usize) -> Result<(), E> {
+        match self.sizes[depth] {
+            Some(n) if n != count => {
+                return Err(E::custom(format_args!(
+                    "ragged tensor: this array has {count} elements but the arrays before it at the same depth have {n}"
+                )));
+            }
+            Some(_) => {}
+            None => self.sizes[depth] = Some(count),
+        }
+        if count == 0 {
+            match self.rank {
+                None => self.rank = Some(depth + 1),
+                Some(r) if r != depth + 1 => {
+                    return Err(E::custom(format_args!(
+                        "ragged tensor: an empty array at depth {depth} where the other elements have depth {r}"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> (Vec<usize>, Data) {
+        let rank = self.rank.unwrap_or(0);
+        let shape = self.sizes[..rank].iter().map(|s| s.unwrap_or(0)).collect();
+        (shape, self.buf.into_data())
+    }
+}
+
+/// One level of a nested array: a number or a deeper array.
+struct Level<'a> {
+    nest: &'a mut Nest,
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Level<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Level<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number, \"NaN\", \"Infinity\", \"-Infinity\" or an array")
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.nest.leaf(self.depth)?;
+        self.nest.buf.push_i64(v);
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.nest.leaf(self.depth)?;
+        match i64::try_from(v) {
+            Ok(i) => self.nest.buf.push_i64(i),
+            Err(_) => self.nest.buf.push_f64(v as f64),
+        }
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.nest.leaf(self.depth)?;
+        self.nest.buf.push_f64(v);
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        let Some(v) = non_finite(s) else {
+            return Err(E::invalid_value(de::Unexpected::Str(s), &self));
+        };
+        self.visit_f64(v)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let (nest, depth) = (self.nest, self.depth);
+        nest.open(depth)?;
+        let limit = nest.expected(depth);
+        let mut count = 0usize;
+        while seq
+            .next_element_seed(Level {
+                nest: &mut *nest,
+                depth: depth + 1,
+            })?
+            .is_some()
+        {
+            count += 1;
+            if limit.is_some_and(|n| count > n) {
+                return Err(de::Error::custom(format_args!(
+                    "ragged tensor: this array has more elements than the {} of the arrays before it at the same depth",
+                    limit.unwrap_or(0)
+                )));
+            }
+        }
+        nest.close(depth, count)
+    }
+}
+
+/// Decodes any tensor encoding.
+pub struct TensorVisitor;
+
+impl<'de> serde::Deserialize<'de> for Tensor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TensorVisitor)
+    }
+}
+
+impl TensorVisitor {
+    fn scalar<E: de::Error>(data: Data) -> Result<Tensor, E> {
+        Budget::spend(1)?;
+        Ok(Tensor {
+            shape: Vec::new(),
+            data,
+            form: Form::Nested,
+        })
+    }
+}
+
+impl<'de> Visitor<'de> for TensorVisitor {
+    type Value = Tensor;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(
+            "a tensor: a number, nested arrays of numbers, {\"shape\", \"data\"} or {\"shape\", \"dtype\", \"base64\"}",
+        )
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Tensor, E> {
+        Self::scalar(Data::I64(vec![v]))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Tensor, E> {
+        match i64::try_from(v) {
+            Ok(i) => Self::scalar(Data::I64(vec![i])),
+            Err(_) => Self::scalar(Data::F64(vec![v as f64])),
+        }
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Tensor, E> {
+        Self::scalar(Data::F64(vec![v]))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Tensor, E> {
+        match non_finite(s) {
+            Some(v) => Self::scalar(Data::F64(vec![v])),
+            None => Err(E::invalid_value(de::Unexpected::Str(s), &self)),
+        }
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Tensor, A::Error> {
+        let mut nest = Nest::new(0);
+        Level {
+            nest: &mut nest,
+            depth: 0,
+        }
+        .visit_seq(seq)?;
+        let (shape, data) = nest.finish();
+        Ok(Tensor {
+            shape,
+            data,
+            form: Form::Nested,
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tensor, A::Error> {
+        let mut shape: Option<Vec<usize>> = None;
+        let mut dtype: Option<Dtype> = None;
+        let mut data: Option<(Vec<usize>, Data)> = None;
+        let mut b64: Option<Text<'de>> = None;
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            match key.as_str() {
+                "shape" => {
+                    if shape.is_some() {
+                        return Err(de::Error::duplicate_field("shape"));
+                    }
+                    let s = map.next_value_seed(ShapeSeed)?;
+                    // A declared shape spends its elements before anything is allocated
+                    // (unless `data` came first and already spent them one by one).
+                    if data.is_none() {
+                        Budget::spend(s.iter().product())?;
+                    }
+                    shape = Some(s);
+                }
+                "dtype" => {
+                    if dtype.is_some() {
+                        return Err(de::Error::duplicate_field("dtype"));
+                    }
+                    dtype = Some(map.next_value()?);
+                }
+                "data" => {
+                    if data.is_some() || b64.is_some() {
+                        return Err(de::Error::custom("give exactly one of `data` and `base64`"));
+                    }
+                    // `shape` paid for its elements in advance; give them back, since the
+                    // numbers of `data` are counted one by one as they arrive.
+                    let capacity = shape.as_ref().map_or(0, |s| s.iter().product());
+                    LEFT.with(|c| c.set(c.get().saturating_add(capacity)));
+                    let mut nest = Nest::new(capacity);
+                    map.next_value_seed(Level {
+                        nest: &mut nest,
+                        depth: 0,
+                    })?;
+                    data = Some(nest.finish());
+                }
+                "base64" => {
+                    if data.is_some() || b64.is_some() {
+                        return Err(de::Error::custom("give exactly one of `data` and `base64`"));
+                    }
+                    b64 = Some(map.next_value()?);
+                }
+                other => {
+                    return Err(de::Error::unknown_field(
+                        other,
+                        &["shape", "data", "dtype", "base64"],
+                    ));
+                }
+            }
+        }
+        let Some(shape) = shape else {
+            return Err(de::Error::missing_field("shape"));
+        };
+        let n: usize = shape.iter().product();
+        if let Some((_, data)) = data {
+            if data.len() != n {
+                return Err(de::Error::custom(format_args!(
+                    "shape {shape:?} holds {n} elements but `data` has {}",
+                    data.len()
+                )));
+            }
+            let data = match (dtype, data) {
+                (Some(Dtype::Int64), Data::F64(_)) => {
+                    return Err(de::Error::custom(
+                        "dtype is int64 but `data` holds numbers that are not integers",
+                    ));
+                }
+                (Some(Dtype::Float32 | Dtype::Float64), Data::I64(v)) => {
+                    Data::F64(v.into_iter().map(|i| i as f64).collect())
+                }
+                (_, d) => d,
+            };
+            return Ok(Tensor {
+                shape,
+                data,
+                form: Form::Flat,
+            });
+        }
+        let Some(b64) = b64 else {
+            return Err(de::Error::custom("give one of `data` and `base64`"));
+        };
+        let Some(dtype) = dtype else {
+            return Err(de::Error::missing_field("dtype"));
+        };
+        let data = decode_base64(b64.as_str(), n, dtype).map_err(de::Error::custom)?;
+        Ok(Tensor {
+            shape,
+            data,
+            form: Form::Base64,
+        })
+    }
+}
+
+/// The dtypes a base64 tensor may declare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Dtype {
+    Float32,
+    Float64,
+    Int64,
+}
+
+impl Dtype {
+    fn name(self) -> &'static str {
+        match self {
+            Dtype::Float32 => "float32",
+            Dtype::Float64 => "float64",
+            Dtype::Int64 => "int64",
+        }
+    }
+
+    fn size(self) -> usize {
+        match self {
+            Dtype::Float32 => 4,
+            Dtype::Float64 | Dtype::Int64 => 8,
+        }
+    }
+}
+
+/// Decodes standard base64 (with padding) holding `n` little-endian elements of `dtype`.
+fn decode_base64(text: &str, n: usize, dtype: Dtype) -> Result<Data, String> {
+    let bytes = n
+        .checked_mul(dtype.size())
+        .ok_or_else(|| "the declared shape is too large".to_string())?;
+    let want = bytes.div_ceil(3) * 4;
+    if text.len() != want {
+        return Err(format!(
+            "base64 text has {} characters but {n} {} elements need {want} ({bytes} bytes)",
+            text.len(),
+            dtype.name()
+        ));
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("invalid base64: {e}"))?;
+    if raw.len() != bytes {
+        return Err(format!(
+            "base64 decodes to {} bytes but {n} elements need {bytes}",
+            raw.len()
+        ));
+    }
+    Ok(match dtype {
+        Dtype::Float64 => Data::F64(
+            raw.chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect(),
+        ),
+        Dtype::Float32 => Data::F32(
+            raw.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect(),
+        ),
+        Dtype::Int64 => Data::I64(
+            raw.chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect(),
+        ),
+    })
+}
+
+/// A string borrowed from the request when it has no escapes.
+enum Text<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Text<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Text::Borrowed(s) => s,
+            Text::Owned(s) => s,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text::Borrowed(s))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Text<'de>, E> {
+                Ok(Text::Owned(s.to_owned()))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A shape: at most the rank limit of non-negative integers whose product fits in `usize`.
+struct ShapeSeed;
+
+impl<'de> DeserializeSeed<'de> for ShapeSeed {
+    type Value = Vec<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<usize>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ShapeSeed {
+    type Value = Vec<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a shape: an array of non-negative integers")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<usize>, A::Error> {
+        let mut shape = Vec::new();
+        let mut product: usize = 1;
+        while let Some(d) = seq.next_element::<u64>()? {
+            if shape.len() == Budget::max_rank() {
+                return Err(de::Error::custom(format_args!(
+                    "the shape has more than {} dimensions (the rank limit)",
+                    Budget::max_rank()
+                )));
+            }
+            let d =
+                usize::try_from(d).map_err(|_| de::Error::custom("a dimension is too large"))?;
+            product = product.checked_mul(d).ok_or_else(|| {
+                OVER.with(|o| o.set(true));
+                de::Error::custom("the product of the shape overflows")
+            })?;
+            shape.push(d);
+        }
+        Ok(shape)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(json: &str) -> Result<Tensor, String> {
+        let (r, _) = Budget {
+            elements: 1000,
+            rank: 4,
+        }
+        .run(|| serde_json::from_str::<Tensor>(json).map_err(|e| e.to_string()));
+        r
+    }
+
+    #[test]
+    fn nested_arrays_infer_their_shape() {
+        let t = decode("[[1, 2.5, 3], [4, 5, 6]]").unwrap();
+        assert_eq!(t.shape, vec![2, 3]);
+        assert_eq!(t.data, Data::F64(vec![1.0, 2.5, 3.0, 4.0, 5.0, 6.0]));
+        let t = decode("[[1, 2], [3, 4]]").unwrap();
+        assert_eq!(t.data, Data::I64(vec![1, 2, 3, 4]));
+        assert_eq!(decode("7").unwrap().shape, Vec::<usize>::new());
+        assert_eq!(decode("[]").unwrap().shape, vec![0]);
+        assert_eq!(decode("[[], []]").unwrap().shape, vec![2, 0]);
+    }
+
+    #[test]
+    fn ragged_arrays_are_refused() {
+        for bad in [
+            "[[1, 2], [3]]",
+            "[[1], [2, 3]]",
+            "[[1, 2], 3]",
+            "[1, [2]]",
+            "[[], [1]]",
+            "[[[1]], []]",
+        ] {
+            assert!(decode(bad).unwrap_err().contains("ragged"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn non_finite_strings_are_floats() {
+        let t = decode(r#"["NaN", "Infinity", "-Infinity", 1]"#).unwrap();
+        let Data::F64(v) = t.data else { panic!() };
+        assert!(v[0].is_nan() && v[1] == f64::INFINITY && v[2] == f64::NEG_INFINITY);
+        assert!(decode(r#"["one"]"#).is_err());
+    }
+
+    #[test]
+    fn floats_parse_to_the_nearest_double() {
+        let t = decode("[0.1, 2.2250738585072011e-308, 9007199254740993]").unwrap();
+        assert_eq!(
+            t.data,
+            Data::F64(vec![0.1, f64::MIN_POSITIVE, 9007199254740992.0])
+        );
+    }
+
+    #[test]
+    fn flat_and_base64_forms_decode() {
+        let t = decode(r#"{"shape": [2, 2], "data": [1, 2, 3, 4.5]}"#).unwrap();
+        assert_eq!((t.shape.clone(), t.form), (vec![2, 2], Form::Flat));
+        // 1.0 and -2.0 as little-endian float64.
+        let t =
+            decode(r#"{"dtype": "float64", "base64": "AAAAAAAA8D8AAAAAAAAAwA==", "shape": [2]}"#)
+                .unwrap();
+        assert_eq!(t.data, Data::F64(vec![1.0, -2.0]));
+        assert!(
+            decode(r#"{"shape": [3], "dtype": "float64", "base64": "AAAAAAAA8D8AAAAAAAAAwA=="}"#)
+                .is_err()
+        );
+        assert!(decode(r#"{"shape": [2], "dtype": "float64", "base64": "!!!"}"#).is_err());
+        assert!(decode(r#"{"shape": [3], "data": [1, 2]}"#).is_err());
+    }
+
+    #[test]
+    fn limits_hold_before_allocation() {
+        let (r, over) = Budget {
+            elements: 3,
+            rank: 4,
+        }
+        .run(|| serde_json::from_str::<Tensor>("[1, 2, 3, 4]").map_err(|e| e.to_string()));
+        assert!(r.is_err() && over);
+        let (r, over) = Budget {
+            elements: 3,
+            rank: 4,
+        }
+        .run(|| {
+            serde_json::from_str::<Tensor>(
+                r#"{"shape": [1000000, 1000000], "dtype": "float64", "base64": ""}"#,
+            )
+            .map_err(|e| e.to_string())
+        });
+        assert!(r.is_err() && over);
+        assert!(decode("[[[[[1]]]]]").unwrap_err().contains("rank"));
+        assert!(decode(r#"{"shape": [4294967296, 4294967296, 4294967296], "data": []}"#).is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! Tensors on the wire: the three encodings of API.md in ([`de`]) and out ([`ser`]).
+//!
+//! Decoding goes straight from the request bytes into flat buffers through serde visitors:
+//! no `serde_json::Value` tree, no `Vec<Vec<f64>>`. The element budget and rank limit are
+//! enforced while decoding ([`Budget`]), so nothing a client sends allocates past them.
+
+pub mod de;
+pub mod schema;
+pub mod ser;
+
+pub use de::{Budget, Data, Form, Tensor};

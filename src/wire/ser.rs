@@ -1,0 +1,163 @@
+//! Encoding tensors into response JSON, by hand into one byte buffer: numbers with `ryu`
+//! (shortest text that reads back to the same float), non-finite values as the strings
+//! `"NaN"`, `"Infinity"`, `"-Infinity"`, or whole tensors as base64.
+
+use base64::Engine as _;
+use lossd_kernels::Real;
+use lossd_kernels::ndarray::ArrayD;
+use serde::Deserialize;
+
+/// How tensors are written in a response (`encoding` in the request).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// Nested JSON arrays.
+    #[default]
+    Json,
+    /// `{"shape", "dtype", "base64"}` objects (raw little-endian bytes).
+    Base64,
+}
+
+/// A float that can be written to the wire.
+pub trait WireFloat: Real {
+    /// Appends the JSON text of `self`.
+    fn write_json(self, out: &mut Vec<u8>);
+    /// Appends the little-endian bytes of `self`.
+    fn write_le(self, out: &mut Vec<u8>);
+}
+
+macro_rules! wire_float {
+    ($t:ty) => {
+        impl WireFloat for $t {
+            #[inline]
+            fn write_json(self, out: &mut Vec<u8>) {
+                if self.is_finite() {
+                    out.extend_from_slice(ryu::Buffer::new().format_finite(self).as_bytes());
+                } else if self.is_nan() {
+                    out.extend_from_slice(b"\"NaN\"");
+                } else if self > 0.0 {
+                    out.extend_from_slice(b"\"Infinity\"");
+                } else {
+                    out.extend_from_slice(b"\"-Infinity\"");
+                }
+            }
+
+            #[inline]
+            fn write_le(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    };
+}
+
+wire_float!(f32);
+wire_float!(f64);
+
+/// Appends `[d0, d1, ...]`.
+pub fn write_shape(out: &mut Vec<u8>, shape: &[usize]) {
+    out.push(b'[');
+    let mut b = itoa::Buffer::new();
+    for (i, d) in shape.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b.format(*d).as_bytes());
+    }
+    out.push(b']');
+}
+
+/// Appends a JSON string literal (escaping what JSON requires).
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    // serde_json's escaping is correct and fast; a &str always serializes.
+    serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+}
+
+/// Appends a tensor: a number when 0-d, else nested arrays or a base64 object.
+pub fn write_tensor<T: WireFloat>(out: &mut Vec<u8>, a: &ArrayD<T>, encoding: Encoding) {
+    if a.ndim() == 0 {
+        a.iter().next().copied().unwrap_or(T::nan()).write_json(out);
+        return;
+    }
+    let data: std::borrow::Cow<'_, [T]> = match a.as_slice() {
+        Some(s) => s.into(),
+        None => a.iter().copied().collect::<Vec<T>>().into(),
+    };
+    match encoding {
+        Encoding::Json => {
+            out.reserve(data.len() * 20);
+            write_nested(out, &data, a.shape());
+        }
+        Encoding::Base64 => {
+            out.extend_from_slice(b"{\"shape\":");
+            write_shape(out, a.shape());
+            out.extend_from_slice(b",\"dtype\":\"");
+            out.extend_from_slice(T::DTYPE.as_bytes());
+            out.extend_from_slice(b"\",\"base64\":\"");
+            let mut raw = Vec::with_capacity(data.len() * std::mem::size_of::<T>());
+            data.iter().for_each(|v| v.write_le(&mut raw));
+            let start = out.len();
+            out.resize(start + raw.len().div_ceil(3) * 4, 0);
+            let n = base64::engine::general_purpose::STANDARD
+                .encode_slice(&raw, &mut out[start..])
+                .expect("the buffer has exactly the encoded length");
+            out.truncate(start + n);
+            out.extend_from_slice(b"\"}");
+        }
+    }
+}
+
+/// Writes row-major `data` of `shape` (rank >= 1) as nested arrays.
+fn write_nested<T: WireFloat>(out: &mut Vec<u8>, data: &[T], shape: &[usize]) {
+    out.push(b'[');
+    if shape.len() == 1 {
+        for (i, v) in data.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            v.write_json(out);
+        }
+    } else {
+        let inner: usize = shape[1..].iter().product();
+        for i in 0..shape[0] {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_nested(out, &data[i * inner..(i + 1) * inner], &shape[1..]);
+        }
+    }
+    out.push(b']');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lossd_kernels::ndarray::{IxDyn, arr0};
+
+    fn text<T: WireFloat>(a: &ArrayD<T>, e: Encoding) -> String {
+        let mut out = Vec::new();
+        write_tensor(&mut out, a, e);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn tensors_are_written_as_nested_arrays_with_strings_for_non_finite_values() {
+        let a = ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1.0, f64::NAN, f64::INFINITY, -0.5])
+            .unwrap();
+        assert_eq!(
+            text(&a, Encoding::Json),
+            r#"[[1.0,"NaN"],["Infinity",-0.5]]"#
+        );
+        assert_eq!(text(&arr0(0.1f32).into_dyn(), Encoding::Json), "0.1");
+        let e = ArrayD::<f64>::zeros(IxDyn(&[2, 0]));
+        assert_eq!(text(&e, Encoding::Json), "[[],[]]");
+    }
+
+    #[test]
+    fn base64_is_little_endian_with_shape_and_dtype() {
+        let a = ArrayD::from_shape_vec(IxDyn(&[2]), vec![1.0f64, -2.0]).unwrap();
+        assert_eq!(
+            text(&a, Encoding::Base64),
+            r#"{"shape":[2],"dtype":"float64","base64":"AAAAAAAA8D8AAAAAAAAAwA=="}"#
+        );
+    }
+}

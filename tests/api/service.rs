@@ -1,0 +1,39 @@
+//! Health, readiness, request IDs, and that the server survives what clients send.
+
+use serde_json::json;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    let app = spawn_app().await;
+    let r = app.get("/healthz").await;
+    assert_eq!((r.status, r.json()), (200, json!({"status": "ok"})));
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn request_ids_are_returned_and_made_when_missing() {
+    let app = spawn_app().await;
+    let r = app.get("/healthz").await;
+    assert!(!r.headers["x-request-id"].is_empty());
+    let res = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "abc-123");
+}
+
+#[tokio::test]
+async fn the_same_request_gives_the_same_bytes() {
+    let app = spawn_app().await;
+    let body = json!({"input": [[0.1, 0.2], [0.3, 0.4]], "target": [[0.0, 1.0], [1.0, 0.0]], "grad": true});
+    let first = app.loss("huber_loss", &body).await.bytes;
+    for _ in 0..5 {
+        assert_eq!(app.loss("huber_loss", &body).await.bytes, first);
+    }
+}
