@@ -85,6 +85,15 @@ mod tests {
     }
 
     #[test]
+    fn the_gradient_at_a_nan_difference_is_zero_as_in_pytorch() {
+        let x = array![f64::NAN, f64::INFINITY].into_dyn();
+        let y = array![0.0, f64::INFINITY].into_dyn();
+        let out = l1_loss(x.view(), y.view(), None, Reduction::Sum, true).unwrap();
+        assert!(out.loss.first().unwrap().is_nan());
+        assert_eq!(out.grad("input").unwrap().as_slice().unwrap(), &[0.0, 0.0]);
+    }
+
+    #[test]
     fn gradients_match_finite_differences() {
         super::super::tests::check_gradients(&|x, y, w, r, g| l1_loss(x, y, w, r, g), true);
     }
