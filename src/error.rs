@@ -172,19 +172,16 @@ impl ApiError {
 
     /// The problem document as JSON bytes.
     pub fn body(&self) -> Vec<u8> {
-        let mut p = serde_json::Map::new();
-        p.insert("type".into(), "about:blank".into());
-        p.insert("title".into(), self.code.title().into());
-        p.insert("status".into(), self.code.status().as_u16().into());
-        p.insert("code".into(), self.code.as_str().into());
-        p.insert("detail".into(), self.detail.clone().into());
-        if let Some(ptr) = &self.pointer {
-            p.insert("pointer".into(), ptr.clone().into());
-        }
-        if let Some(pos) = self.position {
-            p.insert("position".into(), pos.into());
-        }
-        serde_json::to_vec(&p).expect("a map of strings and numbers serializes")
+        let p = Problem {
+            kind: "about:blank".into(),
+            title: self.code.title().into(),
+            status: self.code.status().as_u16(),
+            code: self.code,
+            detail: self.detail.clone(),
+            pointer: self.pointer.clone(),
+            position: self.position,
+        };
+        serde_json::to_vec(&p).expect("a problem serializes")
     }
 }
 
@@ -237,7 +234,6 @@ impl IntoResponse for ApiError {
 
 /// The problem document, for the OpenAPI description.
 #[derive(Serialize, utoipa::ToSchema)]
-#[allow(dead_code)]
 pub struct Problem {
     /// Always `about:blank`.
     #[serde(rename = "type")]
