@@ -682,7 +682,11 @@ mod tests {
         let t = decode("[0.1, 2.2250738585072011e-308, 9007199254740993]").unwrap();
         assert_eq!(
             t.data,
-            Data::F64(vec![0.1, f64::from_bits(0x000f_ffff_ffff_ffff), 9007199254740992.0])
+            Data::F64(vec![
+                0.1,
+                f64::from_bits(0x000f_ffff_ffff_ffff),
+                9007199254740992.0
+            ])
         );
     }
 
