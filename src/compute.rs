@@ -75,16 +75,31 @@ impl Pool {
         self.draining.store(true, Ordering::SeqCst);
     }
 
-    /// Runs `job` on a worker within the request's deadline.
+    /// The deadline of a request that starts now.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.timeout
+    }
+
+    /// Runs `job` on a worker within a new request's deadline.
     pub async fn run<R, F>(&self, job: F) -> Result<R, ApiError>
     where
         R: Send + 'static,
         F: FnOnce() -> Result<R, ApiError> + Send + 'static,
     {
-        let deadline = Instant::now() + self.timeout;
+        self.run_until(self.deadline(), true, job).await
+    }
+
+    /// Runs `job` on a worker by `deadline`. With `admit`, the request first needs a place in
+    /// the queue (503 `overloaded` when full); the jobs of an admitted batch skip that check
+    /// and simply wait their turn for a worker.
+    pub async fn run_until<R, F>(&self, deadline: Instant, admit: bool, job: F) -> Result<R, ApiError>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> Result<R, ApiError> + Send + 'static,
+    {
         let permit = {
             let (_waiting, before) = Count::new(&self.gauges, |g| &g.queued);
-            if before >= self.queue {
+            if admit && before >= self.queue {
                 return Err(ApiError::new(
                     Code::Overloaded,
                     format!(

@@ -62,6 +62,9 @@ pub enum Command {
     /// Ask a running lossd at `--addr` for `/healthz`; exit 0 when it answers 200.
     /// For container health checks: needs no shell or curl.
     Healthcheck,
+    /// Print the OpenAPI document (what `GET /openapi.json` serves) and exit.
+    /// `cargo run -q -- openapi > openapi/openapi.json` refreshes the committed copy.
+    Openapi,
 }
 
 /// How logs are written.

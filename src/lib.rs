@@ -8,14 +8,19 @@
 //! - [`losses`]: one file per loss (request type, catalog entry, kernel call) and the registry.
 //! - [`routes`]: the HTTP handlers.
 //! - [`compute`]: the bounded compute pool on tokio's blocking threads.
+//! - [`catalog`], [`openapi`]: the catalog and the OpenAPI document, from the registry.
+//! - [`metrics`]: Prometheus metrics.
 //!
 //! The math lives in the `lossd-kernels` crate. [`app`] builds the router (tests use it with a
 //! listener on port 0); [`serve`] runs it until SIGTERM or SIGINT, then drains.
 
+pub mod catalog;
 pub mod compute;
 pub mod config;
 pub mod error;
 pub mod losses;
+pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod wire;
 
@@ -103,12 +108,20 @@ pub fn app(state: AppState) -> Router {
         })
         .on_failure(());
     Router::new()
-        .route("/v1/losses/{name}", post(routes::losses::compute))
+        .route("/v1/losses", get(routes::catalog::list))
+        .route(
+            "/v1/losses/{name}",
+            post(routes::losses::compute).get(routes::catalog::one),
+        )
+        .route("/v1/batch", post(routes::batch::batch))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(metrics::metrics))
+        .merge(routes::docs::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(problems_only))
+        .layer(middleware::from_fn(metrics::record))
         .layer(trace)
         .with_state(state)
         .layer(

@@ -6,12 +6,19 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     let config = Config::parse();
-    if let Some(Command::Healthcheck) = config.command {
-        return if lossd::healthcheck(config.addr) {
-            std::process::ExitCode::SUCCESS
-        } else {
-            std::process::ExitCode::FAILURE
-        };
+    match config.command {
+        Some(Command::Healthcheck) => {
+            return if lossd::healthcheck(config.addr) {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            };
+        }
+        Some(Command::Openapi) => {
+            print!("{}", lossd::openapi::json());
+            return std::process::ExitCode::SUCCESS;
+        }
+        Some(Command::Serve) | None => {}
     }
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt().with_env_filter(filter);

@@ -3,7 +3,9 @@
 use lossd_kernels::LossOutput;
 use lossd_kernels::regression::huber::huber_loss;
 
-use super::{Category, Info, Loss, Reduction, TensorArg, TensorKind, float};
+use serde_json::json;
+
+use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -14,7 +16,6 @@ fn one() -> f64 {
 
 crate::loss_request! {
     /// Request body of `POST /v1/losses/huber_loss`: quadratic below `delta`, linear above.
-    #[schema(example = json!({"input": [[0.5, 1.0], [2.0, -1.0]], "target": [[0.0, 1.5], [2.0, 0.0]], "delta": 0.5, "grad": true}))]
     pub struct HuberLoss {
         /// The prediction, any shape.
         pub input: Tensor,
@@ -23,6 +24,7 @@ crate::loss_request! {
         /// Per-element weights (`F.huber_loss(..., weight=)`), exactly the shape of `input`;
         /// the weighted mean divides by the element count, as PyTorch 2.15 does.
         #[serde(default)]
+        #[schema(nullable = false)]
         pub weight: Option<Tensor>,
         /// Where the loss turns from quadratic to linear; must be positive.
         #[serde(default = "one")]
@@ -39,6 +41,7 @@ impl Loss for HuberLoss {
         category: Category::Regression,
         summary: "Squared error near zero, absolute error beyond delta; robust to outliers.",
         formula: "d = input − target; ℓ = 0.5 d² if |d| < delta, else delta (|d| − 0.5 delta) (× weight)",
+        notes: "delta must be > 0. With weight, the mean divides by the element count (PyTorch 2.15), unlike l1_loss and mse_loss.",
         tensors: &[
             TensorArg {
                 name: "input",
@@ -81,5 +84,13 @@ impl Loss for HuberLoss {
             self.delta,
             grad,
         )?)
+    }
+
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "tutorial",
+            summary: "Huber on 3×5 tensors with delta = 0.5 and the gradient",
+            body: json!({"input": sample(&[3, 5], 1), "target": sample(&[3, 5], 2), "delta": 0.5, "grad": true}),
+        }]
     }
 }

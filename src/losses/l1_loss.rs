@@ -3,14 +3,15 @@
 use lossd_kernels::LossOutput;
 use lossd_kernels::regression::l1::l1_loss;
 
-use super::{Category, Info, Loss, Reduction, TensorArg, TensorKind, float};
+use serde_json::json;
+
+use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
 
 crate::loss_request! {
     /// Request body of `POST /v1/losses/l1_loss`: mean absolute error.
-    #[schema(example = json!({"input": [[0.5, 1.0], [2.0, -1.0]], "target": [[0.0, 1.5], [2.0, 0.0]], "grad": true}))]
     pub struct L1Loss {
         /// The prediction, any shape.
         pub input: Tensor,
@@ -19,6 +20,7 @@ crate::loss_request! {
         /// Per-element weights (`F.l1_loss(..., weight=)`), exactly the shape of `input`;
         /// the weighted mean divides by `Σ weight`.
         #[serde(default)]
+        #[schema(nullable = false)]
         pub weight: Option<Tensor>,
     }
     reduction: Reduction;
@@ -31,6 +33,7 @@ impl Loss for L1Loss {
         category: Category::Regression,
         summary: "Mean absolute error between input and target.",
         formula: "ℓ = |input − target| (× weight); mean divides by Σ weight when weighted",
+        notes: "Gradient sign(input − target), 0 where they are equal (and at NaN), as PyTorch.",
         tensors: &[
             TensorArg {
                 name: "input",
@@ -71,5 +74,21 @@ impl Loss for L1Loss {
             self.reduction.into(),
             grad,
         )?)
+    }
+
+    fn examples() -> Vec<Example> {
+        vec![
+            Example {
+                name: "tutorial",
+                summary: "L1 on 3×5 tensors with the gradient (the torch.nn.L1Loss example)",
+                body: json!({"input": sample(&[3, 5], 1), "target": sample(&[3, 5], 2), "grad": true}),
+            },
+            Example {
+                name: "weighted",
+                summary: "Weighted, unreduced",
+                body: json!({"input": [[1.0, -0.5], [0.25, 2.0]], "target": [[0.5, -0.5], [1.25, 0.0]],
+                             "weight": [[1.0, 2.0], [0.5, 1.0]], "reduction": "none"}),
+            },
+        ]
     }
 }

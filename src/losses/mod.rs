@@ -17,11 +17,14 @@ use std::sync::LazyLock;
 use lossd_kernels::LossOutput;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
 
 pub use args::{float, index};
 
 use crate::error::{ApiError, Code};
 use crate::wire::Budget;
+use crate::wire::skip::SkipKey;
 use crate::wire::ser::{Encoding, WireFloat, write_shape, write_str, write_tensor};
 
 /// The precision a loss is computed in (`dtype` in a request).
@@ -124,6 +127,8 @@ pub struct Info {
     pub summary: &'static str,
     /// The formula, in plain text.
     pub formula: &'static str,
+    /// What a user should know beyond the formula: PyTorch quirks, lossd's decisions.
+    pub notes: &'static str,
     /// The tensor arguments, in PyTorch's order.
     pub tensors: &'static [TensorArg],
     /// The reductions accepted.
@@ -148,6 +153,17 @@ pub struct Common {
     pub encoding: Encoding,
 }
 
+/// A named example request body, for the OpenAPI document (and tested to run).
+#[derive(Clone, Debug)]
+pub struct Example {
+    /// A short key (`"tutorial"`).
+    pub name: &'static str,
+    /// One line on what it shows.
+    pub summary: &'static str,
+    /// The request body.
+    pub body: serde_json::Value,
+}
+
 /// A loss the service computes: a request type that decodes itself and calls its kernel.
 pub trait Loss: DeserializeOwned + utoipa::ToSchema + Send + 'static {
     /// The catalog entry.
@@ -158,6 +174,9 @@ pub trait Loss: DeserializeOwned + utoipa::ToSchema + Send + 'static {
 
     /// Computes the loss in precision `T`, with gradients when `grad`.
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError>;
+
+    /// Example request bodies; the first is the one Swagger UI shows.
+    fn examples() -> Vec<Example>;
 }
 
 /// Declares a loss request struct: the given fields plus `reduction`, `dtype`, `grad` and
@@ -207,25 +226,40 @@ macro_rules! loss_request {
     };
 }
 
+/// A decoded request, ready to compute: returns the response body.
+pub type Job = Box<dyn FnOnce() -> Result<Vec<u8>, ApiError> + Send>;
+
 /// A registered loss: its catalog entry and its monomorphised entry points.
 #[derive(Clone, Copy)]
 pub struct Entry {
     /// The catalog entry.
     pub info: &'static Info,
-    /// Decodes a request body and computes the response body.
-    pub run: fn(&[u8], Budget) -> Result<Vec<u8>, ApiError>,
-    /// The request schema's name and schema.
-    pub schema: fn() -> (
-        String,
-        utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
-    ),
+    /// Decodes a request body (hiding the top-level key `skip`, if any) into a [`Job`],
+    /// spending the element budget.
+    pub prepare: fn(&[u8], &mut Budget, Option<&str>) -> Result<Job, ApiError>,
+    /// The request schema's name and schema, and the schemas it refers to.
+    pub schema: fn() -> (String, RefOr<Schema>, Vec<(String, RefOr<Schema>)>),
+    /// Example request bodies.
+    pub examples: fn() -> Vec<Example>,
+}
+
+impl Entry {
+    /// Decodes and computes one request body.
+    pub fn run(&self, body: &[u8], mut budget: Budget) -> Result<Vec<u8>, ApiError> {
+        (self.prepare)(body, &mut budget, None)?()
+    }
 }
 
 fn entry<L: Loss>() -> Entry {
     Entry {
         info: &L::INFO,
-        run: run::<L>,
-        schema: || (L::name().into_owned(), L::schema()),
+        prepare: prepare::<L>,
+        schema: || {
+            let mut refs = Vec::new();
+            L::schemas(&mut refs);
+            (L::name().into_owned(), L::schema(), refs)
+        },
+        examples: L::examples,
     }
 }
 
@@ -248,14 +282,41 @@ pub fn find(name: &str) -> Option<&'static Entry> {
     registry().iter().find(|e| e.info.name == name)
 }
 
-/// Decodes, computes and encodes one request for loss `L`.
-pub fn run<L: Loss>(body: &[u8], budget: Budget) -> Result<Vec<u8>, ApiError> {
-    let req: L = decode(body, budget, &L::INFO)?;
-    let common = req.common();
-    match common.dtype {
-        Dtype::Float64 => Ok(respond(&req.compute::<f64>(common.grad)?, common.encoding)),
-        Dtype::Float32 => Ok(respond(&req.compute::<f32>(common.grad)?, common.encoding)),
+fn prepare<L: Loss>(body: &[u8], budget: &mut Budget, skip: Option<&str>) -> Result<Job, ApiError> {
+    let before = budget.elements;
+    let req: L = decode(body, budget, &L::INFO, skip)?;
+    crate::metrics::global().add_elements(before - budget.elements);
+    Ok(Box::new(move || {
+        let common = req.common();
+        match common.dtype {
+            Dtype::Float64 => Ok(respond(&req.compute::<f64>(common.grad)?, common.encoding)),
+            Dtype::Float32 => Ok(respond(&req.compute::<f32>(common.grad)?, common.encoding)),
+        }
+    }))
+}
+
+/// Deterministic example data: nested arrays of `shape` with values in about [-2, 2], four
+/// decimals, different for each `seed` (like `torch.randn(shape)` in a tutorial).
+pub fn sample(shape: &[usize], seed: u64) -> serde_json::Value {
+    fn build(shape: &[usize], state: &mut u64) -> serde_json::Value {
+        match shape.split_first() {
+            None => {
+                // SplitMix64, then a sum of uniforms shaped like a normal sample.
+                let mut u = || {
+                    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                    let mut z = *state;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+                };
+                let v = (u() + u() + u() - 1.5) * 2.0;
+                serde_json::json!((v * 1e4).round() / 1e4)
+            }
+            Some((&n, rest)) => (0..n).map(|_| build(rest, state)).collect(),
+        }
     }
+    let mut state = seed.wrapping_mul(0x2545_F491_4F6C_DD1D);
+    build(shape, &mut state)
 }
 
 /// Writes the 200 response body of a loss.
@@ -300,10 +361,19 @@ pub fn respond<T: WireFloat>(out: &LossOutput<T>, encoding: Encoding) -> Vec<u8>
 /// decoded again with [`serde_path_to_error`] to find the JSON Pointer of the failure.
 pub fn decode<L: DeserializeOwned>(
     body: &[u8],
-    budget: Budget,
+    budget: &mut Budget,
     info: &Info,
+    skip: Option<&str>,
 ) -> Result<L, ApiError> {
-    let (first, over) = budget.run(|| serde_json::from_slice::<L>(body));
+    let start = *budget;
+    let (first, over) = budget.run(|| {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let v = match skip {
+            Some(key) => L::deserialize(SkipKey { inner: &mut de, key }),
+            None => L::deserialize(&mut de),
+        }?;
+        de.end().map(|()| v)
+    });
     let err = match first {
         Ok(v) => return Ok(v),
         Err(e) => e,
@@ -313,13 +383,18 @@ pub fn decode<L: DeserializeOwned>(
             Code::PayloadTooLarge,
             format!(
                 "the request's tensors hold more than {} elements (the element limit)",
-                budget.elements
+                start.elements
             ),
         ));
     }
-    let (tracked, _) = budget.run(|| {
+    let mut again = start;
+    let (tracked, _) = again.run(|| {
         let mut de = serde_json::Deserializer::from_slice(body);
-        serde_path_to_error::deserialize::<_, L>(&mut de).map(|_| ())
+        match skip {
+            Some(key) => serde_path_to_error::deserialize::<_, L>(SkipKey { inner: &mut de, key }),
+            None => serde_path_to_error::deserialize::<_, L>(&mut de),
+        }
+        .map(|_| ())
     });
     let (path, err) = match tracked {
         Err(e) => (pointer_of(e.path()), e.into_inner()),

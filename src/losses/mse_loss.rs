@@ -3,14 +3,15 @@
 use lossd_kernels::LossOutput;
 use lossd_kernels::regression::mse::mse_loss;
 
-use super::{Category, Info, Loss, Reduction, TensorArg, TensorKind, float};
+use serde_json::json;
+
+use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
 
 crate::loss_request! {
     /// Request body of `POST /v1/losses/mse_loss`: mean squared error.
-    #[schema(example = json!({"input": [[0.5, 1.0], [2.0, -1.0]], "target": [[0.0, 1.5], [2.0, 0.0]], "grad": true}))]
     pub struct MseLoss {
         /// The prediction, any shape.
         pub input: Tensor,
@@ -19,6 +20,7 @@ crate::loss_request! {
         /// Per-element weights (`F.mse_loss(..., weight=)`), exactly the shape of `input`;
         /// the weighted mean divides by `Σ weight`.
         #[serde(default)]
+        #[schema(nullable = false)]
         pub weight: Option<Tensor>,
     }
     reduction: Reduction;
@@ -31,6 +33,7 @@ impl Loss for MseLoss {
         category: Category::Regression,
         summary: "Mean squared error between input and target.",
         formula: "ℓ = (input − target)² (× weight); mean divides by Σ weight when weighted",
+        notes: "",
         tensors: &[
             TensorArg {
                 name: "input",
@@ -71,5 +74,20 @@ impl Loss for MseLoss {
             self.reduction.into(),
             grad,
         )?)
+    }
+
+    fn examples() -> Vec<Example> {
+        vec![
+            Example {
+                name: "tutorial",
+                summary: "MSE on 3×5 tensors with the gradient (the torch.nn.MSELoss example)",
+                body: json!({"input": sample(&[3, 5], 1), "target": sample(&[3, 5], 2), "grad": true}),
+            },
+            Example {
+                name: "broadcast",
+                summary: "A target broadcast against the input, with PyTorch's warning",
+                body: json!({"input": sample(&[3, 5], 3), "target": sample(&[5], 4)}),
+            },
+        ]
     }
 }

@@ -3,7 +3,9 @@
 use lossd_kernels::LossOutput;
 use lossd_kernels::regression::smooth_l1::smooth_l1_loss;
 
-use super::{Category, Info, Loss, Reduction, TensorArg, TensorKind, float};
+use serde_json::json;
+
+use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -14,7 +16,6 @@ fn one() -> f64 {
 
 crate::loss_request! {
     /// Request body of `POST /v1/losses/smooth_l1_loss`: quadratic below `beta`, linear above.
-    #[schema(example = json!({"input": [[0.5, 1.0], [2.0, -1.0]], "target": [[0.0, 1.5], [2.0, 0.0]], "beta": 0.5, "grad": true}))]
     pub struct SmoothL1Loss {
         /// The prediction, any shape.
         pub input: Tensor,
@@ -36,6 +37,7 @@ impl Loss for SmoothL1Loss {
         category: Category::Regression,
         summary: "L1 loss smoothed to a quadratic near zero; robust to outliers.",
         formula: "d = input − target; ℓ = 0.5 d² / beta if |d| < beta, else |d| − 0.5 beta (beta = 0: |d|)",
+        notes: "beta must be ≥ 0. At |d| = beta the gradient is ±1, as in PyTorch.",
         tensors: &[
             TensorArg {
                 name: "input",
@@ -68,5 +70,13 @@ impl Loss for SmoothL1Loss {
             self.beta,
             grad,
         )?)
+    }
+
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "tutorial",
+            summary: "Smooth L1 on 3×5 tensors with beta = 0.5 and the gradient",
+            body: json!({"input": sample(&[3, 5], 1), "target": sample(&[3, 5], 2), "beta": 0.5, "grad": true}),
+        }]
     }
 }

@@ -3,7 +3,9 @@
 use lossd_kernels::LossOutput;
 use lossd_kernels::classification::soft_margin::soft_margin_loss;
 
-use super::{Category, Info, Loss, Reduction, TensorArg, TensorKind, float};
+use serde_json::json;
+
+use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -11,7 +13,6 @@ use crate::wire::ser::WireFloat;
 crate::loss_request! {
     /// Request body of `POST /v1/losses/soft_margin_loss`: two-class logistic loss with
     /// targets ±1. Computed stably: finite where PyTorch's literal formula overflows.
-    #[schema(example = json!({"input": [[0.5, -1.5], [0.3, -0.5]], "target": [[1, 1], [-1, -1]], "grad": true}))]
     pub struct SoftMarginLoss {
         /// The scores, any shape.
         pub input: Tensor,
@@ -28,6 +29,7 @@ impl Loss for SoftMarginLoss {
         category: Category::Classification,
         summary: "Two-class logistic loss on ±1 labels.",
         formula: "ℓ = log(1 + exp(−target · input)), computed as softplus(−target · input)",
+        notes: "PyTorch computes log(1 + exp(z)) literally and overflows to inf for large margins; lossd computes it stably (softplus): equal wherever PyTorch is finite, finite where PyTorch overflows. No gradient for target (PyTorch refuses one).",
         tensors: &[
             TensorArg {
                 name: "input",
@@ -59,5 +61,13 @@ impl Loss for SoftMarginLoss {
             self.reduction.into(),
             grad,
         )?)
+    }
+
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "labels",
+            summary: "Scores against ±1 labels, with the gradient",
+            body: json!({"input": sample(&[4, 3], 1), "target": [[1, -1, 1], [-1, -1, 1], [1, 1, 1], [-1, 1, -1]], "grad": true}),
+        }]
     }
 }

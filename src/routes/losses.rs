@@ -23,7 +23,7 @@ pub async fn compute(
     require_json(&headers)?;
     let bytes = read_body(&headers, body, state.config.max_body_bytes).await?;
     let budget = state.budget();
-    let out = state.pool.run(move || (entry.run)(&bytes, budget)).await?;
+    let out = state.pool.run(move || entry.run(&bytes, budget)).await?;
     let mut res = out.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

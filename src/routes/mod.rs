@@ -1,5 +1,8 @@
 //! HTTP handlers: one module per group of routes.
 
+pub mod batch;
+pub mod catalog;
+pub mod docs;
 pub mod health;
 pub mod losses;
 

@@ -80,15 +80,16 @@ thread_local! {
 }
 
 impl Budget {
-    /// Runs `f` (a decode) under this budget on this thread. Returns `f`'s result and whether
-    /// the element budget was exceeded (so the caller can answer 413 rather than 422).
-    pub fn run<R>(self, f: impl FnOnce() -> R) -> (R, bool) {
+    /// Runs `f` (a decode) under this budget on this thread, and deducts what it spent.
+    /// Returns `f`'s result and whether the element budget was exceeded (so the caller can
+    /// answer 413 rather than 422).
+    pub fn run<R>(&mut self, f: impl FnOnce() -> R) -> (R, bool) {
         LEFT.with(|c| c.set(self.elements));
         MAX_RANK.with(|c| c.set(self.rank));
         OVER.with(|c| c.set(false));
         let r = f();
         let over = OVER.with(|c| c.replace(false));
-        LEFT.with(|c| c.set(usize::MAX));
+        self.elements = LEFT.with(|c| c.replace(usize::MAX));
         (r, over)
     }
 
@@ -557,13 +558,16 @@ fn decode_base64(text: &str, n: usize, dtype: Dtype) -> Result<Data, String> {
 }
 
 /// A string borrowed from the request when it has no escapes.
-enum Text<'de> {
+pub(crate) enum Text<'de> {
+    /// Borrowed from the input.
     Borrowed(&'de str),
+    /// Unescaped into a new string.
     Owned(String),
 }
 
 impl Text<'_> {
-    fn as_str(&self) -> &str {
+    /// The text.
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             Text::Borrowed(s) => s,
             Text::Owned(s) => s,

@@ -7,5 +7,6 @@
 pub mod de;
 pub mod schema;
 pub mod ser;
+pub mod skip;
 
 pub use de::{Budget, Data, Form, Tensor};

@@ -1,7 +1,10 @@
 //! Integration tests through real HTTP: a server on port 0 per test.
 
+mod batch;
+mod catalog;
 mod conformance;
 mod encodings;
 mod errors;
 mod helpers;
+mod openapi;
 mod service;

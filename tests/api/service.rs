@@ -37,3 +37,24 @@ async fn the_same_request_gives_the_same_bytes() {
         assert_eq!(app.loss("huber_loss", &body).await.bytes, first);
     }
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_loss_and_rejections_by_reason() {
+    let app = crate::helpers::spawn_app_with(&["--max-elements", "4"]).await;
+    app.loss("mse_loss", &json!({"input": [1.0], "target": [1.0]})).await;
+    app.loss("mse_loss", &json!({"input": [1, 2, 3], "target": [1, 2, 3]})).await;
+    let r = app.get("/metrics").await;
+    assert_eq!(r.status, 200);
+    assert!(r.content_type.starts_with("text/plain"));
+    let text = String::from_utf8(r.bytes).unwrap();
+    for needle in [
+        r#"lossd_requests_total{route="/v1/losses/{name}",loss="mse_loss",status="200"}"#,
+        r#"lossd_request_duration_seconds_bucket{loss="mse_loss""#,
+        r#"lossd_rejected_total{reason="payload_too_large"}"#,
+        "lossd_elements_total",
+        "lossd_queue_depth",
+        "lossd_jobs_in_flight",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+}

@@ -1,0 +1,256 @@
+//! The OpenAPI 3.1 document, generated from the code: the static routes through
+//! `#[utoipa::path]`, and one `POST /v1/losses/{name}` operation per registered loss from the
+//! registry (its request schema, examples, and every error response).
+//!
+//! `lossd openapi` prints it; `openapi/openapi.json` is that output, committed, and a test
+//! fails when the two differ. `GET /openapi.json` serves the same bytes.
+
+use std::sync::LazyLock;
+
+use utoipa::OpenApi;
+use utoipa::openapi::example::ExampleBuilder;
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::response::{ResponseBuilder, ResponsesBuilder};
+use utoipa::openapi::schema::Ref;
+use utoipa::openapi::tag::TagBuilder;
+use utoipa::openapi::{ContentBuilder, Required};
+
+use crate::error::{Code, Problem};
+use crate::losses::{self, Category, Entry};
+
+/// A loss response, for the documentation (the service writes it by hand, see
+/// [`losses::respond`]).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct LossResponse {
+    /// The loss: a number for a 0-d result (the strings `"NaN"`, `"Infinity"`,
+    /// `"-Infinity"` for non-finite values), else a tensor as nested arrays or, with
+    /// `encoding: "base64"`, a `{shape, dtype, base64}` object.
+    #[schema(value_type = Object)]
+    pub loss: serde_json::Value,
+    /// The shape of `loss` (`[]` for `mean` and `sum`).
+    pub shape: Vec<usize>,
+    /// The precision the loss was computed in.
+    pub dtype: losses::Dtype,
+    /// Only with `grad: true`: the gradient of the output (of its sum, for `reduction:
+    /// "none"`) for each differentiable tensor argument, each with that argument's shape.
+    #[schema(value_type = Option<Object>)]
+    pub grad: Option<serde_json::Value>,
+    /// Only when PyTorch would have warned: the warnings, as sentences.
+    pub warnings: Option<Vec<String>>,
+}
+
+/// A batch request.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct BatchRequest {
+    /// The jobs: each is the request body of `POST /v1/losses/{loss}` plus `"loss"`, the loss
+    /// to compute. At most the job limit (1,024 by default); all jobs' tensors together count
+    /// against the element limit.
+    #[schema(value_type = Vec<Object>, example = json!([
+        {"loss": "mse_loss", "input": [1, 2], "target": [1, 3]},
+        {"loss": "l1_loss", "input": [[0.1, 2.0]], "target": [[0.0, 1.0]], "grad": true}
+    ]))]
+    pub jobs: Vec<serde_json::Value>,
+}
+
+/// One job's result.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct BatchResult {
+    /// Whether the job computed.
+    pub ok: bool,
+    /// When `ok`: what `POST /v1/losses/{loss}` would have answered.
+    pub result: Option<LossResponse>,
+    /// When not `ok`: the job's problem (its `pointer` starts with `/jobs/{index}`).
+    pub error: Option<Problem>,
+}
+
+/// A batch response: one result per job, in job order.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct BatchResponse {
+    /// The results, in job order.
+    pub results: Vec<BatchResult>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "lossd",
+        description = "PyTorch's torch.nn losses and their gradients over HTTP.\n\n\
+            Every loss of torch.nn (PyTorch 2.15) has its own route, `POST /v1/losses/{name}`, \
+            named as in `torch.nn.functional`, with PyTorch's options and defaults. Tensors are \
+            nested JSON arrays, `{shape, data}` objects, or `{shape, dtype, base64}` objects of \
+            raw little-endian bytes; non-finite values travel as the strings `\"NaN\"`, \
+            `\"Infinity\"` and `\"-Infinity\"`. `grad: true` returns the gradient with respect \
+            to each differentiable tensor argument. Every error is an RFC 9457 problem document \
+            (`application/problem+json`) with a `code` and, when a field is at fault, a JSON \
+            Pointer to it."
+    ),
+    paths(
+        crate::routes::catalog::list,
+        crate::routes::catalog::one,
+        crate::routes::batch::batch,
+        crate::routes::health::healthz,
+        crate::routes::health::readyz,
+        crate::metrics::metrics,
+    ),
+    components(schemas(Problem, Code, LossResponse, BatchRequest, BatchResult, BatchResponse))
+)]
+struct Static;
+
+/// Builds the whole document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = Static::openapi();
+    let components = doc.components.get_or_insert_with(Default::default);
+    for e in losses::registry() {
+        let (name, schema, refs) = (e.schema)();
+        components.schemas.insert(name, schema);
+        for (n, s) in refs {
+            components.schemas.insert(n, s);
+        }
+    }
+    for e in losses::registry() {
+        doc.paths.paths.insert(
+            format!("/v1/losses/{}", e.info.name),
+            PathItem::new(HttpMethod::Post, operation(e)),
+        );
+    }
+    let tag = |name: &str, text: &str| TagBuilder::new().name(name).description(Some(text)).build();
+    doc.tags = Some(vec![
+        tag(Category::Regression.tag(), "L1, MSE, smooth L1 and Huber losses."),
+        tag(
+            Category::Classification.tag(),
+            "Cross-entropy, NLL, binary cross-entropy and the margin losses.",
+        ),
+        tag(Category::Probabilistic.tag(), "KL divergence, Poisson and Gaussian NLL, CTC."),
+        tag(
+            Category::RankingAndEmbedding.tag(),
+            "Margin ranking, hinge, cosine and triplet losses.",
+        ),
+        tag("batch", "Many loss jobs in one request."),
+        tag("catalog", "What the service computes, generated from the same registry as the routes."),
+        tag("service", "Health, readiness and metrics."),
+    ]);
+    doc
+}
+
+/// The document as served and committed: pretty JSON and a final newline.
+pub fn json() -> &'static str {
+    static JSON: LazyLock<String> = LazyLock::new(|| {
+        let mut s = document().to_pretty_json().expect("the document serializes");
+        s.push('\n');
+        s
+    });
+    &JSON
+}
+
+/// The `POST /v1/losses/{name}` operation of one loss.
+fn operation(e: &Entry) -> utoipa::openapi::path::Operation {
+    let info = e.info;
+    let (schema_name, _, _) = (e.schema)();
+    let mut description = format!(
+        "**{module}** (`torch.nn.functional.{name}`). {summary}\n\n**Formula:** {formula}\n\n**Tensor arguments:**\n",
+        module = info.module,
+        name = info.name,
+        summary = info.summary,
+        formula = info.formula,
+    );
+    for t in info.tensors {
+        description.push_str(&format!(
+            "- `{}` ({}{}{}): {}\n",
+            t.name,
+            match t.kind {
+                losses::TensorKind::Float => "float",
+                losses::TensorKind::Integer => "integer",
+                losses::TensorKind::FloatOrInteger => "float or integer",
+            },
+            if t.required { ", required" } else { ", optional" },
+            if t.differentiable { ", differentiable" } else { "" },
+            t.shapes
+        ));
+    }
+    description.push_str(&format!(
+        "\n**Reductions:** {}.",
+        info.reductions
+            .iter()
+            .map(|r| format!("`{r}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    if !info.notes.is_empty() {
+        description.push_str(&format!("\n\n**Notes:** {}", info.notes));
+    }
+    let examples = (e.examples)().into_iter().map(|x| {
+        (
+            x.name.to_string(),
+            ExampleBuilder::new().summary(x.summary).value(Some(x.body)).build(),
+        )
+    });
+    let body = RequestBodyBuilder::new()
+        .required(Some(Required::True))
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(schema_name)))
+                .examples_from_iter(examples)
+                .build(),
+        )
+        .build();
+    OperationBuilder::new()
+        .operation_id(Some(info.name))
+        .summary(Some(format!("{} ({})", info.name, info.module)))
+        .description(Some(description))
+        .tag(info.category.tag())
+        .request_body(Some(body))
+        .responses(responses())
+        .build()
+}
+
+/// The responses every loss route can give.
+fn responses() -> utoipa::openapi::Responses {
+    let problem = |text: &str| {
+        ResponseBuilder::new()
+            .description(text)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    };
+    ResponsesBuilder::new()
+        .response(
+            "200",
+            ResponseBuilder::new()
+                .description("The loss, its shape and dtype; gradients with `grad: true`; PyTorch's warnings when it would have warned.")
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("LossResponse")))
+                        .build(),
+                )
+                .build(),
+        )
+        .response("400", problem("`invalid_json`: the body is not JSON."))
+        .response("404", problem("`unknown_loss`: no loss of that name."))
+        .response("413", problem("`payload_too_large`: the body or the element count is over the limit."))
+        .response("415", problem("`unsupported_media_type`: the content type is not `application/json`."))
+        .response(
+            "422",
+            problem(
+                "`invalid_tensor` (ragged arrays, non-numbers, bad base64, shape and data disagree, a fraction where an integer is needed), \
+                 `shape_mismatch` (tensors PyTorch would refuse to combine), \
+                 `invalid_option` (unknown or missing field, a bad reduction, dtype or option value), \
+                 `invalid_value` (values PyTorch rejects).",
+            ),
+        )
+        .response(
+            "503",
+            problem("`overloaded` (the compute queue is full; `Retry-After` says when to retry) or `timeout` (past the time limit)."),
+        )
+        .build()
+}

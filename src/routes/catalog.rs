@@ -1,0 +1,40 @@
+//! `GET /v1/losses` and `GET /v1/losses/{name}`: the catalog.
+
+use axum::Json;
+use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
+use serde_json::{Value, json};
+
+use super::losses::unknown_loss;
+use crate::catalog;
+use crate::error::{ApiError, Code};
+
+/// Every loss: PyTorch module and functional names, category, tensor arguments, options with
+/// defaults, reductions, differentiable arguments.
+#[utoipa::path(
+    get,
+    path = "/v1/losses",
+    tag = "catalog",
+    responses((status = 200, description = "Every loss the service computes", body = inline(Object), content_type = "application/json"))
+)]
+pub async fn list() -> Json<Value> {
+    Json(json!({"losses": catalog::entries()}))
+}
+
+/// One loss's catalog entry.
+#[utoipa::path(
+    get,
+    path = "/v1/losses/{name}",
+    tag = "catalog",
+    params(("name" = String, Path, description = "The torch.nn.functional name, e.g. `mse_loss`")),
+    responses(
+        (status = 200, description = "The catalog entry", body = inline(Object), content_type = "application/json"),
+        (status = 404, description = "No loss of that name (`unknown_loss`)", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn one(name: Result<Path<String>, PathRejection>) -> Result<Json<Value>, ApiError> {
+    let Path(name) = name.map_err(|e| ApiError::new(Code::NotFound, e.body_text()))?;
+    catalog::entry(&name)
+        .map(|e| Json(e.clone()))
+        .ok_or_else(|| unknown_loss(&name))
+}
