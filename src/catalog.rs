@@ -21,7 +21,9 @@ pub fn entries() -> &'static [Value] {
 
 /// The catalog entry of `name`.
 pub fn entry(name: &str) -> Option<&'static Value> {
-    let i = losses::registry().iter().position(|e| e.info.name == name)?;
+    let i = losses::registry()
+        .iter()
+        .position(|e| e.info.name == name)?;
     entries().get(i)
 }
 
@@ -32,7 +34,10 @@ pub fn schema_json(e: &Entry) -> (Value, BTreeMap<String, Value>) {
         .into_iter()
         .map(|(n, s)| (n, serde_json::to_value(s).expect("schemas serialize")))
         .collect();
-    (serde_json::to_value(schema).expect("schemas serialize"), refs)
+    (
+        serde_json::to_value(schema).expect("schemas serialize"),
+        refs,
+    )
 }
 
 /// Follows a `$ref` to a component schema.
@@ -51,7 +56,11 @@ fn type_of(p: &Value, refs: &BTreeMap<String, Value>) -> String {
     if let Some(t) = p.get("type") {
         let names: Vec<&str> = match t {
             Value::String(s) => vec![s.as_str()],
-            Value::Array(a) => a.iter().filter_map(Value::as_str).filter(|s| *s != "null").collect(),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|s| *s != "null")
+                .collect(),
             _ => vec![],
         };
         return names.join(" | ");
@@ -73,7 +82,10 @@ fn type_of(p: &Value, refs: &BTreeMap<String, Value>) -> String {
 fn build(e: &Entry) -> Value {
     let info = e.info;
     let (schema, refs) = schema_json(e);
-    let props = schema["properties"].as_object().cloned().unwrap_or_default();
+    let props = schema["properties"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     // An optional field's description may sit inside its `oneOf`.
     let description = |name: &str| {
         let p = props.get(name)?;
@@ -110,7 +122,13 @@ fn build(e: &Entry) -> Value {
         let mut o = Map::new();
         o.insert("name".into(), json!(name));
         o.insert("type".into(), json!(type_of(p, &refs)));
-        for key in ["default", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"] {
+        for key in [
+            "default",
+            "minimum",
+            "maximum",
+            "exclusiveMinimum",
+            "exclusiveMaximum",
+        ] {
             if let Some(v) = p.get(key).or_else(|| resolved.get(key)) {
                 o.insert(key.into(), v.clone());
             }
@@ -118,7 +136,10 @@ fn build(e: &Entry) -> Value {
         if let Some(v) = resolved.get("enum") {
             o.insert("allowed".into(), v.clone());
         }
-        o.insert("description".into(), description(name).unwrap_or(Value::Null));
+        o.insert(
+            "description".into(),
+            description(name).unwrap_or(Value::Null),
+        );
         options.push(Value::Object(o));
     }
 

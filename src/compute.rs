@@ -92,7 +92,12 @@ impl Pool {
     /// Runs `job` on a worker by `deadline`. With `admit`, the request first needs a place in
     /// the queue (503 `overloaded` when full); the jobs of an admitted batch skip that check
     /// and simply wait their turn for a worker.
-    pub async fn run_until<R, F>(&self, deadline: Instant, admit: bool, job: F) -> Result<R, ApiError>
+    pub async fn run_until<R, F>(
+        &self,
+        deadline: Instant,
+        admit: bool,
+        job: F,
+    ) -> Result<R, ApiError>
     where
         R: Send + 'static,
         F: FnOnce() -> Result<R, ApiError> + Send + 'static,

@@ -64,20 +64,36 @@ pub fn global() -> &'static Metrics {
         let rejected = Family::<ReasonLabel, Counter>::default();
         let queued = Gauge::default();
         let running = Gauge::default();
-        registry.register("requests", "HTTP requests by route, loss and status", requests.clone());
+        registry.register(
+            "requests",
+            "HTTP requests by route, loss and status",
+            requests.clone(),
+        );
         registry.register(
             "request_duration_seconds",
             "Latency of loss and batch requests, by loss",
             latency.clone(),
         );
-        registry.register("elements", "Tensor elements decoded from requests", elements.clone());
+        registry.register(
+            "elements",
+            "Tensor elements decoded from requests",
+            elements.clone(),
+        );
         registry.register(
             "rejected",
             "Requests refused by a limit, by reason (overloaded, timeout, payload_too_large, unsupported_media_type)",
             rejected.clone(),
         );
-        registry.register("queue_depth", "Requests waiting for a compute worker", queued.clone());
-        registry.register("jobs_in_flight", "Compute jobs running now", running.clone());
+        registry.register(
+            "queue_depth",
+            "Requests waiting for a compute worker",
+            queued.clone(),
+        );
+        registry.register(
+            "jobs_in_flight",
+            "Compute jobs running now",
+            running.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -132,17 +148,26 @@ pub async fn record(req: Request, next: Next) -> Response {
             .observe(start.elapsed().as_secs_f64());
     }
     m.requests
-        .get_or_create(&RequestLabels { route, loss, status })
+        .get_or_create(&RequestLabels {
+            route,
+            loss,
+            status,
+        })
         .inc();
     let reason = match res.extensions().get::<Code>() {
-        Some(c @ (Code::Overloaded | Code::Timeout | Code::PayloadTooLarge | Code::UnsupportedMediaType)) => {
-            Some(c.as_str())
-        }
+        Some(
+            c @ (Code::Overloaded
+            | Code::Timeout
+            | Code::PayloadTooLarge
+            | Code::UnsupportedMediaType),
+        ) => Some(c.as_str()),
         _ => None,
     };
     if let Some(reason) = reason {
         m.rejected
-            .get_or_create(&ReasonLabel { reason: reason.to_string() })
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
             .inc();
     }
     res
@@ -163,7 +188,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .set(state.pool.gauges.running.load(Ordering::SeqCst) as i64);
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut text, &m.registry) {
-        return crate::error::ApiError::internal(format!("metrics encoding failed: {e}")).into_response();
+        return crate::error::ApiError::internal(format!("metrics encoding failed: {e}"))
+            .into_response();
     }
     let mut res = text.into_response();
     res.headers_mut().insert(

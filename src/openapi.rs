@@ -120,18 +120,27 @@ pub fn document() -> utoipa::openapi::OpenApi {
     }
     let tag = |name: &str, text: &str| TagBuilder::new().name(name).description(Some(text)).build();
     doc.tags = Some(vec![
-        tag(Category::Regression.tag(), "L1, MSE, smooth L1 and Huber losses."),
+        tag(
+            Category::Regression.tag(),
+            "L1, MSE, smooth L1 and Huber losses.",
+        ),
         tag(
             Category::Classification.tag(),
             "Cross-entropy, NLL, binary cross-entropy and the margin losses.",
         ),
-        tag(Category::Probabilistic.tag(), "KL divergence, Poisson and Gaussian NLL, CTC."),
+        tag(
+            Category::Probabilistic.tag(),
+            "KL divergence, Poisson and Gaussian NLL, CTC.",
+        ),
         tag(
             Category::RankingAndEmbedding.tag(),
             "Margin ranking, hinge, cosine and triplet losses.",
         ),
         tag("batch", "Many loss jobs in one request."),
-        tag("catalog", "What the service computes, generated from the same registry as the routes."),
+        tag(
+            "catalog",
+            "What the service computes, generated from the same registry as the routes.",
+        ),
         tag("service", "Health, readiness and metrics."),
     ]);
     doc
@@ -140,7 +149,9 @@ pub fn document() -> utoipa::openapi::OpenApi {
 /// The document as served and committed: pretty JSON and a final newline.
 pub fn json() -> &'static str {
     static JSON: LazyLock<String> = LazyLock::new(|| {
-        let mut s = document().to_pretty_json().expect("the document serializes");
+        let mut s = document()
+            .to_pretty_json()
+            .expect("the document serializes");
         s.push('\n');
         s
     });
@@ -167,8 +178,16 @@ fn operation(e: &Entry) -> utoipa::openapi::path::Operation {
                 losses::TensorKind::Integer => "integer",
                 losses::TensorKind::FloatOrInteger => "float or integer",
             },
-            if t.required { ", required" } else { ", optional" },
-            if t.differentiable { ", differentiable" } else { "" },
+            if t.required {
+                ", required"
+            } else {
+                ", optional"
+            },
+            if t.differentiable {
+                ", differentiable"
+            } else {
+                ""
+            },
             t.shapes
         ));
     }
@@ -186,7 +205,10 @@ fn operation(e: &Entry) -> utoipa::openapi::path::Operation {
     let examples = (e.examples)().into_iter().map(|x| {
         (
             x.name.to_string(),
-            ExampleBuilder::new().summary(x.summary).value(Some(x.body)).build(),
+            ExampleBuilder::new()
+                .summary(x.summary)
+                .value(Some(x.body))
+                .build(),
         )
     });
     let body = RequestBodyBuilder::new()

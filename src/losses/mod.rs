@@ -24,8 +24,8 @@ pub use args::{float, index};
 
 use crate::error::{ApiError, Code};
 use crate::wire::Budget;
-use crate::wire::skip::SkipKey;
 use crate::wire::ser::{Encoding, WireFloat, write_shape, write_str, write_tensor};
+use crate::wire::skip::SkipKey;
 
 /// The precision a loss is computed in (`dtype` in a request).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
@@ -229,16 +229,25 @@ macro_rules! loss_request {
 /// A decoded request, ready to compute: returns the response body.
 pub type Job = Box<dyn FnOnce() -> Result<Vec<u8>, ApiError> + Send>;
 
+/// Decodes a request body (hiding the top-level key given, if any) into a [`Job`], spending
+/// the element budget.
+pub type Prepare = fn(&[u8], &mut Budget, Option<&str>) -> Result<Job, ApiError>;
+
+/// A named schema.
+pub type NamedSchema = (String, RefOr<Schema>);
+
+/// A request schema's name and schema, and the schemas it refers to.
+pub type SchemaFn = fn() -> (String, RefOr<Schema>, Vec<NamedSchema>);
+
 /// A registered loss: its catalog entry and its monomorphised entry points.
 #[derive(Clone, Copy)]
 pub struct Entry {
     /// The catalog entry.
     pub info: &'static Info,
-    /// Decodes a request body (hiding the top-level key `skip`, if any) into a [`Job`],
-    /// spending the element budget.
-    pub prepare: fn(&[u8], &mut Budget, Option<&str>) -> Result<Job, ApiError>,
-    /// The request schema's name and schema, and the schemas it refers to.
-    pub schema: fn() -> (String, RefOr<Schema>, Vec<(String, RefOr<Schema>)>),
+    /// Decodes a request body into a ready job.
+    pub prepare: Prepare,
+    /// The request schema.
+    pub schema: SchemaFn,
     /// Example request bodies.
     pub examples: fn() -> Vec<Example>,
 }
@@ -369,7 +378,10 @@ pub fn decode<L: DeserializeOwned>(
     let (first, over) = budget.run(|| {
         let mut de = serde_json::Deserializer::from_slice(body);
         let v = match skip {
-            Some(key) => L::deserialize(SkipKey { inner: &mut de, key }),
+            Some(key) => L::deserialize(SkipKey {
+                inner: &mut de,
+                key,
+            }),
             None => L::deserialize(&mut de),
         }?;
         de.end().map(|()| v)
@@ -391,7 +403,10 @@ pub fn decode<L: DeserializeOwned>(
     let (tracked, _) = again.run(|| {
         let mut de = serde_json::Deserializer::from_slice(body);
         match skip {
-            Some(key) => serde_path_to_error::deserialize::<_, L>(SkipKey { inner: &mut de, key }),
+            Some(key) => serde_path_to_error::deserialize::<_, L>(SkipKey {
+                inner: &mut de,
+                key,
+            }),
             None => serde_path_to_error::deserialize::<_, L>(&mut de),
         }
         .map(|_| ())

@@ -93,8 +93,10 @@ pub async fn batch(
     }
     out.extend_from_slice(b"]}");
     let mut res = out.into_response();
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     Ok(res)
 }
 
@@ -140,7 +142,10 @@ fn prepare_job(job: &[u8], budget: &mut Budget) -> Result<Job, ApiError> {
         )
     })?;
     let name = head.loss.ok_or_else(|| {
-        ApiError::option("loss", "missing field `loss`: each job names the loss to compute")
+        ApiError::option(
+            "loss",
+            "missing field `loss`: each job names the loss to compute",
+        )
     })?;
     let entry = losses::find(&name).ok_or_else(|| unknown_loss(&name).at("/loss"))?;
     (entry.prepare)(job, budget, Some("loss"))
@@ -150,9 +155,12 @@ fn prepare_job(job: &[u8], budget: &mut Budget) -> Result<Job, ApiError> {
 fn parse_jobs(body: &[u8], max: usize) -> Result<Vec<&RawValue>, ApiError> {
     let too_many = Cell::new(false);
     let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed = BodySeed { max, too_many: &too_many }
-        .deserialize(&mut de)
-        .and_then(|jobs| de.end().map(|()| jobs));
+    let parsed = BodySeed {
+        max,
+        too_many: &too_many,
+    }
+    .deserialize(&mut de)
+    .and_then(|jobs| de.end().map(|()| jobs));
     parsed.map_err(|e| {
         if too_many.get() {
             ApiError::new(
@@ -160,10 +168,16 @@ fn parse_jobs(body: &[u8], max: usize) -> Result<Vec<&RawValue>, ApiError> {
                 format!("the batch has more than {max} jobs (the job limit)"),
             )
         } else if e.classify() == serde_json::error::Category::Data {
-            ApiError::new(Code::InvalidOption, format!("a batch is {{\"jobs\": [...]}}: {e}"))
-                .at("/jobs")
+            ApiError::new(
+                Code::InvalidOption,
+                format!("a batch is {{\"jobs\": [...]}}: {e}"),
+            )
+            .at("/jobs")
         } else {
-            ApiError::new(Code::InvalidJson, format!("the body is not valid JSON: {e}"))
+            ApiError::new(
+                Code::InvalidJson,
+                format!("the body is not valid JSON: {e}"),
+            )
         }
     })
 }

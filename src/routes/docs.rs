@@ -10,8 +10,10 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 /// The OpenAPI document.
 pub async fn openapi_json() -> Response {
     let mut res = crate::openapi::json().into_response();
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     res
 }
 

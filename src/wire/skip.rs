@@ -23,11 +23,17 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for SkipKey<'_, D> {
     type Error = D::Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_any(Wrap { visitor, key: self.key })
+        self.inner.deserialize_any(Wrap {
+            visitor,
+            key: self.key,
+        })
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_map(Wrap { visitor, key: self.key })
+        self.inner.deserialize_map(Wrap {
+            visitor,
+            key: self.key,
+        })
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -36,8 +42,14 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for SkipKey<'_, D> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner
-            .deserialize_struct(name, fields, Wrap { visitor, key: self.key })
+        self.inner.deserialize_struct(
+            name,
+            fields,
+            Wrap {
+                visitor,
+                key: self.key,
+            },
+        )
     }
 
     serde::forward_to_deserialize_any! {
@@ -72,7 +84,10 @@ struct SkipMap<'k, A> {
 impl<'de, A: MapAccess<'de>> MapAccess<'de> for SkipMap<'_, A> {
     type Error = A::Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
         loop {
             let Some(k) = self.map.next_key::<Text<'de>>()? else {
                 return Ok(None);
@@ -108,16 +123,38 @@ mod tests {
 
     fn decode(json: &str) -> Result<Job, serde_json::Error> {
         let mut de = serde_json::Deserializer::from_str(json);
-        Job::deserialize(SkipKey { inner: &mut de, key: "loss" })
+        Job::deserialize(SkipKey {
+            inner: &mut de,
+            key: "loss",
+        })
     }
 
     #[test]
     fn the_hidden_key_is_skipped_wherever_it_is_and_others_still_count() {
-        let want = Job { a: 1, b: vec![2, 3] };
-        assert_eq!(decode(r#"{"loss": "x", "a": 1, "b": [2, 3]}"#).unwrap(), want);
-        assert_eq!(decode(r#"{"a": 1, "loss": {"deep": [1]}, "b": [2, 3]}"#).unwrap(), want);
+        let want = Job {
+            a: 1,
+            b: vec![2, 3],
+        };
+        assert_eq!(
+            decode(r#"{"loss": "x", "a": 1, "b": [2, 3]}"#).unwrap(),
+            want
+        );
+        assert_eq!(
+            decode(r#"{"a": 1, "loss": {"deep": [1]}, "b": [2, 3]}"#).unwrap(),
+            want
+        );
         assert_eq!(decode(r#"{"a": 1, "b": [2, 3]}"#).unwrap(), want);
-        assert!(decode(r#"{"a": 1, "b": [2], "c": 0}"#).unwrap_err().to_string().contains("unknown field `c`"));
-        assert!(decode(r#"{"a": 1}"#).unwrap_err().to_string().contains("missing field `b`"));
+        assert!(
+            decode(r#"{"a": 1, "b": [2], "c": 0}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field `c`")
+        );
+        assert!(
+            decode(r#"{"a": 1}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("missing field `b`")
+        );
     }
 }

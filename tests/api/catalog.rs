@@ -17,14 +17,20 @@ async fn the_catalog_lists_every_registered_loss_with_its_arguments_and_options(
         assert_eq!(e["route"], format!("/v1/losses/{name}"));
         assert_eq!(e["functional"], format!("torch.nn.functional.{name}"));
         for key in ["module", "category", "summary", "formula"] {
-            assert!(e[key].as_str().is_some_and(|s| !s.is_empty()), "{name}: {key}");
+            assert!(
+                e[key].as_str().is_some_and(|s| !s.is_empty()),
+                "{name}: {key}"
+            );
         }
         assert!(!e["tensors"].as_array().unwrap().is_empty(), "{name}");
         for t in e["tensors"].as_array().unwrap() {
             assert!(t["description"].is_string(), "{name}: {t}");
         }
         for o in e["options"].as_array().unwrap() {
-            assert!(o["description"].is_string() && o["type"].as_str().is_some_and(|t| !t.is_empty()), "{name}: {o}");
+            assert!(
+                o["description"].is_string() && o["type"].as_str().is_some_and(|t| !t.is_empty()),
+                "{name}: {o}"
+            );
         }
         let one = app.get(&format!("/v1/losses/{name}")).await;
         assert_eq!(one.json(), *e);
@@ -37,19 +43,38 @@ async fn a_catalog_entry_states_defaults_and_differentiable_arguments() {
     let huber = app.get("/v1/losses/huber_loss").await.json();
     assert_eq!(huber["module"], "HuberLoss");
     assert_eq!(huber["category"], "regression");
-    let delta = huber["options"].as_array().unwrap().iter().find(|o| o["name"] == "delta").unwrap();
+    let delta = huber["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "delta")
+        .unwrap();
     assert_eq!(delta["default"], 1.0);
     assert_eq!(delta["type"], "number");
-    assert_eq!(huber["differentiable"], serde_json::json!(["input", "target", "weight"]));
-    let weight = huber["tensors"].as_array().unwrap().iter().find(|t| t["name"] == "weight").unwrap();
+    assert_eq!(
+        huber["differentiable"],
+        serde_json::json!(["input", "target", "weight"])
+    );
+    let weight = huber["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "weight")
+        .unwrap();
     assert_eq!(weight["required"], false);
-    assert_eq!(huber["common"]["reduction"]["allowed"], serde_json::json!(["none", "mean", "sum"]));
+    assert_eq!(
+        huber["common"]["reduction"]["allowed"],
+        serde_json::json!(["none", "mean", "sum"])
+    );
 }
 
 #[tokio::test]
 async fn an_unknown_name_in_the_catalog_is_unknown_loss() {
     let app = spawn_app().await;
-    let p = app.get("/v1/losses/nope").await.problem(404, "unknown_loss");
+    let p = app
+        .get("/v1/losses/nope")
+        .await
+        .problem(404, "unknown_loss");
     assert!(p["detail"].as_str().unwrap().contains("nope"));
     let _: Value = p;
 }

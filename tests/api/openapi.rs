@@ -7,8 +7,9 @@ use crate::helpers::spawn_app;
 
 #[test]
 fn the_committed_openapi_document_is_what_the_code_generates() {
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
-        .expect("openapi/openapi.json exists");
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
+            .expect("openapi/openapi.json exists");
     assert!(
         committed == lossd::openapi::json(),
         "openapi/openapi.json is stale: run `cargo run -q -- openapi > openapi/openapi.json`"
@@ -29,13 +30,25 @@ async fn the_document_is_served_byte_for_byte_and_is_openapi_3_1() {
         assert_eq!(op["operationId"], e.info.name);
         assert_eq!(op["tags"][0], e.info.category.tag());
         for status in ["200", "400", "404", "413", "415", "422", "503"] {
-            assert!(op["responses"][status].is_object(), "{}: {status}", e.info.name);
+            assert!(
+                op["responses"][status].is_object(),
+                "{}: {status}",
+                e.info.name
+            );
         }
-        let schema = op["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str().unwrap();
+        let schema = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            .as_str()
+            .unwrap();
         let name = schema.rsplit('/').next().unwrap();
-        let props = doc["components"]["schemas"][name]["properties"].as_object().unwrap();
+        let props = doc["components"]["schemas"][name]["properties"]
+            .as_object()
+            .unwrap();
         for (field, p) in props {
-            assert!(p["description"].is_string(), "{}: {field} is undocumented", e.info.name);
+            assert!(
+                p["description"].is_string(),
+                "{}: {field} is undocumented",
+                e.info.name
+            );
         }
     }
 }
@@ -53,14 +66,28 @@ async fn every_example_in_the_document_runs() {
         assert!(!examples.is_empty());
         for (key, ex) in examples {
             let r = app.loss(e.info.name, &ex["value"]).await;
-            assert_eq!(r.status, 200, "{}/{key}: {}", e.info.name, String::from_utf8_lossy(&r.bytes));
+            assert_eq!(
+                r.status,
+                200,
+                "{}/{key}: {}",
+                e.info.name,
+                String::from_utf8_lossy(&r.bytes)
+            );
             ran += 1;
         }
     }
     let batch = &doc["components"]["schemas"]["BatchRequest"]["properties"]["jobs"]["example"];
-    let r = app.post_json("/v1/batch", &serde_json::json!({"jobs": batch})).await;
+    let r = app
+        .post_json("/v1/batch", &serde_json::json!({"jobs": batch}))
+        .await;
     assert_eq!(r.status, 200);
-    assert!(r.json()["results"].as_array().unwrap().iter().all(|x| x["ok"] == true));
+    assert!(
+        r.json()["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["ok"] == true)
+    );
     assert!(ran >= lossd::losses::registry().len());
 }
 
@@ -69,11 +96,17 @@ async fn swagger_ui_is_served_from_the_binary() {
     let app = spawn_app().await;
     let r = app.get("/docs/").await;
     assert_eq!(r.status, 200);
-    assert!(String::from_utf8_lossy(&r.bytes).contains("swagger"), "the UI page");
+    assert!(
+        String::from_utf8_lossy(&r.bytes).contains("swagger"),
+        "the UI page"
+    );
     let init = app.get("/docs/swagger-initializer.js").await;
     assert_eq!(init.status, 200);
     assert!(String::from_utf8_lossy(&init.bytes).contains("/openapi.json"));
     let bundle = app.get("/docs/swagger-ui-bundle.js").await;
     assert_eq!(bundle.status, 200);
-    assert!(bundle.bytes.len() > 100_000, "the bundle is vendored into the binary");
+    assert!(
+        bundle.bytes.len() > 100_000,
+        "the bundle is vendored into the binary"
+    );
 }

@@ -41,8 +41,13 @@ async fn the_same_request_gives_the_same_bytes() {
 #[tokio::test]
 async fn metrics_count_requests_by_loss_and_rejections_by_reason() {
     let app = crate::helpers::spawn_app_with(&["--max-elements", "4"]).await;
-    app.loss("mse_loss", &json!({"input": [1.0], "target": [1.0]})).await;
-    app.loss("mse_loss", &json!({"input": [1, 2, 3], "target": [1, 2, 3]})).await;
+    app.loss("mse_loss", &json!({"input": [1.0], "target": [1.0]}))
+        .await;
+    app.loss(
+        "mse_loss",
+        &json!({"input": [1, 2, 3], "target": [1, 2, 3]}),
+    )
+    .await;
     let r = app.get("/metrics").await;
     assert_eq!(r.status, 200);
     assert!(r.content_type.starts_with("text/plain"));
