@@ -202,9 +202,11 @@ fn operation(e: &Entry) -> utoipa::openapi::path::Operation {
     if !info.notes.is_empty() {
         description.push_str(&format!("\n\n**Notes:** {}", info.notes));
     }
-    let examples = (e.examples)().into_iter().map(|x| {
+    // Example maps are sorted by key; a numeric prefix keeps the loss's own order, so the
+    // first example (the one Swagger UI fills in) is the tutorial one.
+    let examples = (e.examples)().into_iter().enumerate().map(|(i, x)| {
         (
-            x.name.to_string(),
+            format!("{}-{}", i + 1, x.name),
             ExampleBuilder::new()
                 .summary(x.summary)
                 .value(Some(x.body))
