@@ -1,1 +1,281 @@
-//! Not implemented yet.
+//! `poisson_nll_loss` (`nn.PoissonNLLLoss`): `ℓ = exp(input) − target · input`, or
+//! `input − target · log(input + eps)` without `log_input`, LOSSES.md §2.15.
+//!
+//! Input and target broadcast silently; no value is checked (as in PyTorch). `full` adds the
+//! Stirling term `y·log y − y + ½·log(2π y)` only where `y > 1`. lossd returns the gradient
+//! with respect to the input only: PyTorch's target gradient is NaN at `y ≤ 0` with `full`,
+//! and lossd does not expose it (LOSSES.md §4 item 11).
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+
+use crate::broadcast::{broadcast_pair, unbroadcast};
+use crate::reduction::{Reduction, Sum8, mean};
+use crate::regression::contiguous;
+use crate::{LossError, LossOutput, Real};
+
+/// The Stirling approximation of `log(y!)` that `full = true` adds, as ATen computes it
+/// (`2π` multiplies `y` in the element type).
+#[inline(always)]
+fn stirling<T: Real>(y: T) -> T {
+    let two_pi = T::of(2.0 * std::f64::consts::PI);
+    y * y.ln() - y + T::of(0.5) * (two_pi * y).ln()
+}
+
+/// `F.poisson_nll_loss(input, target, log_input, full, eps, reduction)`.
+///
+/// `input` is the log-rate (`log_input = true`) or the rate. Any shapes that broadcast (else a
+/// `Shape` error on `"target"`); the unreduced loss has the broadcast shape. `eps` is used only
+/// without `log_input`, and never validated. Gradient: `"input"` only (`exp(x) − y`, or
+/// `1 − y/(x + eps)`), summed back to the input's shape.
+pub fn poisson_nll_loss<T: Real>(
+    input: ArrayViewD<'_, T>,
+    target: ArrayViewD<'_, T>,
+    log_input: bool,
+    full: bool,
+    eps: f64,
+    reduction: Reduction,
+    grad: bool,
+) -> Result<LossOutput<T>, LossError> {
+    let (xs, ys) = (input.shape().to_vec(), target.shape().to_vec());
+    let shape = broadcast_pair("input", &xs, "target", &ys)?;
+    let n: usize = shape.iter().product();
+    let x = contiguous(&input, &shape);
+    let y = contiguous(&target, &shape);
+    let eps = T::of(eps);
+    let g = T::of(if reduction == Reduction::Mean {
+        1.0 / n as f64
+    } else {
+        1.0
+    });
+
+    let keep = reduction == Reduction::None;
+    let mut losses = Vec::with_capacity(if keep { n } else { 0 });
+    let mut dx = Vec::with_capacity(if grad { n } else { 0 });
+    let mut total = Sum8::new();
+    for i in 0..n {
+        let (xi, yi) = (x[i], y[i]);
+        let mut l = if log_input {
+            let e = xi.exp();
+            if grad {
+                dx.push(g * e + (-g) * yi);
+            }
+            e - yi * xi
+        } else {
+            let shifted = xi + eps;
+            if grad {
+                dx.push(g + (-g) * yi / shifted);
+            }
+            xi - yi * shifted.ln()
+        };
+        // `masked_fill(target <= 1, 0)`: a NaN target keeps its (NaN) term.
+        if full && (yi > T::one() || yi.is_nan()) {
+            l += stirling(yi);
+        }
+        total.add(l.f64());
+        if keep {
+            losses.push(l);
+        }
+    }
+
+    let loss = match reduction {
+        Reduction::None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
+        Reduction::Sum => ndarray::arr0(T::of(total.total())).into_dyn(),
+        Reduction::Mean => ndarray::arr0(T::of(mean(total.total(), n))).into_dyn(),
+    };
+    let mut out = LossOutput::new(loss);
+    if grad {
+        let dx = ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n elements");
+        out.grads.push(("input", unbroadcast(dx, &xs)));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use crate::testing::{Rng, assert_close, assert_grad, scalar};
+    use ndarray::array;
+
+    #[test]
+    fn log_input_full_matches_the_worked_example_of_losses_md() {
+        // LOSSES.md §5: x = [0.5, −1, 2], y = [0, 1, 3] (recovered from its gradients
+        // exp(x) − y and −x + Stirling').
+        let x = array![0.5, -1.0, 2.0].into_dyn();
+        let y = array![0.0, 1.0, 3.0].into_dyn();
+        let out =
+            poisson_nll_loss(x.view(), y.view(), true, true, 1e-8, Reduction::None, true).unwrap();
+        assert_close(
+            "loss",
+            out.loss.as_slice().unwrap(),
+            &[1.6487212707, 1.3678794412, 3.1531376425],
+            1e-10,
+            0.0,
+        );
+        assert_close(
+            "dx",
+            out.grad("input").unwrap().as_slice().unwrap(),
+            &[1.6487212707, -0.6321205588, 4.3890560989],
+            1e-10,
+            0.0,
+        );
+        assert_eq!(
+            out.grads.len(),
+            1,
+            "no target gradient (LOSSES.md §4 item 11)"
+        );
+    }
+
+    #[test]
+    fn rate_input_matches_the_worked_example_of_losses_md() {
+        // LOSSES.md §5: input = [0.5, 1, 2], y = [0, 1, 3] (recovered from its gradients).
+        let x = array![0.5, 1.0, 2.0].into_dyn();
+        let y = array![0.0, 1.0, 3.0].into_dyn();
+        let out = poisson_nll_loss(
+            x.view(),
+            y.view(),
+            false,
+            false,
+            1e-8,
+            Reduction::None,
+            true,
+        )
+        .unwrap();
+        assert_close(
+            "loss",
+            out.loss.as_slice().unwrap(),
+            &[0.5, 0.99999999, -0.0794415567],
+            1e-9,
+            0.0,
+        );
+        assert_close(
+            "dx",
+            out.grad("input").unwrap().as_slice().unwrap(),
+            &[1.0, 1e-08, -0.4999999925],
+            1e-9,
+            1e-10,
+        );
+    }
+
+    #[test]
+    fn the_stirling_term_applies_only_above_one() {
+        let x = array![0.0, 0.0, 0.0, 0.0, 0.0].into_dyn();
+        let y = array![-2.0, 0.0, 0.5, 1.0, 1.5].into_dyn();
+        let plain = poisson_nll_loss(
+            x.view(),
+            y.view(),
+            true,
+            false,
+            1e-8,
+            Reduction::None,
+            false,
+        )
+        .unwrap();
+        let full =
+            poisson_nll_loss(x.view(), y.view(), true, true, 1e-8, Reduction::None, false).unwrap();
+        let d: Vec<f64> = full
+            .loss
+            .iter()
+            .zip(plain.loss.iter())
+            .map(|(a, b)| a - b)
+            .collect();
+        let s = 1.5 * 1.5f64.ln() - 1.5 + 0.5 * (2.0 * std::f64::consts::PI * 1.5).ln();
+        assert_close("stirling", &d, &[0.0, 0.0, 0.0, 0.0, s], 1e-15, 0.0);
+    }
+
+    #[test]
+    fn a_nan_target_keeps_its_nan_stirling_term() {
+        let x = array![0.0].into_dyn();
+        let y = array![f64::NAN].into_dyn();
+        let out =
+            poisson_nll_loss(x.view(), y.view(), true, true, 1e-8, Reduction::Sum, false).unwrap();
+        assert!(out.loss.first().unwrap().is_nan());
+    }
+
+    #[test]
+    fn eps_is_used_only_without_log_input() {
+        let x = array![0.0].into_dyn();
+        let y = array![2.0].into_dyn();
+        let out =
+            poisson_nll_loss(x.view(), y.view(), false, false, 0.5, Reduction::Sum, true).unwrap();
+        assert_eq!(out.loss.first(), Some(&(-2.0 * 0.5f64.ln())));
+        assert_eq!(out.grad("input").unwrap().first(), Some(&(1.0 - 2.0 / 0.5)));
+        // A zero rate without eps: −y·log(0) = +inf, as in PyTorch.
+        let out =
+            poisson_nll_loss(x.view(), y.view(), false, false, 0.0, Reduction::Sum, false).unwrap();
+        assert_eq!(out.loss.first(), Some(&f64::INFINITY));
+    }
+
+    #[test]
+    fn reductions_follow_the_default_rule() {
+        let x = array![[0.1, 0.2], [0.3, 0.4]].into_dyn();
+        let y = array![1.0, 2.0].into_dyn();
+        let none = poisson_nll_loss(
+            x.view(),
+            y.view(),
+            true,
+            false,
+            1e-8,
+            Reduction::None,
+            false,
+        )
+        .unwrap();
+        let sum =
+            poisson_nll_loss(x.view(), y.view(), true, false, 1e-8, Reduction::Sum, false).unwrap();
+        let mean = poisson_nll_loss(
+            x.view(),
+            y.view(),
+            true,
+            false,
+            1e-8,
+            Reduction::Mean,
+            false,
+        )
+        .unwrap();
+        assert_eq!(none.loss.shape(), &[2, 2]);
+        let total: f64 = none.loss.iter().sum();
+        assert!((sum.loss.first().unwrap() - total).abs() < 1e-15);
+        assert!((mean.loss.first().unwrap() - total / 4.0).abs() < 1e-15);
+        let e = ArrayD::<f64>::zeros(IxDyn(&[0]));
+        let m =
+            poisson_nll_loss(e.view(), e.view(), true, false, 1e-8, Reduction::Mean, true).unwrap();
+        assert!(m.loss.first().unwrap().is_nan());
+        let s =
+            poisson_nll_loss(e.view(), e.view(), true, false, 1e-8, Reduction::Sum, true).unwrap();
+        assert_eq!(s.loss.first(), Some(&0.0));
+    }
+
+    #[test]
+    fn shapes_that_do_not_broadcast_are_rejected() {
+        let x = array![0.1, 0.2, 0.3].into_dyn();
+        let y = array![1.0, 2.0].into_dyn();
+        let e = poisson_nll_loss(x.view(), y.view(), true, false, 1e-8, Reduction::Sum, false)
+            .unwrap_err();
+        assert_eq!((e.kind, e.arg), (ErrorKind::Shape, "target"));
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let mut rng = Rng::new(5);
+        let cases: [(&[usize], &[usize]); 3] = [(&[3, 4], &[3, 4]), (&[4], &[3, 4]), (&[], &[2])];
+        for (xs, ys) in cases {
+            for (log_input, full) in [(true, false), (true, true), (false, false), (false, true)] {
+                for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+                    let x = if log_input {
+                        rng.randn(xs)
+                    } else {
+                        rng.uniform_tensor(xs, 0.5, 3.0)
+                    };
+                    let y = rng.uniform_tensor(ys, 0.0, 5.0).mapv(f64::floor);
+                    let run = |x: &ArrayD<f64>| {
+                        poisson_nll_loss(x.view(), y.view(), log_input, full, 1e-8, reduction, true)
+                            .unwrap()
+                    };
+                    let out = run(&x);
+                    let what = format!("{xs:?}/{ys:?} log_input={log_input} full={full}");
+                    assert_grad(&what, &x, out.grad("input").unwrap(), |x| scalar(&run(x)));
+                }
+            }
+        }
+    }
+}
