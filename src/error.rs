@@ -201,6 +201,7 @@ impl From<LossError> for ApiError {
             ErrorKind::Shape => Code::ShapeMismatch,
             ErrorKind::Value => Code::InvalidValue,
             ErrorKind::Option => Code::InvalidOption,
+            ErrorKind::TooLarge => Code::PayloadTooLarge,
             ErrorKind::Cancelled => Code::Timeout,
         };
         let pointer = (!e.arg.is_empty()).then(|| match &e.index {

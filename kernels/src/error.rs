@@ -11,6 +11,8 @@ pub enum ErrorKind {
     Value,
     /// A bad option value: `delta <= 0`, `p = 3`, `label_smoothing > 1`, ...
     Option,
+    /// The computation would need more memory or work than the kernel allows.
+    TooLarge,
     /// The computation was stopped from outside (see [`crate::cancel`]).
     Cancelled,
 }
@@ -42,6 +44,11 @@ impl LossError {
     /// A bad option.
     pub fn option(arg: &'static str, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Option, arg, message)
+    }
+
+    /// More memory or work than the kernel allows.
+    pub fn too_large(arg: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::TooLarge, arg, message)
     }
 
     /// The computation was cancelled.

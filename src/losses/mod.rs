@@ -6,9 +6,13 @@
 //! implementing [`Loss`], and one line in [`registry`].
 
 mod args;
+pub mod ctc_loss;
+pub mod gaussian_nll_loss;
 pub mod huber_loss;
+pub mod kl_div;
 pub mod l1_loss;
 pub mod mse_loss;
+pub mod poisson_nll_loss;
 pub mod smooth_l1_loss;
 pub mod soft_margin_loss;
 
@@ -281,6 +285,10 @@ pub fn registry() -> &'static [Entry] {
             entry::<smooth_l1_loss::SmoothL1Loss>(),
             entry::<huber_loss::HuberLoss>(),
             entry::<soft_margin_loss::SoftMarginLoss>(),
+            entry::<kl_div::KlDiv>(),
+            entry::<poisson_nll_loss::PoissonNllLoss>(),
+            entry::<gaussian_nll_loss::GaussianNllLoss>(),
+            entry::<ctc_loss::CtcLoss>(),
         ]
     });
     &REGISTRY

@@ -1,1 +1,392 @@
-//! Not implemented yet.
+//! `binary_cross_entropy` (`nn.BCELoss`): `ℓ = −w·[y·log x + (1 − y)·log(1 − x)]` on
+//! probabilities, LOSSES.md §2.8.
+//!
+//! lossd mirrors ATen exactly (LOSSES.md §4 item 8): each log is clamped at −100 *before* it is
+//! multiplied, so `x ∈ {0, 1}` never gives NaN; the input gradient divides by
+//! `max(x(1 − x), EPS12)` (ATen's float32 `1e-12`) instead of differentiating the clamped
+//! logs; the target gradient `−w·logit(x)` is not clamped (±inf at `x ∈ {0, 1}`). Input and
+//! target values outside [0, 1] (NaN too) are rejected, element by element in row-major order,
+//! input before target, as ATen checks them. The weighted mean divides by the element count,
+//! not by `Σ w`. `weight` is not differentiable (PyTorch raises if it requires grad).
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+
+use crate::broadcast::expands_to;
+use crate::cancel::checkpoint;
+use crate::error::fmt_shape;
+use crate::reduction::{Sum8, mean};
+use crate::regression::contiguous;
+use crate::{LossError, LossOutput, Real, Reduction};
+
+/// Elements between two cancellation checkpoints in the element-wise classification kernels.
+pub(crate) const CHUNK: usize = 1 << 16;
+
+/// ATen's `EPSILON` in `Loss.cpp`: `1e-12` stored as a float32, widened to `T`
+/// (9.99999996e-13 in `f64`).
+#[inline(always)]
+pub(crate) fn eps12<T: Real>() -> T {
+    T::of(f64::from(1e-12f32))
+}
+
+/// The row-major multi-index of the `flat`-th element of a tensor of shape `shape`.
+pub(crate) fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; shape.len()];
+    for (i, &d) in shape.iter().enumerate().rev() {
+        if d > 0 {
+            idx[i] = flat % d;
+            flat /= d;
+        }
+    }
+    idx
+}
+
+/// Checks that the optional tensor `arg` broadcasts to the input's `shape` without enlarging
+/// it (PyTorch multiplies it in place into a tensor of that shape).
+pub(crate) fn check_expands_to(
+    arg: &'static str,
+    given: &[usize],
+    shape: &[usize],
+) -> Result<(), LossError> {
+    if expands_to(given, shape) {
+        Ok(())
+    } else {
+        Err(LossError::shape(
+            arg,
+            format!(
+                "{arg} has shape {} but must broadcast to the input's shape {} without enlarging it",
+                fmt_shape(given),
+                fmt_shape(shape)
+            ),
+        ))
+    }
+}
+
+/// Checks that `target` has exactly the input's shape (PyTorch's functional raises otherwise).
+pub(crate) fn check_same_shape(input: &[usize], target: &[usize]) -> Result<(), LossError> {
+    if input == target {
+        Ok(())
+    } else {
+        Err(LossError::shape(
+            "target",
+            format!(
+                "target has shape {} but input has shape {}: they must have the same size",
+                fmt_shape(target),
+                fmt_shape(input)
+            ),
+        ))
+    }
+}
+
+/// `F.binary_cross_entropy(input, target, weight, reduction)`.
+///
+/// `input` (probabilities) and `target` must have the same shape, any rank (else a `Shape`
+/// error on `"target"`); `weight` must broadcast to that shape without enlarging it (else a
+/// `Shape` error on `"weight"`). Every input and target element must lie in [0, 1] (NaN fails):
+/// a `Value` error on `"input"` or `"target"` pointing at the first bad element (row-major,
+/// input checked before target at each position, as ATen does). The unreduced loss has the
+/// input's shape; `mean` divides by the element count (weights are not in the denominator).
+///
+/// Gradients: `"input"` `w·(x − y) / max(x(1 − x), EPS12)` and `"target"` `−w·logit(x)`
+/// (unclamped).
+pub fn binary_cross_entropy<T: Real>(
+    input: ArrayViewD<'_, T>,
+    target: ArrayViewD<'_, T>,
+    weight: Option<ArrayViewD<'_, T>>,
+    reduction: Reduction,
+    grad: bool,
+) -> Result<LossOutput<T>, LossError> {
+    let shape = input.shape().to_vec();
+    check_same_shape(&shape, target.shape())?;
+    if let Some(w) = &weight {
+        check_expands_to("weight", w.shape(), &shape)?;
+    }
+    let n = input.len();
+    let x = contiguous(&input, &shape);
+    let y = contiguous(&target, &shape);
+    let in_unit = |v: T| v >= T::zero() && v <= T::one();
+    for i in 0..n {
+        if !in_unit(x[i]) {
+            return Err(LossError::value(
+                "input",
+                format!(
+                    "all elements of input should be between 0 and 1, but input{:?} = {}",
+                    unravel(i, &shape),
+                    x[i]
+                ),
+            )
+            .at(&unravel(i, &shape)));
+        }
+        if !in_unit(y[i]) {
+            return Err(LossError::value(
+                "target",
+                format!(
+                    "all elements of target should be between 0 and 1, but target{:?} = {}",
+                    unravel(i, &shape),
+                    y[i]
+                ),
+            )
+            .at(&unravel(i, &shape)));
+        }
+    }
+    let w = weight.as_ref().map(|w| contiguous(w, &shape));
+
+    let (one, floor, eps) = (T::one(), T::of(-100.0), eps12::<T>());
+    let count = T::of(n as f64);
+    let keep = reduction == Reduction::None;
+    let mean_grad = reduction == Reduction::Mean;
+    let mut losses = Vec::with_capacity(if keep { n } else { 0 });
+    let mut dx = Vec::with_capacity(if grad { n } else { 0 });
+    let mut dy = Vec::with_capacity(if grad { n } else { 0 });
+    let mut total = Sum8::new();
+    for start in (0..n).step_by(CHUNK) {
+        checkpoint()?;
+        for i in start..n.min(start + CHUNK) {
+            let (xi, yi) = (x[i], y[i]);
+            // ATen's expression and operation order: `(y − 1)·max(log1p(−x), −100) − y·max(log x, −100)`.
+            let mut l = (yi - one) * (-xi).ln_1p().max(floor) - yi * xi.ln().max(floor);
+            if let Some(w) = &w {
+                l *= w[i];
+            }
+            total.add(l.f64());
+            if keep {
+                losses.push(l);
+            }
+            if grad {
+                let mut gx = (xi - yi) / ((one - xi) * xi).max(eps);
+                let mut gy = -(xi / (one - xi)).ln();
+                if let Some(w) = &w {
+                    gx *= w[i];
+                    gy *= w[i];
+                }
+                if mean_grad {
+                    gx /= count;
+                    gy /= count;
+                }
+                dx.push(gx);
+                dy.push(gy);
+            }
+        }
+    }
+
+    let loss = match reduction {
+        Reduction::None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
+        Reduction::Sum => ndarray::arr0(T::of(total.total())).into_dyn(),
+        Reduction::Mean => ndarray::arr0(T::of(mean(total.total(), n))).into_dyn(),
+    };
+    let mut out = LossOutput::new(loss);
+    if grad {
+        out.grads.push((
+            "input",
+            ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n elements"),
+        ));
+        out.grads.push((
+            "target",
+            ArrayD::from_shape_vec(IxDyn(&shape), dy).expect("n elements"),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use crate::testing::{Rng, assert_close, assert_grad, scalar};
+    use ndarray::array;
+    use std::f64::consts::LN_2;
+
+    fn bce(
+        x: &ArrayD<f64>,
+        y: &ArrayD<f64>,
+        w: Option<&ArrayD<f64>>,
+        reduction: Reduction,
+        grad: bool,
+    ) -> Result<LossOutput<f64>, LossError> {
+        binary_cross_entropy(x.view(), y.view(), w.map(|w| w.view()), reduction, grad)
+    }
+
+    #[test]
+    fn matches_the_worked_example_of_losses_md() {
+        // LOSSES.md §5: p=[0,.25,.5,1], y=[0,1,.5,0], none.
+        let x = array![0.0, 0.25, 0.5, 1.0].into_dyn();
+        let y = array![0.0, 1.0, 0.5, 0.0].into_dyn();
+        let out = bce(&x, &y, None, Reduction::None, true).unwrap();
+        assert_close(
+            "loss",
+            out.loss.as_slice().unwrap(),
+            &[0.0, 2.0 * LN_2, LN_2, 100.0],
+            1e-15,
+            0.0,
+        );
+        assert_close(
+            "input grad",
+            out.grad("input").unwrap().as_slice().unwrap(),
+            &[0.0, -4.0, 0.0, 1000000003995.8029],
+            1e-15,
+            0.0,
+        );
+        let gy = out.grad("target").unwrap();
+        assert_close(
+            "target grad",
+            gy.as_slice().unwrap(),
+            &[f64::INFINITY, 1.0986122886681098, 0.0, f64::NEG_INFINITY],
+            1e-15,
+            0.0,
+        );
+        // PyTorch's −logit(0.5) is −0.0.
+        assert!(gy[[2]].is_sign_negative());
+    }
+
+    #[test]
+    fn clamped_logs_give_one_hundred_at_the_wrong_extreme_and_zero_at_the_right_one() {
+        let x = array![0.0, 1.0, 0.0, 1.0].into_dyn();
+        let y = array![0.0, 1.0, 1.0, 0.0].into_dyn();
+        let out = bce(&x, &y, None, Reduction::None, true).unwrap();
+        assert_eq!(out.loss.as_slice().unwrap(), &[0.0, 0.0, 100.0, 100.0]);
+        // x=1, y=1 gives −0.0, as in PyTorch.
+        assert!(out.loss[[1]].is_sign_negative());
+        let gx = out.grad("input").unwrap();
+        let big = 1.0 / f64::from(1e-12f32);
+        assert_eq!(gx.as_slice().unwrap(), &[0.0, 0.0, -big, big]);
+    }
+
+    #[test]
+    fn float32_uses_the_float32_epsilon() {
+        let x = array![0.0f32].into_dyn();
+        let y = array![1.0f32].into_dyn();
+        let out = binary_cross_entropy(x.view(), y.view(), None, Reduction::Sum, true).unwrap();
+        assert_eq!(out.loss.first(), Some(&100.0f32));
+        assert_eq!(out.grad("input").unwrap().first(), Some(&(-1.0 / 1e-12f32)));
+    }
+
+    #[test]
+    fn weighted_mean_divides_by_the_element_count() {
+        // Checked on torch 2.15: x=[.3,.9], y=[.2,1], w=[2,3], mean.
+        let x = array![0.3, 0.9].into_dyn();
+        let y = array![0.2, 1.0].into_dyn();
+        let w = array![2.0, 3.0].into_dyn();
+        let out = bce(&x, &y, Some(&w), Reduction::Mean, true).unwrap();
+        assert_close(
+            "loss",
+            out.loss.as_slice().unwrap(),
+            &[0.6841752895029125],
+            1e-14,
+            0.0,
+        );
+        assert_close(
+            "input grad",
+            out.grad("input").unwrap().as_slice().unwrap(),
+            &[0.4761904761904761, -1.6666666666666667],
+            1e-14,
+            0.0,
+        );
+        assert_close(
+            "target grad",
+            out.grad("target").unwrap().as_slice().unwrap(),
+            &[0.8472978603872036, -3.295836866004329],
+            1e-14,
+            0.0,
+        );
+        assert!(out.grad("weight").is_none());
+    }
+
+    #[test]
+    fn weight_broadcasts_to_the_input_but_may_not_enlarge_it() {
+        let x = array![[0.2, 0.4], [0.6, 0.8]].into_dyn();
+        let w = array![1.0, 2.0].into_dyn();
+        let out = bce(&x, &x, Some(&w), Reduction::None, false).unwrap();
+        let plain = bce(&x, &x, None, Reduction::None, false).unwrap();
+        assert_eq!(out.loss[[1, 1]], 2.0 * plain.loss[[1, 1]]);
+        for bad in [
+            ArrayD::<f64>::ones(IxDyn(&[2, 2, 2])),
+            ArrayD::<f64>::ones(IxDyn(&[3])),
+        ] {
+            let e = bce(&x, &x, Some(&bad), Reduction::Mean, false).unwrap_err();
+            assert_eq!((e.kind, e.arg), (ErrorKind::Shape, "weight"));
+        }
+    }
+
+    #[test]
+    fn target_must_have_the_input_shape() {
+        let x = array![[0.2, 0.4], [0.6, 0.8]].into_dyn();
+        let y = array![0.2, 0.4].into_dyn();
+        let e = bce(&x, &y, None, Reduction::Mean, false).unwrap_err();
+        assert_eq!((e.kind, e.arg), (ErrorKind::Shape, "target"));
+        assert!(e.message.contains("[2]") && e.message.contains("[2, 2]"));
+    }
+
+    #[test]
+    fn values_outside_the_unit_interval_are_rejected_at_the_first_bad_element() {
+        let x = array![[0.5, 0.5], [1.5, 0.5]].into_dyn();
+        let y = array![[0.5, 0.5], [0.5, 0.5]].into_dyn();
+        let e = bce(&x, &y, None, Reduction::Mean, false).unwrap_err();
+        assert_eq!((e.kind, e.arg), (ErrorKind::Value, "input"));
+        assert_eq!(e.index, Some(vec![1, 0]));
+        assert!(e.message.contains("1.5"));
+
+        // At the same position the input is checked first; earlier positions come first.
+        let x = array![0.5, 0.5, 1.5].into_dyn();
+        let y = array![0.5, 2.0, 0.5].into_dyn();
+        let e = bce(&x, &y, None, Reduction::Mean, false).unwrap_err();
+        assert_eq!((e.arg, e.index), ("target", Some(vec![1])));
+
+        let x = array![0.5, f64::NAN].into_dyn();
+        let y = array![0.5, 0.5].into_dyn();
+        let e = bce(&x, &y, None, Reduction::Mean, false).unwrap_err();
+        assert_eq!((e.arg, e.index), ("input", Some(vec![1])));
+        let e = bce(&y, &x, None, Reduction::Mean, false).unwrap_err();
+        assert_eq!((e.arg, e.index), ("target", Some(vec![1])));
+    }
+
+    #[test]
+    fn empty_and_scalar_inputs_follow_the_default_reductions() {
+        let e = ArrayD::<f64>::zeros(IxDyn(&[0, 3]));
+        assert!(
+            bce(&e, &e, None, Reduction::Mean, true)
+                .unwrap()
+                .loss
+                .first()
+                .unwrap()
+                .is_nan()
+        );
+        let out = bce(&e, &e, None, Reduction::Sum, true).unwrap();
+        assert_eq!(out.loss.first(), Some(&0.0));
+        assert_eq!(out.grad("input").unwrap().shape(), &[0, 3]);
+        let x = ndarray::arr0(0.25).into_dyn();
+        let y = ndarray::arr0(1.0).into_dyn();
+        let out = bce(&x, &y, None, Reduction::None, true).unwrap();
+        assert_eq!(out.loss.shape(), &[] as &[usize]);
+        assert_eq!(out.grad("input").unwrap().first(), Some(&-4.0));
+    }
+
+    #[test]
+    fn a_raised_cancellation_flag_stops_the_computation() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        let x = ArrayD::<f64>::from_elem(IxDyn(&[1000]), 0.5);
+        let flag = Arc::new(AtomicBool::new(true));
+        let r = crate::cancel::with_flag(flag, || bce(&x, &x, None, Reduction::Sum, false));
+        assert_eq!(r.unwrap_err().kind, ErrorKind::Cancelled);
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let mut rng = Rng::new(11);
+        for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+            for weighted in [false, true] {
+                let x = rng.uniform_tensor(&[3, 4], 0.05, 0.95);
+                let y = rng.uniform_tensor(&[3, 4], 0.05, 0.95);
+                let w = rng.uniform_tensor(&[4], 0.5, 2.0);
+                let w = weighted.then_some(&w);
+                let out = bce(&x, &y, w, reduction, true).unwrap();
+                let what = format!("{reduction:?} weighted={weighted}");
+                assert_grad(&what, &x, out.grad("input").unwrap(), |x| {
+                    scalar(&bce(x, &y, w, reduction, false).unwrap())
+                });
+                assert_grad(&what, &y, out.grad("target").unwrap(), |y| {
+                    scalar(&bce(&x, y, w, reduction, false).unwrap())
+                });
+            }
+        }
+    }
+}

@@ -1,1 +1,354 @@
-//! Not implemented yet.
+//! `multilabel_soft_margin_loss` (`nn.MultiLabelSoftMarginLoss`): per-class logistic loss
+//! averaged over the classes, `ℓ_n = (1/C)·Σ_c w_c·e_{n,c}` with
+//! `e = −[y·logσ(x) + (1 − y)·logσ(−x)]`, LOSSES.md §2.10.
+//!
+//! lossd mirrors PyTorch's functional exactly: input, target and weight broadcast together
+//! (no value is checked; targets need not be 0/1), the loss is summed over dimension
+//! `input.dim() − 1` of the broadcast tensor — the last dimension unless target or weight
+//! add leading dimensions — and divided by `C = input.size(−1)`. `logσ` is computed stably, so
+//! large logits never overflow. All three tensors are differentiable, as under autograd.
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+
+use crate::broadcast::{broadcast_pair, unbroadcast};
+use crate::cancel::checkpoint;
+use crate::reduction::{Sum8, mean, upstream};
+use crate::regression::contiguous;
+use crate::{LossError, LossOutput, Real, Reduction};
+
+/// Elements between two cancellation checkpoints.
+const WORK: usize = 1 << 16;
+
+/// `F.multilabel_soft_margin_loss(input, target, weight, reduction)`.
+///
+/// `input` is `(N, C)`, `(C)` or any `(…, C)`: the class dimension is the last one, and a 0-d
+/// input is a `Shape` error on `"input"`. `target` (usually the input's shape) and `weight`
+/// (usually `(C,)`, `(N, 1)` also works) broadcast with it, else a `Shape` error on
+/// `"target"` / `"weight"`. The unreduced loss has the input's shape without its last
+/// dimension (0-d for a 1-D input); `mean` divides by the number of samples.
+///
+/// Gradients: `"input"` `ĝ·w·(σ(x) − y)/C`, `"target"` `−ĝ·w·x/C` (as autograd computes it,
+/// `ĝ·w·(logσ(−x) − logσ(x))/C`), and `"weight"` `ĝ·e/C` when a weight is given, each summed
+/// back to its argument's shape.
+pub fn multilabel_soft_margin_loss<T: Real>(
+    input: ArrayViewD<'_, T>,
+    target: ArrayViewD<'_, T>,
+    weight: Option<ArrayViewD<'_, T>>,
+    reduction: Reduction,
+    grad: bool,
+) -> Result<LossOutput<T>, LossError> {
+    let xs = input.shape().to_vec();
+    let Some(&c) = xs.last() else {
+        return Err(LossError::shape(
+            "input",
+            "input must have at least one dimension (its last dimension holds the classes), \
+             got a 0-d tensor",
+        ));
+    };
+    let ys = target.shape().to_vec();
+    let mut shape = broadcast_pair("input", &xs, "target", &ys)?;
+    if let Some(w) = &weight {
+        let name = if shape == xs {
+            "input"
+        } else {
+            "the broadcast of input and target"
+        };
+        shape = broadcast_pair(name, &shape, "weight", w.shape())?;
+    }
+    // PyTorch sums over dimension `input.dim() − 1` of the broadcast loss.
+    let axis = xs.len() - 1;
+    let outer: usize = shape[..axis].iter().product();
+    let along = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    let out_shape: Vec<usize> = shape
+        .iter()
+        .enumerate()
+        .filter(|&(d, _)| d != axis)
+        .map(|(_, &s)| s)
+        .collect();
+    let m = outer * inner;
+    let len = m * along;
+
+    let x = contiguous(&input, &shape);
+    let y = contiguous(&target, &shape);
+    let w = weight.as_ref().map(|w| contiguous(w, &shape));
+
+    let (zero, one) = (T::zero(), T::one());
+    let classes = T::of(c as f64);
+    let coef = T::of(upstream(reduction, m)) / classes;
+    let keep = reduction == Reduction::None;
+    let mut losses = Vec::with_capacity(if keep { m } else { 0 });
+    let zeros = |on: bool| if on { vec![T::zero(); len] } else { Vec::new() };
+    let (mut dx, mut dy, mut dw) = (zeros(grad), zeros(grad), zeros(grad && w.is_some()));
+    let mut total = Sum8::new();
+    let mut work = 0usize;
+    for o in 0..outer {
+        work += along * inner;
+        if work >= WORK {
+            checkpoint()?;
+            work = 0;
+        }
+        for i in 0..inner {
+            let mut s = Sum8::new();
+            for k in 0..along {
+                let idx = (o * along + k) * inner + i;
+                let (xv, yv) = (x[idx], y[idx]);
+                // logσ(±x) and σ(±x) share one `exp(−|x|)` (same values as computing each
+                // with `log_sigmoid` / `sigmoid`).
+                let ex = (-xv.abs()).exp();
+                let log1p_ex = ex.ln_1p();
+                let (lp, ln) = (xv.min(zero) - log1p_ex, (-xv).min(zero) - log1p_ex);
+                let e = -(yv * lp + (one - yv) * ln);
+                let wv = w.as_ref().map(|w| w[idx]);
+                s.add(wv.map_or(e, |wv| e * wv).f64());
+                if grad {
+                    let gw = wv.map_or(coef, |wv| coef * wv);
+                    // (1 − y)·σ(x) − y·σ(−x) = σ(x) − y without cancellation.
+                    let den = one + ex;
+                    let sig = |z: T| if z >= zero { one / den } else { ex / den };
+                    dx[idx] = gw * ((one - yv) * sig(xv) - yv * sig(-xv));
+                    dy[idx] = gw * (ln - lp);
+                    if wv.is_some() {
+                        dw[idx] = coef * e;
+                    }
+                }
+            }
+            let l = T::of(s.total()) / classes;
+            total.add(l.f64());
+            if keep {
+                losses.push(l);
+            }
+        }
+    }
+
+    let loss = match reduction {
+        Reduction::None => ArrayD::from_shape_vec(IxDyn(&out_shape), losses).expect("m elements"),
+        Reduction::Sum => ndarray::arr0(T::of(total.total())).into_dyn(),
+        Reduction::Mean => ndarray::arr0(T::of(mean(total.total(), m))).into_dyn(),
+    };
+    let mut out = LossOutput::new(loss);
+    if grad {
+        let full = |v: Vec<T>| ArrayD::from_shape_vec(IxDyn(&shape), v).expect("len elements");
+        out.grads.push(("input", unbroadcast(full(dx), &xs)));
+        out.grads.push(("target", unbroadcast(full(dy), &ys)));
+        if let Some(wt) = &weight {
+            out.grads
+                .push(("weight", unbroadcast(full(dw), wt.shape())));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use crate::testing::{Rng, assert_close, assert_grad, scalar};
+    use ndarray::array;
+
+    fn mlsm(
+        x: &ArrayD<f64>,
+        y: &ArrayD<f64>,
+        w: Option<&ArrayD<f64>>,
+        reduction: Reduction,
+        grad: bool,
+    ) -> Result<LossOutput<f64>, LossError> {
+        multilabel_soft_margin_loss(x.view(), y.view(), w.map(|w| w.view()), reduction, grad)
+    }
+
+    #[test]
+    fn matches_the_worked_example_of_losses_md() {
+        // LOSSES.md §5 (x and y solved from its gradient; checked on torch 2.15).
+        let x = array![[0.5, -1.0, 2.0]].into_dyn();
+        let y = array![[1.0, 0.0, 1.0]].into_dyn();
+        let out = mlsm(&x, &y, None, Reduction::None, true).unwrap();
+        assert_eq!(out.loss.shape(), &[1]);
+        assert_close(
+            "loss",
+            out.loss.as_slice().unwrap(),
+            &[0.3047555609137673],
+            1e-14,
+            0.0,
+        );
+        assert_close(
+            "input grad",
+            out.grad("input").unwrap().as_slice().unwrap(),
+            &[
+                -0.1258468895993818,
+                0.08964714045666503,
+                -0.03973430734070585,
+            ],
+            1e-14,
+            0.0,
+        );
+        assert_close(
+            "target grad",
+            out.grad("target").unwrap().as_slice().unwrap(),
+            &[-0.5 / 3.0, 1.0 / 3.0, -2.0 / 3.0],
+            1e-14,
+            0.0,
+        );
+        assert!(out.grad("weight").is_none());
+    }
+
+    #[test]
+    fn leading_broadcast_dimensions_move_the_summed_dimension_as_in_pytorch() {
+        // Checked on torch 2.15: a (3,) input with a (2, 3) target sums over dimension 0 of
+        // the broadcast loss (the samples), still divides by C = 3, and returns shape (3,).
+        let x = array![0.3, -0.2, 1.0].into_dyn();
+        let y = array![[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]].into_dyn();
+        let w = array![[2.0], [0.5]].into_dyn();
+        let out = mlsm(&x, &y, Some(&w), Reduction::None, true).unwrap();
+        assert_eq!(out.loss.shape(), &[3]);
+        assert_close(
+            "loss",
+            out.loss.as_slice().unwrap(),
+            &[0.5119627037237726, 0.5317823911513265, 0.2610514062651857],
+            1e-14,
+            0.0,
+        );
+        assert_close(
+            "input grad",
+            out.grad("input").unwrap().as_slice().unwrap(),
+            &[
+                -0.18796456932361752,
+                0.2084716689062684,
+                -0.22411785114166258,
+            ],
+            1e-14,
+            0.0,
+        );
+        assert_close(
+            "target grad",
+            out.grad("target").unwrap().as_slice().unwrap(),
+            &[
+                -0.2,
+                0.1333333333333333,
+                -0.6666666666666666,
+                -0.05,
+                0.033333333333333326,
+                -0.16666666666666666,
+            ],
+            1e-14,
+            1e-16,
+        );
+        assert_close(
+            "weight grad",
+            out.grad("weight").unwrap().as_slice().unwrap(),
+            &[0.48858526712278055, 0.6552519337894473],
+            1e-14,
+            0.0,
+        );
+    }
+
+    #[test]
+    fn class_dimension_is_the_last_one_for_any_rank() {
+        let mut rng = Rng::new(23);
+        let x = rng.randn(&[2, 3, 4]);
+        let y = rng.uniform_tensor(&[2, 3, 4], 0.0, 1.0);
+        let out = mlsm(&x, &y, None, Reduction::None, false).unwrap();
+        assert_eq!(out.loss.shape(), &[2, 3]);
+        let row = mlsm(
+            &x.slice(ndarray::s![1, 2, ..]).to_owned().into_dyn(),
+            &y.slice(ndarray::s![1, 2, ..]).to_owned().into_dyn(),
+            None,
+            Reduction::None,
+            false,
+        )
+        .unwrap();
+        assert_eq!(row.loss.shape(), &[] as &[usize]);
+        assert_eq!(out.loss[[1, 2]], row.loss[[]]);
+    }
+
+    #[test]
+    fn weight_multiplies_each_class() {
+        let x = array![[0.5, -1.0], [2.0, 0.0]].into_dyn();
+        let y = array![[1.0, 0.0], [0.0, 1.0]].into_dyn();
+        let w = array![3.0, 0.5].into_dyn();
+        let a = mlsm(&x, &y, Some(&w), Reduction::Mean, false).unwrap();
+        let sp = |v: f64| (1.0 + v.exp()).ln();
+        let want =
+            ((3.0 * sp(-0.5) + 0.5 * sp(-1.0)) / 2.0 + (3.0 * sp(2.0) + 0.5 * sp(0.0)) / 2.0) / 2.0;
+        assert_close("loss", a.loss.as_slice().unwrap(), &[want], 1e-14, 0.0);
+    }
+
+    #[test]
+    fn huge_logits_stay_finite() {
+        let x = array![[1e4, -1e4, 40.0]].into_dyn();
+        let y = array![[0.0, 1.0, 1.0]].into_dyn();
+        let out = mlsm(&x, &y, None, Reduction::Sum, true).unwrap();
+        assert_close(
+            "loss",
+            out.loss.as_slice().unwrap(),
+            &[2e4 / 3.0],
+            1e-15,
+            0.0,
+        );
+        // Checked on torch 2.15: at x = 40, y = 1 the input gradient is −σ(−40)/C, not 0.
+        let g = out.grad("input").unwrap();
+        assert!(g[[0, 2]] < 0.0 && g[[0, 2]] > -1e-17);
+        assert_eq!(g[[0, 0]], 1.0 / 3.0);
+    }
+
+    #[test]
+    fn zero_classes_give_nan_per_sample_and_empty_batches_follow_the_defaults() {
+        // Checked on torch 2.15: a (2, 0) input gives [nan, nan].
+        let x = ArrayD::<f64>::zeros(IxDyn(&[2, 0]));
+        let out = mlsm(&x, &x, None, Reduction::None, true).unwrap();
+        assert_eq!(out.loss.shape(), &[2]);
+        assert!(out.loss.iter().all(|v| v.is_nan()));
+        let x = ArrayD::<f64>::zeros(IxDyn(&[0, 3]));
+        assert!(mlsm(&x, &x, None, Reduction::Mean, false).unwrap().loss[[]].is_nan());
+        assert_eq!(
+            mlsm(&x, &x, None, Reduction::Sum, false).unwrap().loss[[]],
+            0.0
+        );
+    }
+
+    #[test]
+    fn bad_shapes_are_rejected() {
+        let s = ndarray::arr0(0.3).into_dyn();
+        let e = mlsm(&s, &s, None, Reduction::Mean, false).unwrap_err();
+        assert_eq!((e.kind, e.arg), (ErrorKind::Shape, "input"));
+        let x = array![[0.1, 0.2, 0.3]].into_dyn();
+        let y = array![0.1, 0.2].into_dyn();
+        let e = mlsm(&x, &y, None, Reduction::Mean, false).unwrap_err();
+        assert_eq!((e.kind, e.arg), (ErrorKind::Shape, "target"));
+        let w = array![1.0, 2.0].into_dyn();
+        let e = mlsm(&x, &x, Some(&w), Reduction::Mean, false).unwrap_err();
+        assert_eq!((e.kind, e.arg), (ErrorKind::Shape, "weight"));
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let mut rng = Rng::new(29);
+        let shapes: [(&[usize], &[usize], &[usize]); 3] = [
+            (&[3, 4], &[3, 4], &[4]),
+            (&[3, 4], &[4], &[3, 1]),
+            (&[4], &[2, 4], &[4]),
+        ];
+        for (xs, ys, ws) in shapes {
+            for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+                for weighted in [false, true] {
+                    let x = rng.randn(xs).mapv(|v| 2.0 * v);
+                    let y = rng.uniform_tensor(ys, 0.0, 1.0);
+                    let w = rng.uniform_tensor(ws, 0.5, 2.0);
+                    let wo = weighted.then_some(&w);
+                    let out = mlsm(&x, &y, wo, reduction, true).unwrap();
+                    let what = format!("{xs:?}/{ys:?}/{ws:?} {reduction:?} weight={weighted}");
+                    assert_grad(&what, &x, out.grad("input").unwrap(), |x| {
+                        scalar(&mlsm(x, &y, wo, reduction, false).unwrap())
+                    });
+                    assert_grad(&what, &y, out.grad("target").unwrap(), |y| {
+                        scalar(&mlsm(&x, y, wo, reduction, false).unwrap())
+                    });
+                    if weighted {
+                        assert_grad(&what, &w, out.grad("weight").unwrap(), |w| {
+                            scalar(&mlsm(&x, &y, Some(w), reduction, false).unwrap())
+                        });
+                    }
+                }
+            }
+        }
+    }
+}

@@ -23,7 +23,7 @@ use crate::{LossError, LossOutput, Real};
 
 /// The largest number of forward variables (`T_b · (2 L_b + 1)`, one sequence) the gradient
 /// may keep; beyond it the request is refused rather than exhausting memory.
-pub const MAX_ALPHA_VALUES: usize = 1 << 27;
+pub const MAX_ALPHA_VALUES: usize = 1 << 26;
 
 /// State updates between two cancellation checkpoints inside one long sequence.
 const CHECK_EVERY: usize = 1 << 16;
@@ -325,8 +325,8 @@ fn negative(arg: &'static str, shape: &[usize], k: usize, v: i64) -> LossError {
 /// elements). The unreduced loss is `(N)`, `()` unbatched; `Mean` averages
 /// `loss_b / max(L_b, 1)`. An infeasible alignment gives `+inf` (0 with `zero_infinity`).
 ///
-/// Errors: `Shape` on `"log_probs"` (empty, rank not 2 or 3, or a sequence whose forward
-/// variables would exceed [`MAX_ALPHA_VALUES`]), `"targets"` (rank, batch size, too short,
+/// Errors: `TooLarge` on `"log_probs"` for a sequence whose forward variables would exceed
+/// [`MAX_ALPHA_VALUES`]; `Shape` on `"log_probs"` (empty, rank not 2 or 3), `"targets"` (rank, batch size, too short,
 /// wrong total), `"input_lengths"` / `"target_lengths"` (not one per sequence); `Value` on
 /// `"target_lengths"` (negative), `"input_lengths"` (negative or above `T`), `"targets"` (a
 /// label equal to `blank` or outside `[0, C)`, pointed at); `Option` on `"blank"` (outside
@@ -488,7 +488,7 @@ pub fn ctc_loss<T: Real>(
         for b in 0..n {
             let need = il[b].saturating_mul(2 * tl[b] + 1);
             if need > MAX_ALPHA_VALUES {
-                return Err(LossError::shape(
+                return Err(LossError::too_large(
                     "log_probs",
                     format!(
                         "sequence {b} has input length {} and target length {}: its gradient needs {} forward variables (T·(2L+1)), more than the limit of {MAX_ALPHA_VALUES}",
@@ -1233,7 +1233,7 @@ mod tests {
             true,
         )
         .unwrap_err();
-        assert_eq!((e.kind, e.arg), (ErrorKind::Shape, "log_probs"));
+        assert_eq!((e.kind, e.arg), (ErrorKind::TooLarge, "log_probs"));
     }
 
     #[test]

@@ -1,0 +1,93 @@
+//! `POST /v1/losses/gaussian_nll_loss`: `nn.GaussianNLLLoss` / `F.gaussian_nll_loss`.
+
+use lossd_kernels::LossOutput;
+use lossd_kernels::probabilistic::gaussian_nll::{Var, gaussian_nll_loss};
+use serde_json::json;
+
+use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use crate::error::ApiError;
+use crate::wire::ser::WireFloat;
+use crate::wire::{Data, Form, Tensor};
+
+fn eps() -> f64 {
+    1e-6
+}
+
+crate::loss_request! {
+    /// Request body of `POST /v1/losses/gaussian_nll_loss`: negative log-likelihood under a
+    /// Gaussian with predicted mean and variance.
+    pub struct GaussianNllLoss {
+        /// The predicted mean.
+        pub input: Tensor,
+        /// The observation; broadcast against `input`.
+        pub target: Tensor,
+        /// The predicted variance: a tensor of `input`'s shape, of `input`'s shape without its
+        /// last dimension (one variance per row), or with exactly one dimension of size 1
+        /// (shared along it); or a plain JSON number (one variance for all, as PyTorch's
+        /// float `var`; no gradient then). Negative entries are rejected.
+        pub var: Tensor,
+        /// Add the constant ½·log(2π).
+        #[serde(default)]
+        #[schema(default = false)]
+        pub full: bool,
+        /// Variances are clamped to at least `eps` (the gradient passes through the clamp,
+        /// as in PyTorch).
+        #[serde(default = "eps")]
+        #[schema(default = 1e-6)]
+        pub eps: f64,
+    }
+    reduction: Reduction;
+}
+
+impl Loss for GaussianNllLoss {
+    const INFO: Info = Info {
+        name: "gaussian_nll_loss",
+        module: "GaussianNLLLoss",
+        category: Category::Probabilistic,
+        summary: "Negative log-likelihood of the target under a Gaussian with the predicted mean and variance.",
+        formula: "v = max(var, eps); ℓ = ½ (log v + (input − target)² / v) (+ ½ log 2π with full)",
+        notes: "A plain JSON number as var is PyTorch's Python-float var (any input shape, no gradient); a tensor var follows PyTorch's shape rule.",
+        tensors: &[
+            TensorArg { name: "input", kind: TensorKind::Float, required: true, differentiable: true, shapes: "(N, *) or (*)" },
+            TensorArg { name: "target", kind: TensorKind::Float, required: true, differentiable: true, shapes: "broadcastable with input" },
+            TensorArg { name: "var", kind: TensorKind::Float, required: true, differentiable: true, shapes: "input's shape, input's shape without the last dim, one dim of size 1, or a plain number" },
+        ],
+        reductions: &["none", "mean", "sum"],
+    };
+
+    fn common(&self) -> super::Common {
+        self.common_fields()
+    }
+
+    fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
+        let (x, y) = (float::<T>(self.input), float::<T>(self.target));
+        // A bare JSON number is PyTorch's Python-float var.
+        let scalar = match (&self.var.form, self.var.shape.is_empty(), &self.var.data) {
+            (Form::Nested, true, Data::F64(v)) => v.first().copied(),
+            (Form::Nested, true, Data::I64(v)) => v.first().map(|&i| i as f64),
+            _ => None,
+        };
+        let var = match scalar {
+            Some(s) => Err(s),
+            None => Ok(float::<T>(self.var)),
+        };
+        let var = match &var {
+            Err(s) => Var::Scalar(*s),
+            Ok(t) => Var::Tensor(t.view()),
+        };
+        Ok(gaussian_nll_loss(x.view(), y.view(), var, self.full, self.eps, self.reduction.into(), grad)?)
+    }
+
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "heteroscedastic",
+            summary: "One predicted variance per element, with gradients",
+            body: json!({"input": sample(&[3, 2], 8), "target": sample(&[3, 2], 9),
+                         "var": [[0.5, 1.0], [2.0, 0.25], [1.0, 1.0]], "grad": true}),
+        }, Example {
+            name: "homoscedastic",
+            summary: "One variance per row (var has input's shape without the last dimension)",
+            body: json!({"input": sample(&[3, 2], 10), "target": sample(&[3, 2], 11), "var": [0.5, 1.0, 2.0], "full": true}),
+        }]
+    }
+}
