@@ -45,10 +45,34 @@ impl Loss for CtcLoss {
         formula: "ℓ_b = −log Σ_{alignments π of targets_b} Π_t exp(log_probs[t, b, π_t]); mean averages ℓ_b / max(target_length_b, 1)",
         notes: "The gradient returned for log_probs is PyTorch's: exp(log_probs) − γ (γ the occupation posterior), which is the gradient with respect to the logits when log_probs = log_softmax(logits), not the partial derivative with respect to log_probs (that is −γ); both give the same logits gradient through log_softmax. Frames past a sequence's input length get 0. An infeasible alignment gives +Infinity (NaN gradient) unless zero_infinity. Labels equal to blank or outside [0, C) are rejected with invalid_value (PyTorch reads garbage).",
         tensors: &[
-            TensorArg { name: "log_probs", kind: TensorKind::Float, required: true, differentiable: true, shapes: "(T, N, C) or (T, C)" },
-            TensorArg { name: "targets", kind: TensorKind::Integer, required: true, differentiable: false, shapes: "(N, S) padded, (Σ target_lengths) concatenated, or (S)" },
-            TensorArg { name: "input_lengths", kind: TensorKind::Integer, required: true, differentiable: false, shapes: "(N) or ()" },
-            TensorArg { name: "target_lengths", kind: TensorKind::Integer, required: true, differentiable: false, shapes: "(N) or ()" },
+            TensorArg {
+                name: "log_probs",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "(T, N, C) or (T, C)",
+            },
+            TensorArg {
+                name: "targets",
+                kind: TensorKind::Integer,
+                required: true,
+                differentiable: false,
+                shapes: "(N, S) padded, (Σ target_lengths) concatenated, or (S)",
+            },
+            TensorArg {
+                name: "input_lengths",
+                kind: TensorKind::Integer,
+                required: true,
+                differentiable: false,
+                shapes: "(N) or ()",
+            },
+            TensorArg {
+                name: "target_lengths",
+                kind: TensorKind::Integer,
+                required: true,
+                differentiable: false,
+                shapes: "(N) or ()",
+            },
         ],
         reductions: &["none", "mean", "sum"],
     };

@@ -48,9 +48,27 @@ impl Loss for GaussianNllLoss {
         formula: "v = max(var, eps); ℓ = ½ (log v + (input − target)² / v) (+ ½ log 2π with full)",
         notes: "A plain JSON number as var is PyTorch's Python-float var (any input shape, no gradient); a tensor var follows PyTorch's shape rule.",
         tensors: &[
-            TensorArg { name: "input", kind: TensorKind::Float, required: true, differentiable: true, shapes: "(N, *) or (*)" },
-            TensorArg { name: "target", kind: TensorKind::Float, required: true, differentiable: true, shapes: "broadcastable with input" },
-            TensorArg { name: "var", kind: TensorKind::Float, required: true, differentiable: true, shapes: "input's shape, input's shape without the last dim, one dim of size 1, or a plain number" },
+            TensorArg {
+                name: "input",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "(N, *) or (*)",
+            },
+            TensorArg {
+                name: "target",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "broadcastable with input",
+            },
+            TensorArg {
+                name: "var",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "input's shape, input's shape without the last dim, one dim of size 1, or a plain number",
+            },
         ],
         reductions: &["none", "mean", "sum"],
     };
@@ -75,19 +93,30 @@ impl Loss for GaussianNllLoss {
             Err(s) => Var::Scalar(*s),
             Ok(t) => Var::Tensor(t.view()),
         };
-        Ok(gaussian_nll_loss(x.view(), y.view(), var, self.full, self.eps, self.reduction.into(), grad)?)
+        Ok(gaussian_nll_loss(
+            x.view(),
+            y.view(),
+            var,
+            self.full,
+            self.eps,
+            self.reduction.into(),
+            grad,
+        )?)
     }
 
     fn examples() -> Vec<Example> {
-        vec![Example {
-            name: "heteroscedastic",
-            summary: "One predicted variance per element, with gradients",
-            body: json!({"input": sample(&[3, 2], 8), "target": sample(&[3, 2], 9),
+        vec![
+            Example {
+                name: "heteroscedastic",
+                summary: "One predicted variance per element, with gradients",
+                body: json!({"input": sample(&[3, 2], 8), "target": sample(&[3, 2], 9),
                          "var": [[0.5, 1.0], [2.0, 0.25], [1.0, 1.0]], "grad": true}),
-        }, Example {
-            name: "homoscedastic",
-            summary: "One variance per row (var has input's shape without the last dimension)",
-            body: json!({"input": sample(&[3, 2], 10), "target": sample(&[3, 2], 11), "var": [0.5, 1.0, 2.0], "full": true}),
-        }]
+            },
+            Example {
+                name: "homoscedastic",
+                summary: "One variance per row (var has input's shape without the last dimension)",
+                body: json!({"input": sample(&[3, 2], 10), "target": sample(&[3, 2], 11), "var": [0.5, 1.0, 2.0], "full": true}),
+            },
+        ]
     }
 }

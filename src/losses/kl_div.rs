@@ -62,8 +62,20 @@ impl Loss for KlDiv {
         formula: "ℓ = target · (log target − input) (0 where target = 0); with log_target: exp(target) · (target − input)",
         notes: "Use reduction \"batchmean\" for the true KL divergence per sample; \"mean\" divides by every element and comes with PyTorch's warning. A negative target gives NaN, as in PyTorch; the target gradient is NaN where target = 0, as in PyTorch.",
         tensors: &[
-            TensorArg { name: "input", kind: TensorKind::Float, required: true, differentiable: true, shapes: "(*)" },
-            TensorArg { name: "target", kind: TensorKind::Float, required: true, differentiable: true, shapes: "(*), broadcastable with input" },
+            TensorArg {
+                name: "input",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "(*)",
+            },
+            TensorArg {
+                name: "target",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "(*), broadcastable with input",
+            },
         ],
         reductions: &["none", "mean", "sum", "batchmean"],
     };
@@ -74,23 +86,32 @@ impl Loss for KlDiv {
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (x, y) = (float::<T>(self.input), float::<T>(self.target));
-        Ok(kl_div(x.view(), y.view(), self.log_target, self.reduction.into(), grad)?)
+        Ok(kl_div(
+            x.view(),
+            y.view(),
+            self.log_target,
+            self.reduction.into(),
+            grad,
+        )?)
     }
 
     fn examples() -> Vec<Example> {
-        vec![Example {
-            name: "batchmean",
-            summary: "The KL divergence per sample of a 3×5 batch (log-softmax input, probability target)",
-            body: json!({
-                "input": [[-1.9, -1.2, -2.3, -1.4, -1.5], [-0.8, -2.4, -1.7, -2.1, -1.6], [-1.6, -1.6, -1.6, -1.6, -1.6]],
-                "target": [[0.1, 0.3, 0.1, 0.3, 0.2], [0.5, 0.1, 0.2, 0.1, 0.1], [0.2, 0.2, 0.2, 0.2, 0.2]],
-                "reduction": "batchmean",
-                "grad": true
-            }),
-        }, Example {
-            name: "log-target",
-            summary: "Target given as log-probabilities",
-            body: json!({"input": sample(&[2, 3], 5), "target": sample(&[2, 3], 6), "log_target": true, "reduction": "sum"}),
-        }]
+        vec![
+            Example {
+                name: "batchmean",
+                summary: "The KL divergence per sample of a 3×5 batch (log-softmax input, probability target)",
+                body: json!({
+                    "input": [[-1.9, -1.2, -2.3, -1.4, -1.5], [-0.8, -2.4, -1.7, -2.1, -1.6], [-1.6, -1.6, -1.6, -1.6, -1.6]],
+                    "target": [[0.1, 0.3, 0.1, 0.3, 0.2], [0.5, 0.1, 0.2, 0.1, 0.1], [0.2, 0.2, 0.2, 0.2, 0.2]],
+                    "reduction": "batchmean",
+                    "grad": true
+                }),
+            },
+            Example {
+                name: "log-target",
+                summary: "Target given as log-probabilities",
+                body: json!({"input": sample(&[2, 3], 5), "target": sample(&[2, 3], 6), "log_target": true, "reduction": "sum"}),
+            },
+        ]
     }
 }

@@ -6,12 +6,17 @@
 //! implementing [`Loss`], and one line in [`registry`].
 
 mod args;
+pub mod binary_cross_entropy;
+pub mod binary_cross_entropy_with_logits;
 pub mod ctc_loss;
 pub mod gaussian_nll_loss;
 pub mod huber_loss;
 pub mod kl_div;
 pub mod l1_loss;
 pub mod mse_loss;
+pub mod multi_margin_loss;
+pub mod multilabel_margin_loss;
+pub mod multilabel_soft_margin_loss;
 pub mod poisson_nll_loss;
 pub mod smooth_l1_loss;
 pub mod soft_margin_loss;
@@ -284,6 +289,11 @@ pub fn registry() -> &'static [Entry] {
             entry::<mse_loss::MseLoss>(),
             entry::<smooth_l1_loss::SmoothL1Loss>(),
             entry::<huber_loss::HuberLoss>(),
+            entry::<binary_cross_entropy::BinaryCrossEntropy>(),
+            entry::<binary_cross_entropy_with_logits::BinaryCrossEntropyWithLogits>(),
+            entry::<multi_margin_loss::MultiMarginLoss>(),
+            entry::<multilabel_margin_loss::MultilabelMarginLoss>(),
+            entry::<multilabel_soft_margin_loss::MultilabelSoftMarginLoss>(),
             entry::<soft_margin_loss::SoftMarginLoss>(),
             entry::<kl_div::KlDiv>(),
             entry::<poisson_nll_loss::PoissonNllLoss>(),

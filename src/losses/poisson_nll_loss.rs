@@ -50,8 +50,20 @@ impl Loss for PoissonNllLoss {
         formula: "log_input: ℓ = exp(input) − target · input; else ℓ = input − target · log(input + eps); full adds target·log(target) − target + ½ log(2π target) where target > 1",
         notes: "No gradient for target (PyTorch's is NaN at target ≤ 0 with full=true).",
         tensors: &[
-            TensorArg { name: "input", kind: TensorKind::Float, required: true, differentiable: true, shapes: "(*)" },
-            TensorArg { name: "target", kind: TensorKind::Float, required: true, differentiable: false, shapes: "(*), broadcastable with input" },
+            TensorArg {
+                name: "input",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "(*)",
+            },
+            TensorArg {
+                name: "target",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: false,
+                shapes: "(*), broadcastable with input",
+            },
         ],
         reductions: &["none", "mean", "sum"],
     };
@@ -62,18 +74,29 @@ impl Loss for PoissonNllLoss {
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (x, y) = (float::<T>(self.input), float::<T>(self.target));
-        Ok(poisson_nll_loss(x.view(), y.view(), self.log_input, self.full, self.eps, self.reduction.into(), grad)?)
+        Ok(poisson_nll_loss(
+            x.view(),
+            y.view(),
+            self.log_input,
+            self.full,
+            self.eps,
+            self.reduction.into(),
+            grad,
+        )?)
     }
 
     fn examples() -> Vec<Example> {
-        vec![Example {
-            name: "counts",
-            summary: "Log-rates against observed counts, with the gradient",
-            body: json!({"input": sample(&[2, 4], 7), "target": [[0, 1, 3, 2], [5, 0, 1, 4]], "grad": true}),
-        }, Example {
-            name: "full",
-            summary: "Rates (not logs) with the Stirling term",
-            body: json!({"input": [[0.5, 1.0, 2.0, 4.0]], "target": [[0, 1, 3, 6]], "log_input": false, "full": true, "reduction": "none"}),
-        }]
+        vec![
+            Example {
+                name: "counts",
+                summary: "Log-rates against observed counts, with the gradient",
+                body: json!({"input": sample(&[2, 4], 7), "target": [[0, 1, 3, 2], [5, 0, 1, 4]], "grad": true}),
+            },
+            Example {
+                name: "full",
+                summary: "Rates (not logs) with the Stirling term",
+                body: json!({"input": [[0.5, 1.0, 2.0, 4.0]], "target": [[0, 1, 3, 6]], "log_input": false, "full": true, "reduction": "none"}),
+            },
+        ]
     }
 }

@@ -19,9 +19,8 @@ pub async fn openapi_json() -> Response {
 
 /// Routes for the document and Swagger UI (its assets are compiled into the binary).
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    let ui = SwaggerUi::new("/docs").config(
-        Config::new(["/openapi.json"]).display_request_duration(true),
-    );
+    let ui = SwaggerUi::new("/docs")
+        .config(Config::new(["/openapi.json"]).display_request_duration(true));
     Router::new()
         .route("/openapi.json", get(openapi_json))
         .merge(ui)

@@ -1,0 +1,109 @@
+//! `POST /v1/losses/binary_cross_entropy_with_logits`: `nn.BCEWithLogitsLoss`.
+
+use lossd_kernels::LossOutput;
+use lossd_kernels::classification::binary_cross_entropy_with_logits::binary_cross_entropy_with_logits;
+use serde_json::json;
+
+use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use crate::error::ApiError;
+use crate::wire::Tensor;
+use crate::wire::ser::WireFloat;
+
+crate::loss_request! {
+    /// Request body of `POST /v1/losses/binary_cross_entropy_with_logits`: sigmoid and binary
+    /// cross-entropy in one numerically stable step.
+    pub struct BinaryCrossEntropyWithLogits {
+        /// Logits, any shape.
+        pub input: Tensor,
+        /// Targets (usually in [0, 1]), exactly the shape of `input`.
+        pub target: Tensor,
+        /// Rescaling weights, broadcast to `input`'s shape (without enlarging it).
+        #[serde(default)]
+        #[schema(nullable = false)]
+        pub weight: Option<Tensor>,
+        /// Weights of the positive examples, broadcast along the last dimension (typically
+        /// `(C,)` for `(N, C)` input): > 1 raises recall, < 1 precision.
+        #[serde(default)]
+        #[schema(nullable = false)]
+        pub pos_weight: Option<Tensor>,
+    }
+    reduction: Reduction;
+}
+
+impl Loss for BinaryCrossEntropyWithLogits {
+    const INFO: Info = Info {
+        name: "binary_cross_entropy_with_logits",
+        module: "BCEWithLogitsLoss",
+        category: Category::Classification,
+        summary: "Binary cross-entropy on logits, stable for logits of any size.",
+        formula: "ℓ = −weight · [pos_weight · target · log σ(input) + (1 − target) · log(1 − σ(input))]",
+        notes: "Computed as PyTorch does, (1 − target)·x − (1 + (pos_weight − 1)·target)·log σ(x) with a stable log σ: exact for logits of any magnitude in float32 and float64. The weighted mean divides by the element count.",
+        tensors: &[
+            TensorArg {
+                name: "input",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "(*)",
+            },
+            TensorArg {
+                name: "target",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "same as input",
+            },
+            TensorArg {
+                name: "weight",
+                kind: TensorKind::Float,
+                required: false,
+                differentiable: false,
+                shapes: "broadcastable to input",
+            },
+            TensorArg {
+                name: "pos_weight",
+                kind: TensorKind::Float,
+                required: false,
+                differentiable: false,
+                shapes: "broadcastable to input, typically (C,)",
+            },
+        ],
+        reductions: &["none", "mean", "sum"],
+    };
+
+    fn common(&self) -> super::Common {
+        self.common_fields()
+    }
+
+    fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
+        let (x, y) = (float::<T>(self.input), float::<T>(self.target));
+        let w = self.weight.map(float::<T>);
+        let pw = self.pos_weight.map(float::<T>);
+        Ok(binary_cross_entropy_with_logits(
+            x.view(),
+            y.view(),
+            w.as_ref().map(|w| w.view()),
+            pw.as_ref().map(|w| w.view()),
+            self.reduction.into(),
+            grad,
+        )?)
+    }
+
+    fn examples() -> Vec<Example> {
+        // The torch.nn.BCEWithLogitsLoss example: 64 classes, a batch of 10, all targets
+        // positive, pos_weight 1.5 for every class.
+        let target: Vec<Vec<f64>> = vec![vec![1.0; 64]; 10];
+        vec![
+            Example {
+                name: "pos-weight",
+                summary: "The PyTorch docs example: a 10×64 multi-label batch with pos_weight = 1.5 for every class",
+                body: json!({"input": sample(&[10, 64], 12), "target": target, "pos_weight": vec![1.5; 64]}),
+            },
+            Example {
+                name: "gradient",
+                summary: "Logits of any size stay exact; with gradients",
+                body: json!({"input": [[-200.0, 0.5], [3.0, 200.0]], "target": [[1, 0], [0, 1]], "grad": true}),
+            },
+        ]
+    }
+}

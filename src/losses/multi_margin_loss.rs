@@ -1,0 +1,109 @@
+//! `POST /v1/losses/multi_margin_loss`: `nn.MultiMarginLoss` / `F.multi_margin_loss`.
+
+use lossd_kernels::LossOutput;
+use lossd_kernels::classification::multi_margin::multi_margin_loss;
+use serde_json::json;
+
+use super::{
+    Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, index, sample,
+};
+use crate::error::ApiError;
+use crate::wire::Tensor;
+use crate::wire::ser::WireFloat;
+
+fn one() -> f64 {
+    1.0
+}
+
+crate::loss_request! {
+    /// Request body of `POST /v1/losses/multi_margin_loss`: multi-class hinge loss.
+    pub struct MultiMarginLoss {
+        /// Scores `(N, C)`, or `(C)` for one sample.
+        pub input: Tensor,
+        /// Class indices in `[0, C)` (integers): `(N)`, or a plain number for one sample.
+        pub target: Tensor,
+        /// 1 (hinge) or 2 (squared hinge).
+        #[serde(default = "one")]
+        #[schema(default = 1, minimum = 1, maximum = 2)]
+        pub p: f64,
+        /// The margin.
+        #[serde(default = "one")]
+        #[schema(default = 1.0)]
+        pub margin: f64,
+        /// Per-class weights `(C,)`; each sample's terms are scaled by its target class's weight.
+        #[serde(default)]
+        #[schema(nullable = false)]
+        pub weight: Option<Tensor>,
+    }
+    reduction: Reduction;
+}
+
+impl Loss for MultiMarginLoss {
+    const INFO: Info = Info {
+        name: "multi_margin_loss",
+        module: "MultiMarginLoss",
+        category: Category::Classification,
+        summary: "Multi-class hinge loss: every wrong class should score at least `margin` below the target class.",
+        formula: "ℓ_n = (1/C) Σ_{i ≠ y_n} weight[y_n] · max(0, margin − x[y_n] + x[i])^p",
+        notes: "With an empty batch PyTorch returns uninitialised memory for mean and sum; lossd returns NaN for mean and 0 for sum. A hinge exactly at 0 has gradient 0.",
+        tensors: &[
+            TensorArg {
+                name: "input",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "(N, C) or (C)",
+            },
+            TensorArg {
+                name: "target",
+                kind: TensorKind::Integer,
+                required: true,
+                differentiable: false,
+                shapes: "(N) or ()",
+            },
+            TensorArg {
+                name: "weight",
+                kind: TensorKind::Float,
+                required: false,
+                differentiable: false,
+                shapes: "(C)",
+            },
+        ],
+        reductions: &["none", "mean", "sum"],
+    };
+
+    fn common(&self) -> super::Common {
+        self.common_fields()
+    }
+
+    fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
+        let x = float::<T>(self.input);
+        let y = index(self.target, "target")?;
+        let w = self.weight.map(float::<T>);
+        let w = w.as_ref().map(|w| w.view());
+        Ok(multi_margin_loss(
+            x.view(),
+            y.view(),
+            self.p,
+            self.margin,
+            w,
+            self.reduction.into(),
+            grad,
+        )?)
+    }
+
+    fn examples() -> Vec<Example> {
+        vec![
+            Example {
+                name: "docs",
+                summary: "The torch.nn.MultiMarginLoss docs example: scores [0.1, 0.2, 0.4, 0.8], class 3 (loss 0.325)",
+                body: json!({"input": [[0.1, 0.2, 0.4, 0.8]], "target": [3], "grad": true}),
+            },
+            Example {
+                name: "squared",
+                summary: "Squared hinge with class weights on a batch of 3",
+                body: json!({"input": sample(&[3, 4], 13), "target": [0, 3, 1], "p": 2, "weight": [1.0, 2.0, 1.0, 0.5]}),
+            },
+        ]
+    }
+}

@@ -1,0 +1,73 @@
+//! `POST /v1/losses/multilabel_margin_loss`: `nn.MultiLabelMarginLoss`.
+
+use lossd_kernels::LossOutput;
+use lossd_kernels::classification::multilabel_margin::multilabel_margin_loss;
+use serde_json::json;
+
+use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, index};
+use crate::error::ApiError;
+use crate::wire::Tensor;
+use crate::wire::ser::WireFloat;
+
+crate::loss_request! {
+    /// Request body of `POST /v1/losses/multilabel_margin_loss`: multi-label hinge loss.
+    pub struct MultilabelMarginLoss {
+        /// Scores `(N, C)`, or `(C)` for one sample.
+        pub input: Tensor,
+        /// Integers of `input`'s shape: each row lists its target classes and ends at the
+        /// first −1 (entries after it are ignored but must still lie in [−1, C)).
+        pub target: Tensor,
+    }
+    reduction: Reduction;
+}
+
+impl Loss for MultilabelMarginLoss {
+    const INFO: Info = Info {
+        name: "multilabel_margin_loss",
+        module: "MultiLabelMarginLoss",
+        category: Category::Classification,
+        summary: "Multi-label hinge loss: every target class should score at least 1 above every other class.",
+        formula: "ℓ_n = (1/C) Σ_{j ∈ targets} Σ_{i ∉ targets} max(0, 1 − (x[j] − x[i]))",
+        notes: "The target list of a row ends at its first −1; duplicates count with their multiplicity. With an empty batch lossd returns NaN for mean and 0 for sum (PyTorch returns uninitialised memory).",
+        tensors: &[
+            TensorArg {
+                name: "input",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "(N, C) or (C)",
+            },
+            TensorArg {
+                name: "target",
+                kind: TensorKind::Integer,
+                required: true,
+                differentiable: false,
+                shapes: "same as input",
+            },
+        ],
+        reductions: &["none", "mean", "sum"],
+    };
+
+    fn common(&self) -> super::Common {
+        self.common_fields()
+    }
+
+    fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
+        let x = float::<T>(self.input);
+        let y = index(self.target, "target")?;
+        Ok(multilabel_margin_loss(
+            x.view(),
+            y.view(),
+            self.reduction.into(),
+            grad,
+        )?)
+    }
+
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "docs",
+            summary: "The torch.nn.MultiLabelMarginLoss docs example: classes 3 and 0 are targets (loss 0.85)",
+            body: json!({"input": [[0.1, 0.2, 0.4, 0.8]], "target": [[3, 0, -1, 1]], "grad": true}),
+        }]
+    }
+}
