@@ -37,6 +37,14 @@ pub struct Config {
     #[arg(long, env = "LOSSD_REQUEST_TIMEOUT", default_value_t = 30.0, value_parser = positive_seconds)]
     pub request_timeout: f64,
 
+    /// Time a client has to send a request's headers, in seconds (then the connection closes).
+    #[arg(long, env = "LOSSD_HEADER_TIMEOUT", default_value_t = 10.0, value_parser = positive_seconds)]
+    pub header_timeout: f64,
+
+    /// Time a client has to send a request's body, in seconds (past it: 503 `timeout`).
+    #[arg(long, env = "LOSSD_BODY_TIMEOUT", default_value_t = 60.0, value_parser = positive_seconds)]
+    pub body_timeout: f64,
+
     /// Compute workers (jobs computing at once); default: the number of CPUs.
     #[arg(long, env = "LOSSD_WORKERS")]
     pub workers: Option<usize>,
@@ -92,6 +100,16 @@ impl Config {
     /// The request time limit.
     pub fn timeout(&self) -> Duration {
         Duration::from_secs_f64(self.request_timeout)
+    }
+
+    /// The header read timeout.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.header_timeout)
+    }
+
+    /// The body read timeout.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.body_timeout)
     }
 
     /// The number of compute workers.

@@ -6,6 +6,8 @@ pub mod docs;
 pub mod health;
 pub mod losses;
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
@@ -40,9 +42,14 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Reads the whole body, refusing more than `limit` bytes before reading them when the
-/// client declares its length, and as soon as the limit is passed otherwise.
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads the whole body within `timeout`, refusing more than `limit` bytes before reading
+/// them when the client declares its length, and as soon as the limit is passed otherwise.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             Code::PayloadTooLarge,
@@ -56,7 +63,17 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await;
+    let Ok(read) = read else {
+        return Err(ApiError::new(
+            Code::Timeout,
+            format!(
+                "the body did not arrive within {:.3} s (the body read timeout)",
+                timeout.as_secs_f64()
+            ),
+        ));
+    };
+    read.map_err(|e| {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(s) = source {
             if s.is::<http_body_util::LengthLimitError>() {
@@ -64,9 +81,6 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             }
             source = s.source();
         }
-        ApiError::new(
-            Code::InvalidJson,
-            format!("the body could not be read: {e}"),
-        )
+        ApiError::new(Code::InvalidJson, format!("the body could not be read: {e}"))
     })
 }

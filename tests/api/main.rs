@@ -6,5 +6,6 @@ mod conformance;
 mod encodings;
 mod errors;
 mod helpers;
+mod limits;
 mod openapi;
 mod service;
