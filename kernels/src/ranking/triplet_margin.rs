@@ -1,1 +1,1113 @@
-//! Not implemented yet.
+//! `triplet_margin_loss` (`nn.TripletMarginLoss`), LOSSES.md §2.21, and the triplet machinery
+//! it shares with `triplet_margin_with_distance_loss` (§2.22).
+//!
+//! `ℓ = max(0, margin + d(a, p) − d_neg)` with `d_neg = d(a, n)`, or with `swap`
+//! `d_neg = min(d(a, n), d(p, n))`; `d(u, v) = ‖u − v + eps‖_p` over the last dimension, eps
+//! added to every component of the difference (ATen's `pairwise_distance`).
+//!
+//! lossd's decisions, all PyTorch 2.15's behaviour:
+//! - `margin <= 0` (and NaN) is rejected; `p` and `eps` are any `f64`: `p = 0` counts non-zero
+//!   components (no gradient), `p = ±∞` is the largest/smallest `|·|` (pass
+//!   `f64::INFINITY`), negative and fractional `p` use the generic formula; an empty last
+//!   dimension with `p < 0` or `p = ±∞` is an error (the norm has no value there).
+//! - The three tensors must have the same rank; each *pair* broadcasts as ATen broadcasts
+//!   `x1 − x2` (so a last dimension of size 1 is repeated, not summed once), and the
+//!   per-pair distances broadcast together. 0-D tensors are accepted (the norm of a scalar).
+//! - Gradients follow autograd's chain exactly (§2.21 table, §1.6): the hinge has derivative 0
+//!   at 0, `p = ∞` ties share the gradient equally, a swap tie gives ½ to each branch, a zero
+//!   difference has gradient 0, and a masked (zero) upstream times a non-finite factor is NaN,
+//!   as in PyTorch.
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+
+use super::margin_ranking::{CHUNK, hinge, hinge_grad, reduce};
+use crate::broadcast::{broadcast_pair, broadcast_shape, unbroadcast};
+use crate::cancel::checkpoint;
+use crate::error::fmt_shape;
+use crate::reduction::{Sum8, sum, upstream};
+use crate::regression::{contiguous, sign};
+use crate::{LossError, LossOutput, Real, Reduction};
+
+/// `F.triplet_margin_loss(anchor, positive, negative, margin, p, eps, swap, reduction)`.
+///
+/// Accepts any three tensors of the same rank that broadcast pairwise, e.g. `(N, D)` (returns
+/// `(N)` for `none`), `(D)` (returns `()`), `(B, N, D)` (returns `(B, N)`). Gradients: `anchor`,
+/// `positive`, `negative`, each of its argument's shape.
+///
+/// Errors: [`LossError::option`] `margin` when `margin <= 0` or NaN; [`LossError::shape`]
+/// naming `positive` or `negative` when the ranks differ or the shapes do not broadcast, and
+/// naming the pair's first tensor when `p < 0` or `p = ±∞` meets an empty last dimension.
+#[allow(clippy::too_many_arguments)]
+pub fn triplet_margin_loss<T: Real>(
+    anchor: ArrayViewD<'_, T>,
+    positive: ArrayViewD<'_, T>,
+    negative: ArrayViewD<'_, T>,
+    margin: f64,
+    p: f64,
+    eps: f64,
+    swap: bool,
+    reduction: Reduction,
+    grad: bool,
+) -> Result<LossOutput<T>, LossError> {
+    check_margin(margin)?;
+    triplet_loss(
+        anchor,
+        positive,
+        negative,
+        margin,
+        Distance::PNorm { p, eps },
+        swap,
+        reduction,
+        grad,
+    )
+}
+
+/// Rejects `margin <= 0` (and NaN) with PyTorch's message.
+pub(crate) fn check_margin(margin: f64) -> Result<(), LossError> {
+    if margin > 0.0 {
+        Ok(())
+    } else {
+        Err(LossError::option(
+            "margin",
+            format!("margin must be greater than 0, got {margin}"),
+        ))
+    }
+}
+
+/// How the distance between two embeddings is measured (over their last dimension).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Distance {
+    /// `‖x − y + eps‖_p`, ATen's `pairwise_distance`.
+    PNorm { p: f64, eps: f64 },
+    /// `1 − cosine_similarity(x, y, dim=-1, eps)` as ATen computes it (checked on torch 2.15):
+    /// `Σ (x / max(‖x‖, eps)) · (y / max(‖y‖, eps))`, the clamp invisible to autograd.
+    Cosine { eps: f64 },
+}
+
+/// The branch of ATen's `norm_backward` (and forward) a `p` takes, in ATen's order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum NormKind {
+    Zero,
+    One,
+    Two,
+    /// `p = +∞` (`max`) or `−∞` (`min`); both take the tie-sharing backward.
+    Inf {
+        max: bool,
+    },
+    /// `p < 1`, negative `p` included.
+    Below1,
+    /// `1 < p < 2`.
+    Below2,
+    /// `p > 2`, and NaN (which fails every other test).
+    Above2,
+}
+
+impl NormKind {
+    fn of(p: f64) -> Self {
+        if p == 0.0 {
+            NormKind::Zero
+        } else if p == 1.0 {
+            NormKind::One
+        } else if p == 2.0 {
+            NormKind::Two
+        } else if p.is_infinite() {
+            NormKind::Inf { max: p > 0.0 }
+        } else if p < 1.0 {
+            NormKind::Below1
+        } else if p < 2.0 {
+            NormKind::Below2
+        } else {
+            NormKind::Above2
+        }
+    }
+
+    /// Whether the norm has no value over an empty dimension (`linalg.vector_norm` refuses).
+    fn needs_elements(p: f64) -> bool {
+        p < 0.0 || p.is_infinite()
+    }
+}
+
+/// A [`Distance`] with its constants in the element type.
+#[derive(Clone, Copy, Debug)]
+enum Metric<T> {
+    Norm {
+        kind: NormKind,
+        p: T,
+        eps: T,
+        p64: f64,
+    },
+    Cosine {
+        eps: T,
+    },
+}
+
+impl<T: Real> Metric<T> {
+    fn of(d: Distance) -> Self {
+        match d {
+            Distance::PNorm { p, eps } => Metric::Norm {
+                kind: NormKind::of(p),
+                p: T::of(p),
+                eps: T::of(eps),
+                p64: p,
+            },
+            Distance::Cosine { eps } => Metric::Cosine { eps: T::of(eps) },
+        }
+    }
+}
+
+/// One pair's distance for the current row, with what its backward needs.
+///
+/// `x` and `y` rows have length `d` (the pair's broadcast last dimension) or 1 (broadcast along
+/// it); broadcast rows are expanded into `ex`/`ey` and their gradients gathered in `gx`/`gy`.
+struct Pair<T> {
+    d: usize,
+    /// Norm: the difference `x − y + eps`. Cosine: unused.
+    u: Vec<T>,
+    /// Per-element terms before their `f64` sum.
+    tmp: Vec<T>,
+    ex: Vec<T>,
+    ey: Vec<T>,
+    gx: Vec<T>,
+    gy: Vec<T>,
+    /// Norm: the norm. Cosine: `‖x‖`.
+    n1: T,
+    /// Norm (p = ±∞): how many components attain the norm. Cosine: `‖y‖`.
+    n2: T,
+    /// Cosine: `max(‖x‖, eps)`, `max(‖y‖, eps)`.
+    c1: T,
+    c2: T,
+}
+
+/// `max(n, eps)` as `clamp_min`: NaN stays NaN.
+#[inline(always)]
+fn clamp_min<T: Real>(n: T, eps: T) -> T {
+    if n < eps { eps } else { n }
+}
+
+/// `min(x, y)` as `torch.minimum`: NaN propagates.
+#[inline(always)]
+fn minimum<T: Real>(x: T, y: T) -> T {
+    if x.is_nan() || y.is_nan() {
+        T::nan()
+    } else if y < x {
+        y
+    } else {
+        x
+    }
+}
+
+impl<T: Real> Pair<T> {
+    fn new(d: usize) -> Self {
+        Self {
+            d,
+            u: vec![T::zero(); d],
+            tmp: vec![T::zero(); d],
+            ex: vec![T::zero(); d],
+            ey: vec![T::zero(); d],
+            gx: vec![T::zero(); d],
+            gy: vec![T::zero(); d],
+            n1: T::zero(),
+            n2: T::zero(),
+            c1: T::zero(),
+            c2: T::zero(),
+        }
+    }
+
+    /// The distance between rows `x` and `y`.
+    fn forward(&mut self, m: &Metric<T>, x: &[T], y: &[T]) -> T {
+        let d = self.d;
+        let x: &[T] = if x.len() == d {
+            x
+        } else {
+            self.ex.fill(x.first().copied().unwrap_or_else(T::zero));
+            &self.ex
+        };
+        let y: &[T] = if y.len() == d {
+            y
+        } else {
+            self.ey.fill(y.first().copied().unwrap_or_else(T::zero));
+            &self.ey
+        };
+        match *m {
+            Metric::Norm { kind, p, eps, p64 } => {
+                for ((u, &a), &b) in self.u.iter_mut().zip(x).zip(y) {
+                    *u = a - b + eps;
+                }
+                let (u, tmp) = (&self.u, &mut self.tmp);
+                let n = if d == 0 {
+                    // Every accepted p has value 0 over nothing (negative and infinite p were
+                    // rejected); even NaN p gives 0 in torch.
+                    T::zero()
+                } else {
+                    match kind {
+                        NormKind::Zero => {
+                            T::of(u.iter().filter(|&&v| v != T::zero()).count() as f64)
+                        }
+                        NormKind::One => {
+                            tmp.iter_mut().zip(u).for_each(|(t, &v)| *t = v.abs());
+                            T::of(sum(tmp))
+                        }
+                        NormKind::Two => {
+                            tmp.iter_mut().zip(u).for_each(|(t, &v)| *t = v * v);
+                            T::of(sum(tmp).sqrt())
+                        }
+                        NormKind::Inf { max } => {
+                            let mut best = u[0].abs();
+                            for &v in &u[1..] {
+                                let a = v.abs();
+                                if a.is_nan() || best.is_nan() {
+                                    best = T::nan();
+                                } else if (max && a > best) || (!max && a < best) {
+                                    best = a;
+                                }
+                            }
+                            // The tie count for the backward: |u_i| = norm, or NaN.
+                            self.n2 =
+                                T::of(u.iter().filter(|&&v| v.abs() == best || v.is_nan()).count()
+                                    as f64);
+                            best
+                        }
+                        NormKind::Below1 | NormKind::Below2 | NormKind::Above2 => {
+                            tmp.iter_mut()
+                                .zip(u)
+                                .for_each(|(t, &v)| *t = v.abs().powf(p));
+                            T::of(sum(tmp).powf(1.0 / p64))
+                        }
+                    }
+                };
+                self.n1 = n;
+                n
+            }
+            Metric::Cosine { eps } => {
+                let tmp = &mut self.tmp;
+                tmp.iter_mut().zip(x).for_each(|(t, &v)| *t = v * v);
+                let n1 = T::of(sum(tmp).sqrt());
+                tmp.iter_mut().zip(y).for_each(|(t, &v)| *t = v * v);
+                let n2 = T::of(sum(tmp).sqrt());
+                let (c1, c2) = (clamp_min(n1, eps), clamp_min(n2, eps));
+                for ((t, &a), &b) in tmp.iter_mut().zip(x).zip(y) {
+                    *t = (a / c1) * (b / c2);
+                }
+                let s = T::of(sum(tmp));
+                (self.n1, self.n2, self.c1, self.c2) = (n1, n2, c1, c2);
+                T::one() - s
+            }
+        }
+    }
+
+    /// Adds `g · ∂distance/∂x` to `dx` and `g · ∂distance/∂y` to `dy` for the rows of the last
+    /// [`Pair::forward`] (`dx`, `dy` have the lengths of those rows).
+    fn backward(&mut self, m: &Metric<T>, g: T, x: &[T], y: &[T], dx: &mut [T], dy: &mut [T]) {
+        let d = self.d;
+        if let Metric::Norm {
+            kind: NormKind::Zero,
+            ..
+        } = m
+        {
+            // ATen's norm_backward returns no gradient at all for p = 0.
+            return;
+        }
+        let xb = x.len() != d;
+        let yb = y.len() != d;
+        let x: &[T] = if xb { &self.ex } else { x };
+        let y: &[T] = if yb { &self.ey } else { y };
+        if xb {
+            self.gx.fill(T::zero());
+        }
+        if yb {
+            self.gy.fill(T::zero());
+        }
+        let gx: &mut [T] = if xb { &mut self.gx } else { &mut *dx };
+        let gy: &mut [T] = if yb { &mut self.gy } else { &mut *dy };
+        let zero = T::zero();
+        match *m {
+            Metric::Norm { kind, p64, .. } => {
+                let (u, n) = (&self.u, self.n1);
+                match kind {
+                    NormKind::Zero => {}
+                    NormKind::One => scatter(gx, gy, u, |v| sign(v) * g),
+                    NormKind::Two => {
+                        if n == zero {
+                            scatter(gx, gy, u, |_| g * zero);
+                        } else {
+                            scatter(gx, gy, u, |v| g * (v / n));
+                        }
+                    }
+                    NormKind::Inf { .. } => {
+                        let share = g / self.n2;
+                        scatter(gx, gy, u, |v| {
+                            let hit = v.abs() == n || v.is_nan();
+                            sign(v) * (share * if hit { T::one() } else { zero })
+                        });
+                    }
+                    NormKind::Below1 => {
+                        let scale = n.powf(T::of(1.0 - p64));
+                        let pm1 = T::of(p64 - 1.0);
+                        scatter(gx, gy, u, |v| {
+                            let w = if v == zero { zero } else { v.abs().powf(pm1) };
+                            sign(v) * w * g * scale
+                        });
+                    }
+                    NormKind::Below2 => {
+                        let pm1 = T::of(p64 - 1.0);
+                        let scale = if n == zero { zero } else { g / n.powf(pm1) };
+                        scatter(gx, gy, u, |v| sign(v) * v.abs().powf(pm1) * scale);
+                    }
+                    NormKind::Above2 => {
+                        let (pm1, pm2) = (T::of(p64 - 1.0), T::of(p64 - 2.0));
+                        let scale = if n == zero { zero } else { g / n.powf(pm1) };
+                        scatter(gx, gy, u, |v| v * v.abs().powf(pm2) * scale);
+                    }
+                }
+            }
+            Metric::Cosine { .. } => {
+                let (n1, n2, c1, c2) = (self.n1, self.n2, self.c1, self.c2);
+                let gs = -g;
+                // Autograd's chain through Σ (x/c1)·(y/c2): the division's backward for the
+                // divisor is −grad·((x/c1)/c1), summed over the row, and flows on into ‖x‖
+                // unchanged (the clamp to eps is not recorded); the same for y.
+                let tmp = &mut self.tmp;
+                for ((t, &a), &b) in tmp.iter_mut().zip(x).zip(y) {
+                    *t = -(gs * (b / c2)) * (a / c1 / c1);
+                }
+                let dn1 = T::of(sum(tmp));
+                for ((t, &a), &b) in tmp.iter_mut().zip(x).zip(y) {
+                    *t = -(gs * (a / c1)) * (b / c2 / c2);
+                }
+                let dn2 = T::of(sum(tmp));
+                for (((ga, gb), &a), &b) in gx.iter_mut().zip(gy.iter_mut()).zip(x).zip(y) {
+                    let na = if n1 == zero { zero } else { a / n1 };
+                    let nb = if n2 == zero { zero } else { b / n2 };
+                    *ga += gs * (b / c2) / c1 + dn1 * na;
+                    *gb += gs * (a / c1) / c2 + dn2 * nb;
+                }
+            }
+        }
+        // Rows broadcast along the last dimension: sum the expanded gradient onto their one
+        // element.
+        if xb && let Some(t) = dx.first_mut() {
+            *t += T::of(sum(&self.gx));
+        }
+        if yb && let Some(t) = dy.first_mut() {
+            *t += T::of(sum(&self.gy));
+        }
+    }
+}
+
+/// Adds `f(u_i)` to `gx_i` and subtracts it from `gy_i` (`u = x − y + eps`).
+#[inline(always)]
+fn scatter<T: Real>(gx: &mut [T], gy: &mut [T], u: &[T], f: impl Fn(T) -> T) {
+    for ((a, b), &v) in gx.iter_mut().zip(gy.iter_mut()).zip(u) {
+        let t = f(v);
+        *a += t;
+        *b -= t;
+    }
+}
+
+/// The shape of one tensor's rows: the full batch shape and the tensor's own last dimension.
+fn rows_shape(batch: &[usize], x: &[usize]) -> Vec<usize> {
+    match x.last() {
+        None => Vec::new(),
+        Some(&d) => batch.iter().copied().chain([d]).collect(),
+    }
+}
+
+/// The triplet loss for any [`Distance`], after the margin has been checked.
+///
+/// Shape rules: same rank (PyTorch's message), then each pair broadcasts as ATen broadcasts
+/// `x1 − x2` (anchor–positive, anchor–negative, then positive–negative with `swap`), then the
+/// per-pair distances broadcast together.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn triplet_loss<T: Real>(
+    anchor: ArrayViewD<'_, T>,
+    positive: ArrayViewD<'_, T>,
+    negative: ArrayViewD<'_, T>,
+    margin: f64,
+    distance: Distance,
+    swap: bool,
+    reduction: Reduction,
+    grad: bool,
+) -> Result<LossOutput<T>, LossError> {
+    let (sa, sp, sn) = (anchor.shape(), positive.shape(), negative.shape());
+    let k = sa.len();
+    if sp.len() != k || sn.len() != k {
+        return Err(LossError::shape(
+            if sp.len() != k {
+                "positive"
+            } else {
+                "negative"
+            },
+            format!(
+                "The anchor, positive, and negative tensors are expected to have the same number of \
+                 dimensions, but got: anchor {k}D {}, positive {}D {}, and negative {}D {} inputs",
+                fmt_shape(sa),
+                sp.len(),
+                fmt_shape(sp),
+                sn.len(),
+                fmt_shape(sn)
+            ),
+        ));
+    }
+    // The p whose norm has no value over an empty last dimension, if this is one.
+    let needs_elements = match distance {
+        Distance::PNorm { p, .. } if NormKind::needs_elements(p) => Some(p),
+        _ => None,
+    };
+    // Each pair in the order ATen computes them; its broadcast shape's batch part and last dim.
+    let mut pairs: Vec<(&'static str, &[usize], &'static str, &[usize])> = vec![
+        ("anchor", sa, "positive", sp),
+        ("anchor", sa, "negative", sn),
+    ];
+    if swap {
+        pairs.push(("positive", sp, "negative", sn));
+    }
+    let mut batch: Vec<usize> = Vec::new();
+    let mut dims = Vec::with_capacity(3);
+    for (i, &(xn, xs, yn, ys)) in pairs.iter().enumerate() {
+        let full = broadcast_pair(xn, xs, yn, ys)?;
+        let (b, d) = match full.split_last() {
+            Some((&d, b)) => (b.to_vec(), d),
+            None => (Vec::new(), 1),
+        };
+        if let (0, Some(p)) = (d, needs_elements) {
+            return Err(LossError::shape(
+                xn,
+                format!(
+                    "the {p}-norm has no value over an empty dimension, but {xn} and {yn} \
+                     broadcast to shape {} (last dimension 0); use p >= 0 or give the \
+                     embeddings at least one component",
+                    fmt_shape(&full)
+                ),
+            ));
+        }
+        batch = if i == 0 {
+            b
+        } else {
+            broadcast_shape(&batch, &b).map_err(|m| {
+                LossError::shape(
+                    yn,
+                    format!(
+                        "the distances between the pairs of anchor, positive and negative have \
+                         shapes that do not broadcast ({} against {}): {m}",
+                        fmt_shape(&batch),
+                        fmt_shape(&b)
+                    ),
+                )
+            })?
+        };
+        dims.push(d);
+    }
+    let rows: usize = batch.iter().product();
+    let own = |s: &[usize]| s.last().copied().unwrap_or(1);
+    let (da_, dp_, dn_) = (own(sa), own(sp), own(sn));
+    let (ra, rp, rn) = (
+        rows_shape(&batch, sa),
+        rows_shape(&batch, sp),
+        rows_shape(&batch, sn),
+    );
+    let a = contiguous(&anchor, &ra);
+    let p = contiguous(&positive, &rp);
+    let n = contiguous(&negative, &rn);
+
+    let metric = Metric::<T>::of(distance);
+    let mut ap = Pair::new(dims[0]);
+    let mut an = Pair::new(dims[1]);
+    let mut pn = Pair::new(dims.get(2).copied().unwrap_or(0));
+    let m = T::of(margin);
+    let up = T::of(upstream(reduction, rows));
+    let zero = T::zero();
+    let half = T::of(0.5);
+
+    let keep = reduction == Reduction::None;
+    let mut losses = Vec::with_capacity(if keep { rows } else { 0 });
+    let mut total = Sum8::new();
+    let zeros = |len: usize| vec![zero; if grad { len } else { 0 }];
+    let (mut ga, mut gp, mut gn) = (zeros(rows * da_), zeros(rows * dp_), zeros(rows * dn_));
+    let widest = dims.iter().copied().max().unwrap_or(1).max(1);
+    let every = (CHUNK / widest).max(1);
+    for r in 0..rows {
+        if r % every == 0 {
+            checkpoint()?;
+        }
+        let ar = &a[r * da_..(r + 1) * da_];
+        let pr = &p[r * dp_..(r + 1) * dp_];
+        let nr = &n[r * dn_..(r + 1) * dn_];
+        let d_ap = ap.forward(&metric, ar, pr);
+        let d_an = an.forward(&metric, ar, nr);
+        let d_pn = if swap {
+            pn.forward(&metric, pr, nr)
+        } else {
+            zero
+        };
+        let d_neg = if swap { minimum(d_an, d_pn) } else { d_an };
+        let z = m + d_ap - d_neg;
+        let l = hinge(z);
+        total.add(l.f64());
+        if keep {
+            losses.push(l);
+        }
+        if grad {
+            let gz = hinge_grad(z, up);
+            let g_neg = -gz;
+            let ga_r = &mut ga[r * da_..(r + 1) * da_];
+            let gp_r = &mut gp[r * dp_..(r + 1) * dp_];
+            let gn_r = &mut gn[r * dn_..(r + 1) * dn_];
+            ap.backward(&metric, gz, ar, pr, ga_r, gp_r);
+            if swap {
+                // torch.minimum's backward: ½ each on a tie, and a NaN sends the full gradient
+                // to both sides.
+                let (g_an, g_pn) = if d_an == d_pn {
+                    (g_neg * half, g_neg * half)
+                } else {
+                    (
+                        if d_an > d_pn { zero } else { g_neg },
+                        if d_an < d_pn { zero } else { g_neg },
+                    )
+                };
+                an.backward(&metric, g_an, ar, nr, ga_r, gn_r);
+                pn.backward(&metric, g_pn, pr, nr, gp_r, gn_r);
+            } else {
+                an.backward(&metric, g_neg, ar, nr, ga_r, gn_r);
+            }
+        }
+    }
+    let mut out = LossOutput::new(reduce(reduction, &batch, losses, &total, rows));
+    if grad {
+        let back = |g: Vec<T>, rs: &[usize], s: &[usize]| {
+            unbroadcast(
+                ArrayD::from_shape_vec(IxDyn(rs), g).expect("rows × own last dimension"),
+                s,
+            )
+        };
+        out.grads.push(("anchor", back(ga, &ra, sa)));
+        out.grads.push(("positive", back(gp, &rp, sp)));
+        out.grads.push(("negative", back(gn, &rn, sn)));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use crate::testing::{Rng, assert_close, assert_grad, scalar};
+    use ndarray::{arr0, array};
+
+    fn run(
+        a: &ArrayD<f64>,
+        p: &ArrayD<f64>,
+        n: &ArrayD<f64>,
+        pn: f64,
+        eps: f64,
+        swap: bool,
+        reduction: Reduction,
+    ) -> LossOutput<f64> {
+        triplet_margin_loss(
+            a.view(),
+            p.view(),
+            n.view(),
+            1.0,
+            pn,
+            eps,
+            swap,
+            reduction,
+            true,
+        )
+        .unwrap()
+    }
+
+    fn g(out: &LossOutput<f64>, k: &str) -> Vec<f64> {
+        out.grad(k).unwrap().iter().copied().collect()
+    }
+
+    /// The inputs of LOSSES.md §5's triplet rows (which abbreviate them), reconstructed with
+    /// torch 2.15 so that every listed value is reproduced.
+    fn worked_inputs() -> [ArrayD<f64>; 3] {
+        [
+            array![[0.0, 0.0], [0.0, 0.0]].into_dyn(),
+            array![[3.0, 4.0], [0.0, 0.0]].into_dyn(),
+            array![[1.0, 0.0], [10.0, 0.0]].into_dyn(),
+        ]
+    }
+
+    #[test]
+    fn matches_the_worked_examples_of_losses_md() {
+        let [a, p, n] = worked_inputs();
+        for swap in [false, true] {
+            let out = run(&a, &p, &n, 2.0, 1e-6, swap, Reduction::None);
+            assert_close(
+                "loss",
+                out.loss.as_slice().unwrap(),
+                &[4.9999996, 0.0],
+                1e-7,
+                1e-12,
+            );
+            assert_close(
+                "anchor",
+                &g(&out, "anchor"),
+                &[0.400000032, -0.800001024, 0.0, 0.0],
+                1e-7,
+                1e-12,
+            );
+            assert_close(
+                "positive",
+                &g(&out, "positive"),
+                &[0.599999968, 0.800000024, 0.0, 0.0],
+                1e-7,
+                1e-12,
+            );
+            assert_close(
+                "negative",
+                &g(&out, "negative"),
+                &[-1.0, 1e-6, 0.0, 0.0],
+                1e-7,
+                1e-12,
+            );
+        }
+        let out = run(&a, &p, &n, 1.0, 1e-6, false, Reduction::None);
+        assert_close(
+            "loss",
+            out.loss.as_slice().unwrap(),
+            &[6.999998, 0.0],
+            1e-7,
+            1e-12,
+        );
+        assert_close(
+            "anchor",
+            &g(&out, "anchor"),
+            &[0.0, -2.0, 0.0, 0.0],
+            0.0,
+            0.0,
+        );
+        assert_close(
+            "positive",
+            &g(&out, "positive"),
+            &[1.0, 1.0, 0.0, 0.0],
+            0.0,
+            0.0,
+        );
+        assert_close(
+            "negative",
+            &g(&out, "negative"),
+            &[-1.0, 1.0, 0.0, 0.0],
+            0.0,
+            0.0,
+        );
+    }
+
+    #[test]
+    fn eps_is_added_to_every_component() {
+        let a = array![[1.0, 2.0, 3.0]].into_dyn();
+        let out = triplet_margin_loss(
+            a.view(),
+            a.view(),
+            a.view(),
+            1.0,
+            2.0,
+            0.5,
+            false,
+            Reduction::None,
+            false,
+        )
+        .unwrap();
+        // d(a, a) = ‖(½, ½, ½)‖ on both sides: the loss is the margin.
+        assert_eq!(out.loss.as_slice().unwrap(), &[1.0]);
+        let u = array![[0.0, 0.0]].into_dyn();
+        let v = array![[1.0, -1.0]].into_dyn();
+        for (pn, want) in [
+            (1.0, 0.5 + 1.5),
+            (2.0, (0.25f64 + 2.25).sqrt()),
+            (3.0, (0.125f64 + 3.375).powf(1.0 / 3.0)),
+            (0.0, 2.0),
+            (f64::INFINITY, 1.5),
+            (f64::NEG_INFINITY, 0.5),
+            (0.5, (0.5f64.sqrt() + 1.5f64.sqrt()).powi(2)),
+            (-1.0, 1.0 / (2.0 + 1.0 / 1.5)),
+        ] {
+            let out = triplet_margin_loss(
+                u.view(),
+                v.view(),
+                u.view(),
+                1.0,
+                pn,
+                0.5,
+                false,
+                Reduction::None,
+                false,
+            )
+            .unwrap();
+            // d(u, v) = ‖(−½, 3/2)‖_p = want, d(u, u) = ‖(½, ½)‖_p.
+            let self_d = match pn {
+                0.0 => 2.0,
+                f64::INFINITY | f64::NEG_INFINITY => 0.5,
+                _ => (2.0 * 0.5f64.powf(pn)).powf(1.0 / pn),
+            };
+            assert_close(
+                &format!("p = {pn}"),
+                out.loss.as_slice().unwrap(),
+                &[(1.0 + want - self_d).max(0.0)],
+                1e-14,
+                1e-14,
+            );
+        }
+    }
+
+    #[test]
+    fn infinity_norm_ties_share_the_gradient() {
+        let a = array![[3.0, -3.0, 1.0]].into_dyn();
+        let p = array![[0.0, 0.0, 0.0]].into_dyn();
+        let n = array![[10.0, 10.0, 10.0]].into_dyn();
+        let out = triplet_margin_loss(
+            a.view(),
+            p.view(),
+            n.view(),
+            100.0,
+            f64::INFINITY,
+            0.0,
+            false,
+            Reduction::Sum,
+            true,
+        )
+        .unwrap();
+        // d_ap = 3 attained twice; d_an = 13 attained once (component 1).
+        assert_eq!(out.loss.first(), Some(&90.0));
+        assert_eq!(g(&out, "positive"), vec![-0.5, 0.5, 0.0]);
+        assert_eq!(g(&out, "negative"), vec![0.0, -1.0, 0.0]);
+        assert_eq!(g(&out, "anchor"), vec![0.5, 0.5, 0.0]);
+    }
+
+    #[test]
+    fn a_swap_tie_gives_half_to_each_branch() {
+        // d(a, n) = d(p, n) = 5 (eps 0), d(a, p) = 0.
+        let a = array![[0.0, 0.0]].into_dyn();
+        let p = array![[0.0, 0.0]].into_dyn();
+        let n = array![[3.0, 4.0]].into_dyn();
+        let out = triplet_margin_loss(
+            a.view(),
+            p.view(),
+            n.view(),
+            10.0,
+            2.0,
+            0.0,
+            true,
+            Reduction::Sum,
+            true,
+        )
+        .unwrap();
+        assert_eq!(out.loss.first(), Some(&5.0));
+        // ∂d/∂n = (n − a)/5 on each branch, halved, twice.
+        assert_close("negative", &g(&out, "negative"), &[-0.6, -0.8], 1e-15, 0.0);
+        assert_close("anchor", &g(&out, "anchor"), &[0.3, 0.4], 1e-15, 0.0);
+        assert_close("positive", &g(&out, "positive"), &[0.3, 0.4], 1e-15, 0.0);
+    }
+
+    #[test]
+    fn swap_uses_the_positive_negative_distance_when_smaller() {
+        let a = array![[0.0]].into_dyn();
+        let p = array![[1.0]].into_dyn();
+        let n = array![[1.5]].into_dyn();
+        let out = triplet_margin_loss(
+            a.view(),
+            p.view(),
+            n.view(),
+            1.0,
+            1.0,
+            0.0,
+            true,
+            Reduction::Sum,
+            true,
+        )
+        .unwrap();
+        // d_ap = 1, d_an = 1.5, d_pn = 0.5: ℓ = 1 + 1 − 0.5.
+        assert_eq!(out.loss.first(), Some(&1.5));
+        assert_eq!(g(&out, "anchor"), vec![-1.0]);
+        assert_eq!(g(&out, "positive"), vec![1.0 + 1.0]);
+        assert_eq!(g(&out, "negative"), vec![-1.0]);
+    }
+
+    #[test]
+    fn zero_differences_have_zero_gradient() {
+        let a = array![[1.0, 2.0]].into_dyn();
+        let n = array![[5.0, 5.0]].into_dyn();
+        for pn in [1.0, 2.0, 3.0, 1.5, 0.5, f64::INFINITY] {
+            let out = triplet_margin_loss(
+                a.view(),
+                a.view(),
+                n.view(),
+                10.0,
+                pn,
+                0.0,
+                false,
+                Reduction::Sum,
+                true,
+            )
+            .unwrap();
+            // d(a, a) = 0 contributes nothing: positive's gradient is 0.
+            assert!(
+                g(&out, "positive").iter().all(|&v| v == 0.0),
+                "p = {pn}: {:?}",
+                g(&out, "positive")
+            );
+        }
+    }
+
+    #[test]
+    fn p_zero_has_no_gradient() {
+        let mut rng = Rng::new(1);
+        let [a, p, n] = [rng.randn(&[3, 4]), rng.randn(&[3, 4]), rng.randn(&[3, 4])];
+        let out = run(&a, &p, &n, 0.0, 1e-6, true, Reduction::Mean);
+        for k in ["anchor", "positive", "negative"] {
+            assert!(g(&out, k).iter().all(|&v| v == 0.0));
+        }
+    }
+
+    #[test]
+    fn a_nan_makes_the_loss_and_the_p2_gradients_nan() {
+        let a = array![[f64::NAN, 0.0], [1.0, 0.0]].into_dyn();
+        let p = array![[0.0, 0.0], [0.0, 0.0]].into_dyn();
+        let n = array![[1.0, 1.0], [0.0, 5.0]].into_dyn();
+        let out = run(&a, &p, &n, 2.0, 1e-6, false, Reduction::None);
+        let l = out.loss.as_slice().unwrap();
+        assert!(l[0].is_nan() && !l[1].is_nan());
+        // The hinge sends 0 upstream, and 0 · (u/‖u‖) with a NaN u is NaN, as in torch.
+        assert!(g(&out, "anchor")[..2].iter().all(|v| v.is_nan()));
+        assert!(g(&out, "anchor")[2..].iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn nan_p_gives_nan() {
+        let a = array![[1.0, 2.0]].into_dyn();
+        let p = array![[0.0, 0.0]].into_dyn();
+        let out = run(&a, &p, &p, f64::NAN, 1e-6, false, Reduction::Mean);
+        assert!(out.loss.first().unwrap().is_nan());
+    }
+
+    #[test]
+    fn margin_must_be_positive() {
+        let a = array![[1.0]].into_dyn();
+        for margin in [0.0, -1.0, f64::NAN] {
+            let e = triplet_margin_loss(
+                a.view(),
+                a.view(),
+                a.view(),
+                margin,
+                2.0,
+                1e-6,
+                false,
+                Reduction::Mean,
+                false,
+            )
+            .unwrap_err();
+            assert_eq!((e.kind, e.arg), (ErrorKind::Option, "margin"));
+            assert!(e.message.contains("greater than 0"));
+        }
+    }
+
+    #[test]
+    fn ranks_must_agree_and_pairs_must_broadcast() {
+        let m = ArrayD::<f64>::zeros(IxDyn(&[2, 3]));
+        let v = ArrayD::<f64>::zeros(IxDyn(&[3]));
+        let call = |a: &ArrayD<f64>, p: &ArrayD<f64>, n: &ArrayD<f64>, swap: bool| {
+            triplet_margin_loss(
+                a.view(),
+                p.view(),
+                n.view(),
+                1.0,
+                2.0,
+                1e-6,
+                swap,
+                Reduction::Mean,
+                false,
+            )
+        };
+        let e = call(&m, &v, &m, false).unwrap_err();
+        assert_eq!((e.kind, e.arg), (ErrorKind::Shape, "positive"));
+        assert!(e.message.contains("anchor 2D"), "{}", e.message);
+        let e = call(&m, &m, &v, false).unwrap_err();
+        assert_eq!((e.kind, e.arg), (ErrorKind::Shape, "negative"));
+        let m4 = ArrayD::<f64>::zeros(IxDyn(&[2, 4]));
+        let e = call(&m, &m4, &m, false).unwrap_err();
+        assert_eq!((e.kind, e.arg), (ErrorKind::Shape, "positive"));
+        let e = call(&m, &m, &m4, false).unwrap_err();
+        assert_eq!((e.kind, e.arg), (ErrorKind::Shape, "negative"));
+        // Positive and negative need not agree on the last dimension without swap (anchor
+        // broadcasts against each), but must with it.
+        let a1 = ArrayD::<f64>::zeros(IxDyn(&[2, 1]));
+        let out = call(&a1, &m, &m4, false).unwrap();
+        assert!(out.loss.first().unwrap().is_finite());
+        let e = call(&a1, &m, &m4, true).unwrap_err();
+        assert_eq!((e.kind, e.arg), (ErrorKind::Shape, "negative"));
+        // Distances (2) and (3) do not broadcast.
+        let e = call(
+            &ArrayD::zeros(IxDyn(&[1, 3])),
+            &m,
+            &ArrayD::zeros(IxDyn(&[3, 3])),
+            false,
+        )
+        .unwrap_err();
+        assert_eq!((e.kind, e.arg), (ErrorKind::Shape, "negative"));
+    }
+
+    #[test]
+    fn a_last_dimension_of_one_is_repeated_not_summed_once() {
+        // anchor (1, 1) against positive (1, 3): ATen's a − p is (1, 3).
+        let a = array![[2.0]].into_dyn();
+        let p = array![[0.0, 0.0, 0.0]].into_dyn();
+        let n = array![[2.0]].into_dyn();
+        let out = triplet_margin_loss(
+            a.view(),
+            p.view(),
+            n.view(),
+            1.0,
+            2.0,
+            0.0,
+            false,
+            Reduction::Sum,
+            true,
+        )
+        .unwrap();
+        assert_close(
+            "loss",
+            out.loss.as_slice().unwrap(),
+            &[1.0 + 12.0f64.sqrt()],
+            1e-15,
+            0.0,
+        );
+        // ∂/∂a of ‖(a, a, a)‖ = √3; ∂/∂n of ‖a − n‖ at 0 is 0.
+        assert_close("anchor", &g(&out, "anchor"), &[3.0f64.sqrt()], 1e-15, 0.0);
+        assert_eq!(out.grad("positive").unwrap().shape(), &[1, 3]);
+    }
+
+    #[test]
+    fn empty_last_dimension_is_rejected_only_where_the_norm_has_no_value() {
+        let e = ArrayD::<f64>::zeros(IxDyn(&[2, 0]));
+        for pn in [f64::INFINITY, f64::NEG_INFINITY, -1.0] {
+            let err = triplet_margin_loss(
+                e.view(),
+                e.view(),
+                e.view(),
+                1.0,
+                pn,
+                1e-6,
+                false,
+                Reduction::Mean,
+                false,
+            )
+            .unwrap_err();
+            assert_eq!((err.kind, err.arg), (ErrorKind::Shape, "anchor"));
+        }
+        for pn in [0.0, 0.5, 1.0, 2.0, 3.0, f64::NAN] {
+            let out = run(&e, &e, &e, pn, 1e-6, true, Reduction::None);
+            assert_eq!(out.loss.as_slice().unwrap(), &[1.0, 1.0], "p = {pn}");
+            assert_eq!(out.grad("anchor").unwrap().shape(), &[2, 0]);
+        }
+    }
+
+    #[test]
+    fn unbatched_zero_dimensional_and_empty_batches() {
+        let a = array![1.0, 2.0].into_dyn();
+        let p = array![1.0, 2.5].into_dyn();
+        let n = array![2.0, 2.0].into_dyn();
+        let out = run(&a, &p, &n, 2.0, 0.0, false, Reduction::None);
+        assert_eq!(out.loss.shape(), &[] as &[usize]);
+        assert_close("loss", out.loss.as_slice().unwrap(), &[0.5], 1e-15, 0.0);
+        // 0-D: the norm of a scalar is |u|.
+        let out = run(
+            &arr0(1.0).into_dyn(),
+            &arr0(0.5).into_dyn(),
+            &arr0(3.0).into_dyn(),
+            2.0,
+            1e-6,
+            false,
+            Reduction::None,
+        );
+        assert_eq!(out.loss.shape(), &[] as &[usize]);
+        assert_eq!(out.loss.first(), Some(&0.0));
+        assert_eq!(out.grad("anchor").unwrap().shape(), &[] as &[usize]);
+        // Batch of three dims: (B, N, D) → (B, N).
+        let mut rng = Rng::new(4);
+        let x = rng.randn(&[2, 3, 4]);
+        let out = run(&x, &x, &x, 2.0, 1e-6, false, Reduction::None);
+        assert_eq!(out.loss.shape(), &[2, 3]);
+        let e = ArrayD::<f64>::zeros(IxDyn(&[0, 4]));
+        let out = run(&e, &e, &e, 2.0, 1e-6, false, Reduction::Mean);
+        assert!(out.loss.first().unwrap().is_nan());
+        assert_eq!(out.grad("negative").unwrap().shape(), &[0, 4]);
+        let out = run(&e, &e, &e, 2.0, 1e-6, false, Reduction::Sum);
+        assert_eq!(out.loss.first(), Some(&0.0));
+    }
+
+    #[test]
+    fn float32_matches_float64_within_its_precision() {
+        let mut rng = Rng::new(8);
+        let [a, p, n] = [rng.randn(&[5, 7]), rng.randn(&[5, 7]), rng.randn(&[5, 7])];
+        let f = |x: &ArrayD<f64>| x.mapv(|v| v as f32);
+        for pn in [1.0, 2.0, 3.0, f64::INFINITY] {
+            let want = run(&a, &p, &n, pn, 1e-6, true, Reduction::Mean);
+            let (a32, p32, n32) = (f(&a), f(&p), f(&n));
+            let got = triplet_margin_loss(
+                a32.view(),
+                p32.view(),
+                n32.view(),
+                1.0,
+                pn,
+                1e-6,
+                true,
+                Reduction::Mean,
+                true,
+            )
+            .unwrap();
+            let widen = |x: &ArrayD<f32>| x.iter().map(|&v| f64::from(v)).collect::<Vec<_>>();
+            assert_close("loss", &widen(&got.loss), &[want.loss[[]]], 1e-5, 1e-6);
+            for k in ["anchor", "positive", "negative"] {
+                assert_close(k, &widen(got.grad(k).unwrap()), &g(&want, k), 1e-4, 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let mut rng = Rng::new(21);
+        let shapes: [[&[usize]; 3]; 3] = [
+            [&[3, 4], &[3, 4], &[3, 4]],
+            [&[3, 4], &[1, 4], &[3, 1]],
+            [&[5], &[5], &[5]],
+        ];
+        for [sa, sp, sn] in shapes {
+            for pn in [1.0, 2.0, 3.0, 1.5, 0.7, -1.5, f64::INFINITY] {
+                for swap in [false, true] {
+                    for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+                        let a = rng.randn(sa);
+                        let p = rng.randn(sp);
+                        let n = rng.randn(sn);
+                        let f = |a: &ArrayD<f64>, p: &ArrayD<f64>, n: &ArrayD<f64>| {
+                            triplet_margin_loss(
+                                a.view(),
+                                p.view(),
+                                n.view(),
+                                2.0,
+                                pn,
+                                1e-3,
+                                swap,
+                                reduction,
+                                true,
+                            )
+                            .unwrap()
+                        };
+                        let out = f(&a, &p, &n);
+                        let what = format!("{sa:?} p={pn} swap={swap} {reduction:?}");
+                        assert_grad(&what, &a, out.grad("anchor").unwrap(), |v| {
+                            scalar(&f(v, &p, &n))
+                        });
+                        assert_grad(&what, &p, out.grad("positive").unwrap(), |v| {
+                            scalar(&f(&a, v, &n))
+                        });
+                        assert_grad(&what, &n, out.grad("negative").unwrap(), |v| {
+                            scalar(&f(&a, &p, v))
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
