@@ -66,3 +66,55 @@ pub fn index(t: Tensor, field: &str) -> Result<ArrayD<i64>, ApiError> {
     };
     Ok(ArrayD::from_shape_vec(IxDyn(&shape), data).expect("decoding checked the element count"))
 }
+
+/// A float option that may also be infinite: a JSON number, or one of the strings
+/// `"Infinity"`, `"-Infinity"`, `"NaN"` (as in tensor data). Used for `p` of the triplet loss,
+/// where PyTorch accepts `float('inf')`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Float(pub f64);
+
+impl<'de> serde::Deserialize<'de> for Float {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Float;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number, \"Infinity\" or \"-Infinity\"")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Float, E> {
+                Ok(Float(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Float, E> {
+                Ok(Float(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Float, E> {
+                Ok(Float(v as f64))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Float, E> {
+                match s {
+                    "Infinity" => Ok(Float(f64::INFINITY)),
+                    "-Infinity" => Ok(Float(f64::NEG_INFINITY)),
+                    "NaN" => Ok(Float(f64::NAN)),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl utoipa::PartialSchema for Float {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["Infinity", "-Infinity", "NaN"])),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Float {}

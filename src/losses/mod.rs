@@ -5,21 +5,29 @@
 //! Adding a loss: write its kernel in `kernels/`, a file here with a [`loss_request!`] struct
 //! implementing [`Loss`], and one line in [`registry`].
 
-mod args;
+pub mod args;
 pub mod binary_cross_entropy;
 pub mod binary_cross_entropy_with_logits;
+pub mod cosine_embedding_loss;
+pub mod cross_entropy;
 pub mod ctc_loss;
 pub mod gaussian_nll_loss;
+pub mod hinge_embedding_loss;
 pub mod huber_loss;
 pub mod kl_div;
 pub mod l1_loss;
+pub mod linear_cross_entropy;
+pub mod margin_ranking_loss;
 pub mod mse_loss;
 pub mod multi_margin_loss;
 pub mod multilabel_margin_loss;
 pub mod multilabel_soft_margin_loss;
+pub mod nll_loss;
 pub mod poisson_nll_loss;
 pub mod smooth_l1_loss;
 pub mod soft_margin_loss;
+pub mod triplet_margin_loss;
+pub mod triplet_margin_with_distance_loss;
 
 use std::sync::LazyLock;
 
@@ -289,16 +297,24 @@ pub fn registry() -> &'static [Entry] {
             entry::<mse_loss::MseLoss>(),
             entry::<smooth_l1_loss::SmoothL1Loss>(),
             entry::<huber_loss::HuberLoss>(),
+            entry::<cross_entropy::CrossEntropy>(),
+            entry::<nll_loss::NllLoss>(),
             entry::<binary_cross_entropy::BinaryCrossEntropy>(),
             entry::<binary_cross_entropy_with_logits::BinaryCrossEntropyWithLogits>(),
             entry::<multi_margin_loss::MultiMarginLoss>(),
             entry::<multilabel_margin_loss::MultilabelMarginLoss>(),
             entry::<multilabel_soft_margin_loss::MultilabelSoftMarginLoss>(),
             entry::<soft_margin_loss::SoftMarginLoss>(),
+            entry::<linear_cross_entropy::LinearCrossEntropy>(),
             entry::<kl_div::KlDiv>(),
             entry::<poisson_nll_loss::PoissonNllLoss>(),
             entry::<gaussian_nll_loss::GaussianNllLoss>(),
             entry::<ctc_loss::CtcLoss>(),
+            entry::<margin_ranking_loss::MarginRankingLoss>(),
+            entry::<hinge_embedding_loss::HingeEmbeddingLoss>(),
+            entry::<cosine_embedding_loss::CosineEmbeddingLoss>(),
+            entry::<triplet_margin_loss::TripletMarginLoss>(),
+            entry::<triplet_margin_with_distance_loss::TripletMarginWithDistanceLoss>(),
         ]
     });
     &REGISTRY

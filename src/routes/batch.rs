@@ -48,7 +48,13 @@ pub async fn batch(
     body: Body,
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
-    let bytes = read_body(&headers, body, state.config.max_body_bytes, state.config.body_timeout()).await?;
+    let bytes = read_body(
+        &headers,
+        body,
+        state.config.max_body_bytes,
+        state.config.body_timeout(),
+    )
+    .await?;
     let deadline = state.pool.deadline();
     let budget = state.budget();
     let max_jobs = state.config.max_batch_jobs;

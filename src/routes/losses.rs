@@ -21,7 +21,13 @@ pub async fn compute(
     let Path(name) = name.map_err(|e| ApiError::new(Code::NotFound, e.body_text()))?;
     let entry = losses::find(&name).ok_or_else(|| unknown_loss(&name))?;
     require_json(&headers)?;
-    let bytes = read_body(&headers, body, state.config.max_body_bytes, state.config.body_timeout()).await?;
+    let bytes = read_body(
+        &headers,
+        body,
+        state.config.max_body_bytes,
+        state.config.body_timeout(),
+    )
+    .await?;
     let budget = state.budget();
     let out = state.pool.run(move || entry.run(&bytes, budget)).await?;
     let mut res = out.into_response();

@@ -81,6 +81,9 @@ pub async fn read_body(
             }
             source = s.source();
         }
-        ApiError::new(Code::InvalidJson, format!("the body could not be read: {e}"))
+        ApiError::new(
+            Code::InvalidJson,
+            format!("the body could not be read: {e}"),
+        )
     })
 }

@@ -115,10 +115,9 @@ async fn check(app: &crate::helpers::TestApp, case: &Value) -> Result<(), String
     Ok(())
 }
 
-#[tokio::test]
-async fn every_pytorch_conformance_case_of_an_implemented_loss_passes() {
+/// Runs every case of a JSONL fixture; returns how many passed.
+async fn run_file(text: &str) -> usize {
     let app = spawn_app().await;
-    let text = include_str!("../fixtures/pytorch-cases.jsonl");
     let (mut passed, mut skipped, mut failures) = (0, Vec::new(), Vec::new());
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let case: Value = serde_json::from_str(line).unwrap();
@@ -133,7 +132,7 @@ async fn every_pytorch_conformance_case_of_an_implemented_loss_passes() {
         }
     }
     eprintln!(
-        "conformance: {passed} passed, {} skipped (loss not implemented)",
+        "{passed} passed, {} skipped (loss not implemented)",
         skipped.len()
     );
     assert!(
@@ -142,5 +141,19 @@ async fn every_pytorch_conformance_case_of_an_implemented_loss_passes() {
         failures.len(),
         failures.join("\n")
     );
+    passed
+}
+
+#[tokio::test]
+async fn every_pytorch_conformance_case_of_an_implemented_loss_passes() {
+    let passed = run_file(include_str!("../fixtures/pytorch-cases.jsonl")).await;
+    assert!(passed > 0);
+}
+
+/// More cases made by `scripts/gen_torch_cases.py` with PyTorch 2.15: every option, shape
+/// form, edge case and error path, gradients of every differentiable argument.
+#[tokio::test]
+async fn every_generated_pytorch_case_passes() {
+    let passed = run_file(include_str!("../fixtures/torch-extra.jsonl")).await;
     assert!(passed > 0);
 }

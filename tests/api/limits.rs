@@ -24,7 +24,10 @@ async fn wait_for_a_running_job(app: &TestApp) {
     let start = Instant::now();
     loop {
         let text = String::from_utf8(app.get("/metrics").await.bytes).unwrap();
-        if text.lines().any(|l| l.starts_with("lossd_jobs_in_flight ") && !l.ends_with(" 0")) {
+        if text
+            .lines()
+            .any(|l| l.starts_with("lossd_jobs_in_flight ") && !l.ends_with(" 0"))
+        {
             return;
         }
         assert!(start.elapsed() < Duration::from_secs(20), "no job started");
@@ -42,18 +45,26 @@ async fn a_full_queue_answers_503_overloaded_with_retry_after() {
     let running = tokio::spawn(async move { a.loss("ctc_loss", &s).await });
     wait_for_a_running_job(&app).await;
     let a = app.clone();
-    let queued = tokio::spawn(async move { a.loss("mse_loss", &json!({"input": [1.0], "target": [2.0]})).await });
+    let queued = tokio::spawn(async move {
+        a.loss("mse_loss", &json!({"input": [1.0], "target": [2.0]}))
+            .await
+    });
     // Give the second request time to take the one place in the queue.
     let start = Instant::now();
     loop {
         let text = String::from_utf8(app.get("/metrics").await.bytes).unwrap();
-        if text.lines().any(|l| l.starts_with("lossd_queue_depth ") && !l.ends_with(" 0")) {
+        if text
+            .lines()
+            .any(|l| l.starts_with("lossd_queue_depth ") && !l.ends_with(" 0"))
+        {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(20), "nothing queued");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let refused = app.loss("mse_loss", &json!({"input": [1.0], "target": [2.0]})).await;
+    let refused = app
+        .loss("mse_loss", &json!({"input": [1.0], "target": [2.0]}))
+        .await;
     refused.problem(503, "overloaded");
     assert_eq!(refused.headers["retry-after"], "1");
     assert_eq!(running.await.unwrap().status, 200);
@@ -68,7 +79,9 @@ async fn a_request_past_the_time_limit_answers_503_timeout_and_frees_its_worker(
     r.problem(503, "timeout");
     assert!(start.elapsed() < Duration::from_secs(10));
     // The cancelled job stops at its next checkpoint and gives its worker back.
-    let ok = app.loss("mse_loss", &json!({"input": [1.0], "target": [2.0]})).await;
+    let ok = app
+        .loss("mse_loss", &json!({"input": [1.0], "target": [2.0]}))
+        .await;
     assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.bytes));
 }
 
@@ -94,44 +107,71 @@ async fn a_slow_client_does_not_block_others_and_runs_out_of_time() {
     });
     // Others are served meanwhile.
     let start = Instant::now();
-    let ok = app.loss("mse_loss", &json!({"input": [1.0], "target": [2.0]})).await;
+    let ok = app
+        .loss("mse_loss", &json!({"input": [1.0], "target": [2.0]}))
+        .await;
     assert_eq!(ok.status, 200);
-    assert!(start.elapsed() < Duration::from_millis(400), "blocked behind the slow client");
+    assert!(
+        start.elapsed() < Duration::from_millis(400),
+        "blocked behind the slow client"
+    );
     let answer = dribble.await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("\"code\":\"timeout\""), "{answer}");
 
     // Headers that never finish: the connection is closed.
     let mut stalled = TcpStream::connect(&addr).await.unwrap();
-    stalled.write_all(b"POST /v1/losses/mse_loss HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    stalled
+        .write_all(b"POST /v1/losses/mse_loss HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "the server kept a connection with unfinished headers open");
+    assert!(
+        read.is_ok(),
+        "the server kept a connection with unfinished headers open"
+    );
 }
 
 #[tokio::test]
 async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lossd"))
         .args(["--addr", &addr, "--log", "warn"])
         .spawn()
         .unwrap();
-    let app = TestApp { base: format!("http://{addr}"), client: reqwest::Client::new() };
+    let app = TestApp {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+    };
     let start = Instant::now();
     while reqwest::get(format!("{}/healthz", app.base)).await.is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "lossd did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "lossd did not start"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let app = std::sync::Arc::new(app);
     let a = app.clone();
     let in_flight = tokio::spawn(async move { a.loss("ctc_loss", &slow_body(1500)).await });
     wait_for_a_running_job(&app).await;
-    let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let r = in_flight.await.unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.bytes));
     assert!(r.json()["loss"].is_number());
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "exit status {status}");
 }

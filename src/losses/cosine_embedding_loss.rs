@@ -1,0 +1,91 @@
+//! `POST /v1/losses/cosine_embedding_loss`: `nn.CosineEmbeddingLoss`.
+
+use lossd_kernels::LossOutput;
+use lossd_kernels::ranking::cosine_embedding::cosine_embedding_loss;
+use serde_json::json;
+
+use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use crate::error::ApiError;
+use crate::wire::Tensor;
+use crate::wire::ser::WireFloat;
+
+crate::loss_request! {
+    /// Request body of `POST /v1/losses/cosine_embedding_loss`: similar pairs should point the
+    /// same way, dissimilar pairs should not.
+    pub struct CosineEmbeddingLoss {
+        /// Embeddings `(N, D)`, or `(D)` for one pair.
+        pub input1: Tensor,
+        /// Embeddings, broadcast against `input1`.
+        pub input2: Tensor,
+        /// 1 (similar) or −1 (dissimilar): `(N)`, or a plain number for one pair.
+        pub target: Tensor,
+        /// The margin for dissimilar pairs (meaningful in [−1, 1]).
+        #[serde(default)]
+        #[schema(default = 0.0)]
+        pub margin: f64,
+    }
+    reduction: Reduction;
+}
+
+impl Loss for CosineEmbeddingLoss {
+    const INFO: Info = Info {
+        name: "cosine_embedding_loss",
+        module: "CosineEmbeddingLoss",
+        category: Category::RankingAndEmbedding,
+        summary: "Cosine-similarity loss on pairs of embeddings.",
+        formula: "cos = Σ a·b / sqrt((Σ a² + 1e-12)(Σ b² + 1e-12)); ℓ = 1 − cos if target = 1, max(0, cos − margin) if target = −1",
+        notes: "The 1e-12 is ATen's float32 constant, added to each squared norm, so zero vectors give cos = 0. Targets other than ±1 give 0. No gradient for target.",
+        tensors: &[
+            TensorArg {
+                name: "input1",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "(N, D) or (D)",
+            },
+            TensorArg {
+                name: "input2",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "(N, D) or (D), broadcastable with input1",
+            },
+            TensorArg {
+                name: "target",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: false,
+                shapes: "(N) or ()",
+            },
+        ],
+        reductions: &["none", "mean", "sum"],
+    };
+
+    fn common(&self) -> super::Common {
+        self.common_fields()
+    }
+
+    fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
+        let (a, b, y) = (
+            float::<T>(self.input1),
+            float::<T>(self.input2),
+            float::<T>(self.target),
+        );
+        Ok(cosine_embedding_loss(
+            a.view(),
+            b.view(),
+            y.view(),
+            self.margin,
+            self.reduction.into(),
+            grad,
+        )?)
+    }
+
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "pairs",
+            summary: "Three pairs of 4-d embeddings, with gradients",
+            body: json!({"input1": sample(&[3, 4], 23), "input2": sample(&[3, 4], 24), "target": [1, -1, 1], "margin": 0.2, "grad": true}),
+        }]
+    }
+}

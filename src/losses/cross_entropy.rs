@@ -1,0 +1,141 @@
+//! `POST /v1/losses/cross_entropy`: `nn.CrossEntropyLoss` / `F.cross_entropy`.
+
+use lossd_kernels::LossOutput;
+use lossd_kernels::classification::cross_entropy::{CeTarget, cross_entropy};
+use serde_json::json;
+
+use super::nll_loss::minus_100;
+use super::{
+    Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, index, sample,
+};
+use crate::error::ApiError;
+use crate::wire::Tensor;
+use crate::wire::ser::WireFloat;
+
+crate::loss_request! {
+    /// Request body of `POST /v1/losses/cross_entropy`: log-softmax and negative
+    /// log-likelihood in one stable step, with class indices or class probabilities.
+    pub struct CrossEntropy {
+        /// Unnormalised logits `(N, C)`, `(N, C, d1, ..., dK)`, or `(C)` for one sample.
+        pub input: Tensor,
+        /// Either class indices (integers) of shape `(N)`, `(N, d1..dK)` or a plain number,
+        /// or class probabilities with exactly `input`'s shape: the shape decides, as in
+        /// PyTorch.
+        pub target: Tensor,
+        /// Per-class weights `(C,)`.
+        #[serde(default)]
+        #[schema(nullable = false)]
+        pub weight: Option<Tensor>,
+        /// A class-index target value that is ignored (probability targets: must be negative).
+        #[serde(default = "minus_100")]
+        #[schema(default = -100)]
+        pub ignore_index: i64,
+        /// Label smoothing in [0, 1]: mixes the target with the uniform distribution.
+        #[serde(default)]
+        #[schema(default = 0.0, minimum = 0.0, maximum = 1.0)]
+        pub label_smoothing: f64,
+    }
+    reduction: Reduction;
+}
+
+/// Reads a target as probabilities when it has the logits' shape, else as class indices.
+pub(super) fn ce_target<T: WireFloat>(
+    target: Tensor,
+    logits_shape: &[usize],
+) -> Result<Target<T>, ApiError> {
+    if target.shape == logits_shape {
+        Ok(Target::Probs(float::<T>(target)))
+    } else {
+        Ok(Target::Indices(index(target, "target")?))
+    }
+}
+
+/// An owned target, viewed as the kernel's [`CeTarget`].
+pub(super) enum Target<T> {
+    Indices(lossd_kernels::ndarray::ArrayD<i64>),
+    Probs(lossd_kernels::ndarray::ArrayD<T>),
+}
+
+impl<T> Target<T> {
+    pub(super) fn view(&self) -> CeTarget<'_, T> {
+        match self {
+            Target::Indices(a) => CeTarget::Indices(a.view()),
+            Target::Probs(a) => CeTarget::Probs(a.view()),
+        }
+    }
+}
+
+impl Loss for CrossEntropy {
+    const INFO: Info = Info {
+        name: "cross_entropy",
+        module: "CrossEntropyLoss",
+        category: Category::Classification,
+        summary: "Cross-entropy between logits and class indices or class probabilities.",
+        formula: "indices: ℓ_n = −weight[y_n] · log_softmax(input)[n, y_n] (smoothed: (1−ε)·that + ε/C · Σ_c −weight[c] log_softmax[n, c]); probabilities: ℓ_n = −Σ_c weight[c] · p'[n, c] · log_softmax(input)[n, c]",
+        notes: "The target is read as probabilities exactly when it has the input's shape, else as class indices (PyTorch's rule). With indices the mean is weighted (÷ Σ weight of non-ignored targets; all ignored gives NaN); with probabilities it divides by the number of positions. label_smoothing must lie in [0, 1] (PyTorch silently ignores negative values; lossd rejects them). Computed with the max subtracted: finite for logits of any size wherever PyTorch is.",
+        tensors: &[
+            TensorArg {
+                name: "input",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "(N, C), (N, C, d1..dK) or (C)",
+            },
+            TensorArg {
+                name: "target",
+                kind: TensorKind::FloatOrInteger,
+                required: true,
+                differentiable: true,
+                shapes: "indices (N), (N, d1..dK) or (); or probabilities with input's shape (differentiable then)",
+            },
+            TensorArg {
+                name: "weight",
+                kind: TensorKind::Float,
+                required: false,
+                differentiable: true,
+                shapes: "(C); differentiable with probability targets",
+            },
+        ],
+        reductions: &["none", "mean", "sum"],
+    };
+
+    fn common(&self) -> super::Common {
+        self.common_fields()
+    }
+
+    fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
+        let x = float::<T>(self.input);
+        let target = ce_target::<T>(self.target, x.shape())?;
+        let w = self.weight.map(float::<T>);
+        let w = w.as_ref().map(|w| w.view());
+        Ok(cross_entropy(
+            x.view(),
+            target.view(),
+            w,
+            self.ignore_index,
+            self.label_smoothing,
+            self.reduction.into(),
+            grad,
+        )?)
+    }
+
+    fn examples() -> Vec<Example> {
+        vec![
+            Example {
+                name: "indices",
+                summary: "A batch of 3 samples over 5 classes with class-index targets and the gradient (the torch.nn.CrossEntropyLoss example)",
+                body: json!({"input": sample(&[3, 5], 15), "target": [1, 0, 4], "grad": true}),
+            },
+            Example {
+                name: "probabilities",
+                summary: "Class-probability targets with label smoothing",
+                body: json!({"input": sample(&[2, 3], 16), "target": [[0.7, 0.2, 0.1], [0.0, 0.5, 0.5]], "label_smoothing": 0.1}),
+            },
+            Example {
+                name: "ignore",
+                summary: "Class weights and an ignored target (ignore_index = -100)",
+                body: json!({"input": sample(&[3, 3], 17), "target": [2, -100, 0], "weight": [1.0, 2.0, 0.5], "reduction": "none"}),
+            },
+        ]
+    }
+}

@@ -1,0 +1,81 @@
+//! `POST /v1/losses/hinge_embedding_loss`: `nn.HingeEmbeddingLoss`.
+
+use lossd_kernels::LossOutput;
+use lossd_kernels::ranking::hinge_embedding::hinge_embedding_loss;
+use serde_json::json;
+
+use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float};
+use crate::error::ApiError;
+use crate::wire::Tensor;
+use crate::wire::ser::WireFloat;
+
+fn one() -> f64 {
+    1.0
+}
+
+crate::loss_request! {
+    /// Request body of `POST /v1/losses/hinge_embedding_loss`: similar pairs should be close,
+    /// dissimilar pairs at least `margin` apart.
+    pub struct HingeEmbeddingLoss {
+        /// Distances (usually non-negative), any shape.
+        pub input: Tensor,
+        /// 1 (similar) or −1 (dissimilar); broadcast against `input`.
+        pub target: Tensor,
+        /// The margin for dissimilar pairs.
+        #[serde(default = "one")]
+        #[schema(default = 1.0)]
+        pub margin: f64,
+    }
+    reduction: Reduction;
+}
+
+impl Loss for HingeEmbeddingLoss {
+    const INFO: Info = Info {
+        name: "hinge_embedding_loss",
+        module: "HingeEmbeddingLoss",
+        category: Category::RankingAndEmbedding,
+        summary: "Hinge loss on distances: pull similar pairs together, push dissimilar pairs beyond the margin.",
+        formula: "ℓ = input if target = 1; max(0, margin − input) if target = −1",
+        notes: "Targets other than ±1 give input + max(0, margin − input), as PyTorch computes it. No gradient for target.",
+        tensors: &[
+            TensorArg {
+                name: "input",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "(*)",
+            },
+            TensorArg {
+                name: "target",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: false,
+                shapes: "broadcastable with input",
+            },
+        ],
+        reductions: &["none", "mean", "sum"],
+    };
+
+    fn common(&self) -> super::Common {
+        self.common_fields()
+    }
+
+    fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
+        let (x, y) = (float::<T>(self.input), float::<T>(self.target));
+        Ok(hinge_embedding_loss(
+            x.view(),
+            y.view(),
+            self.margin,
+            self.reduction.into(),
+            grad,
+        )?)
+    }
+
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "distances",
+            summary: "Distances of similar (1) and dissimilar (−1) pairs, with the gradient",
+            body: json!({"input": [[0.3, 1.7, 0.2], [2.5, 0.9, 0.4]], "target": [[1, -1, -1], [-1, 1, 1]], "grad": true}),
+        }]
+    }
+}

@@ -1,0 +1,92 @@
+//! `POST /v1/losses/margin_ranking_loss`: `nn.MarginRankingLoss` / `F.margin_ranking_loss`.
+
+use lossd_kernels::LossOutput;
+use lossd_kernels::ranking::margin_ranking::margin_ranking_loss;
+use serde_json::json;
+
+use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use crate::error::ApiError;
+use crate::wire::Tensor;
+use crate::wire::ser::WireFloat;
+
+crate::loss_request! {
+    /// Request body of `POST /v1/losses/margin_ranking_loss`: which of two scores should rank
+    /// higher.
+    pub struct MarginRankingLoss {
+        /// First scores `(N)` or `()`.
+        pub input1: Tensor,
+        /// Second scores, the same number of dimensions as `input1`.
+        pub input2: Tensor,
+        /// 1 where `input1` should rank higher, −1 where `input2` should; same number of
+        /// dimensions.
+        pub target: Tensor,
+        /// The margin.
+        #[serde(default)]
+        #[schema(default = 0.0)]
+        pub margin: f64,
+    }
+    reduction: Reduction;
+}
+
+impl Loss for MarginRankingLoss {
+    const INFO: Info = Info {
+        name: "margin_ranking_loss",
+        module: "MarginRankingLoss",
+        category: Category::RankingAndEmbedding,
+        summary: "Pairwise ranking loss: the score named by target should be higher by at least margin.",
+        formula: "ℓ = max(0, −target · (input1 − input2) + margin)",
+        notes: "All three tensors must have the same number of dimensions, then broadcast. A hinge exactly at 0 has gradient 0.",
+        tensors: &[
+            TensorArg {
+                name: "input1",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "(N) or ()",
+            },
+            TensorArg {
+                name: "input2",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "same rank as input1",
+            },
+            TensorArg {
+                name: "target",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "same rank as input1",
+            },
+        ],
+        reductions: &["none", "mean", "sum"],
+    };
+
+    fn common(&self) -> super::Common {
+        self.common_fields()
+    }
+
+    fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
+        let (a, b, y) = (
+            float::<T>(self.input1),
+            float::<T>(self.input2),
+            float::<T>(self.target),
+        );
+        Ok(margin_ranking_loss(
+            a.view(),
+            b.view(),
+            y.view(),
+            self.margin,
+            self.reduction.into(),
+            grad,
+        )?)
+    }
+
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "pairs",
+            summary: "Five pairs of scores with a margin of 0.5, with gradients",
+            body: json!({"input1": sample(&[5], 21), "input2": sample(&[5], 22), "target": [1, -1, 1, 1, -1], "margin": 0.5, "grad": true}),
+        }]
+    }
+}

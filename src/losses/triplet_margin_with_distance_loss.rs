@@ -1,0 +1,124 @@
+//! `POST /v1/losses/triplet_margin_with_distance_loss`: `nn.TripletMarginWithDistanceLoss`.
+
+use lossd_kernels::LossOutput;
+use lossd_kernels::ranking::triplet_margin_with_distance::{
+    DistanceFunction, triplet_margin_with_distance_loss,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use crate::error::ApiError;
+use crate::wire::Tensor;
+use crate::wire::ser::WireFloat;
+
+/// The distance functions offered (a callable cannot travel over HTTP).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Distance {
+    /// `nn.PairwiseDistance()`: Euclidean, eps = 1e-6 (PyTorch's default).
+    #[default]
+    PairwiseDistance,
+    /// `1 − F.cosine_similarity(x1, x2, dim=-1, eps=1e-8)`.
+    CosineDistance,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+crate::loss_request! {
+    /// Request body of `POST /v1/losses/triplet_margin_with_distance_loss`: the triplet loss
+    /// with a chosen distance function.
+    pub struct TripletMarginWithDistanceLoss {
+        /// Anchor embeddings `(N, D)` or `(D)`.
+        pub anchor: Tensor,
+        /// Positive embeddings, same number of dimensions as `anchor`.
+        pub positive: Tensor,
+        /// Negative embeddings, same number of dimensions as `anchor`.
+        pub negative: Tensor,
+        /// The distance: `pairwise_distance` (Euclidean) or `cosine_distance`.
+        #[serde(default)]
+        #[schema(default = "pairwise_distance")]
+        pub distance_function: Distance,
+        /// The margin; must be positive.
+        #[serde(default = "one")]
+        #[schema(default = 1.0, exclusive_minimum = 0.0)]
+        pub margin: f64,
+        /// Use the distance between positive and negative when it is smaller.
+        #[serde(default)]
+        #[schema(default = false)]
+        pub swap: bool,
+    }
+    reduction: Reduction;
+}
+
+impl Loss for TripletMarginWithDistanceLoss {
+    const INFO: Info = Info {
+        name: "triplet_margin_with_distance_loss",
+        module: "TripletMarginWithDistanceLoss",
+        category: Category::RankingAndEmbedding,
+        summary: "Triplet loss with a chosen distance function (Euclidean or cosine).",
+        formula: "ℓ = max(0, margin + D(a, p) − D(a, n)) (swap: D(a, n) → min(D(a, n), D(p, n)))",
+        notes: "distance_function replaces PyTorch's callable with a fixed menu: pairwise_distance (the default, identical to triplet_margin_loss with p = 2) or cosine_distance.",
+        tensors: &[
+            TensorArg {
+                name: "anchor",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "(N, D) or (D)",
+            },
+            TensorArg {
+                name: "positive",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "same rank as anchor, broadcastable",
+            },
+            TensorArg {
+                name: "negative",
+                kind: TensorKind::Float,
+                required: true,
+                differentiable: true,
+                shapes: "same rank as anchor, broadcastable",
+            },
+        ],
+        reductions: &["none", "mean", "sum"],
+    };
+
+    fn common(&self) -> super::Common {
+        self.common_fields()
+    }
+
+    fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
+        let (a, p, n) = (
+            float::<T>(self.anchor),
+            float::<T>(self.positive),
+            float::<T>(self.negative),
+        );
+        let d = match self.distance_function {
+            Distance::PairwiseDistance => DistanceFunction::PairwiseDistance,
+            Distance::CosineDistance => DistanceFunction::CosineDistance,
+        };
+        Ok(triplet_margin_with_distance_loss(
+            a.view(),
+            p.view(),
+            n.view(),
+            d,
+            self.margin,
+            self.swap,
+            self.reduction.into(),
+            grad,
+        )?)
+    }
+
+    fn examples() -> Vec<Example> {
+        vec![Example {
+            name: "cosine",
+            summary: "Cosine distance on 4 triplets of 8-d embeddings, with gradients",
+            body: json!({"anchor": sample(&[4, 8], 31), "positive": sample(&[4, 8], 32), "negative": sample(&[4, 8], 33),
+                         "distance_function": "cosine_distance", "margin": 0.5, "grad": true}),
+        }]
+    }
+}
