@@ -267,6 +267,18 @@ pub struct Entry {
     pub schema: SchemaFn,
     /// Example request bodies.
     pub examples: fn() -> Vec<Example>,
+    /// Decodes a request body and computes it, returning the kernel's output itself (for
+    /// callers that compose losses, such as custom expressions).
+    pub eval: fn(&[u8], &mut Budget) -> Result<Computed, ApiError>,
+}
+
+/// A kernel's output in the precision the request asked for.
+#[derive(Debug)]
+pub enum Computed {
+    /// Computed in float64.
+    F64(LossOutput<f64>),
+    /// Computed in float32.
+    F32(LossOutput<f32>),
 }
 
 impl Entry {
@@ -286,7 +298,17 @@ fn entry<L: Loss>() -> Entry {
             (L::name().into_owned(), L::schema(), refs)
         },
         examples: L::examples,
+        eval: eval::<L>,
     }
+}
+
+fn eval<L: Loss>(body: &[u8], budget: &mut Budget) -> Result<Computed, ApiError> {
+    let req: L = decode(body, budget, &L::INFO, None)?;
+    let common = req.common();
+    Ok(match common.dtype {
+        Dtype::Float64 => Computed::F64(req.compute::<f64>(common.grad)?),
+        Dtype::Float32 => Computed::F32(req.compute::<f32>(common.grad)?),
+    })
 }
 
 /// Every loss the service computes, in catalog order.
