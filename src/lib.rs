@@ -17,6 +17,7 @@
 pub mod catalog;
 pub mod compute;
 pub mod config;
+pub mod custom;
 pub mod error;
 pub mod losses;
 pub mod metrics;
@@ -109,6 +110,10 @@ pub fn app(state: AppState) -> Router {
         .on_failure(());
     Router::new()
         .route("/v1/losses", get(routes::catalog::list))
+        .route(
+            "/v1/losses/custom",
+            post(custom::handler).get(routes::catalog::custom),
+        )
         .route(
             "/v1/losses/{name}",
             post(routes::losses::compute).get(routes::catalog::one),

@@ -118,6 +118,13 @@ pub fn document() -> utoipa::openapi::OpenApi {
             PathItem::new(HttpMethod::Post, operation(e)),
         );
     }
+    if let Some((item, schemas)) = crate::custom::openapi() {
+        doc.paths.paths.insert("/v1/losses/custom".to_string(), item);
+        let components = doc.components.get_or_insert_with(Default::default);
+        for (n, s) in schemas {
+            components.schemas.insert(n, s);
+        }
+    }
     let tag = |name: &str, text: &str| TagBuilder::new().name(name).description(Some(text)).build();
     doc.tags = Some(vec![
         tag(

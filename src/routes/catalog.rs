@@ -18,7 +18,16 @@ use crate::error::{ApiError, Code};
     responses((status = 200, description = "Every loss the service computes", body = inline(Object), content_type = "application/json"))
 )]
 pub async fn list() -> Json<Value> {
-    Json(json!({"losses": catalog::entries()}))
+    let mut all: Vec<Value> = catalog::entries().to_vec();
+    all.extend(crate::custom::catalog_entry());
+    Json(json!({"losses": all}))
+}
+
+/// The catalog entry of custom losses: the expression language's functions.
+pub async fn custom() -> Result<Json<Value>, ApiError> {
+    crate::custom::catalog_entry()
+        .map(Json)
+        .ok_or_else(|| unknown_loss("custom"))
 }
 
 /// One loss's catalog entry.
