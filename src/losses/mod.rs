@@ -509,8 +509,11 @@ fn explain(err: serde_json::Error, mut pointer: String, info: &Info) -> ApiError
             .and_then(|rest| rest.split('`').next())
             .map(str::to_string)
     };
-    // A missing or unknown field is about the request's fields, never a tensor's content.
-    let field_level = named("missing field `").or_else(|| named("unknown field `"));
+    // A missing, unknown or repeated field is about the request's fields, never a tensor's
+    // content.
+    let field_level = named("missing field `")
+        .or_else(|| named("unknown field `"))
+        .or_else(|| named("duplicate field `"));
     if let Some(field) = &field_level {
         pointer = format!("/{field}");
     }

@@ -107,7 +107,7 @@ pub async fn batch(
 }
 
 /// Decodes every job of the body; a job's own problem stays with it (pointers made absolute).
-fn prepare(
+pub fn prepare(
     body: &[u8],
     mut budget: Budget,
     max_jobs: usize,

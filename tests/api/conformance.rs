@@ -5,6 +5,10 @@ use serde_json::Value;
 
 use crate::helpers::spawn_app;
 
+#[path = "../support/compare.rs"]
+mod compare;
+use compare::compare;
+
 /// The 22 losses of torch.nn: a case of one of these that the registry lacks is skipped.
 const TORCH_LOSSES: [&str; 22] = [
     "l1_loss",
@@ -30,49 +34,6 @@ const TORCH_LOSSES: [&str; 22] = [
     "triplet_margin_loss",
     "triplet_margin_with_distance_loss",
 ];
-
-fn number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => match s.as_str() {
-            "NaN" => Some(f64::NAN),
-            "Infinity" => Some(f64::INFINITY),
-            "-Infinity" => Some(f64::NEG_INFINITY),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// Compares nested numbers; returns the first difference.
-fn compare(what: &str, got: &Value, want: &Value, rtol: f64, atol: f64) -> Result<(), String> {
-    match (got, want) {
-        (Value::Array(g), Value::Array(w)) => {
-            if g.len() != w.len() {
-                return Err(format!("{what}: length {} but want {}", g.len(), w.len()));
-            }
-            for (i, (g, w)) in g.iter().zip(w).enumerate() {
-                compare(&format!("{what}[{i}]"), g, w, rtol, atol)?;
-            }
-            Ok(())
-        }
-        _ => {
-            let (Some(g), Some(w)) = (number(got), number(want)) else {
-                return Err(format!("{what}: got {got} but want {want}"));
-            };
-            let ok = if w.is_finite() {
-                (g - w).abs() <= atol + rtol * w.abs()
-            } else {
-                g == w || (g.is_nan() && w.is_nan())
-            };
-            if ok {
-                Ok(())
-            } else {
-                Err(format!("{what}: got {g:e} but want {w:e}"))
-            }
-        }
-    }
-}
 
 /// Runs one case; `Err` describes the failure.
 async fn check(app: &crate::helpers::TestApp, case: &Value) -> Result<(), String> {

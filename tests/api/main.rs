@@ -6,6 +6,7 @@ mod conformance;
 mod encodings;
 mod errors;
 mod helpers;
+mod hostile;
 mod limits;
 mod openapi;
 mod service;

@@ -63,3 +63,32 @@ async fn metrics_count_requests_by_loss_and_rejections_by_reason() {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn a_thousand_concurrent_identical_requests_get_identical_bytes() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let body = json!({"input": [[0.3, -1.2, 2.5], [0.1, 0.0, -0.7]], "target": [2, 0], "grad": true, "label_smoothing": 0.1});
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (app, body) = (app.clone(), body.clone());
+            tokio::spawn(async move {
+                loop {
+                    let r = app.loss("cross_entropy", &body).await;
+                    if r.status != 503 {
+                        return r;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+    let mut first: Option<Vec<u8>> = None;
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200);
+        match &first {
+            None => first = Some(r.bytes),
+            Some(f) => assert_eq!(&r.bytes, f),
+        }
+    }
+}
