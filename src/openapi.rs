@@ -119,7 +119,9 @@ pub fn document() -> utoipa::openapi::OpenApi {
         );
     }
     if let Some((item, schemas)) = crate::custom::openapi() {
-        doc.paths.paths.insert("/v1/losses/custom".to_string(), item);
+        doc.paths
+            .paths
+            .insert("/v1/losses/custom".to_string(), item);
         let components = doc.components.get_or_insert_with(Default::default);
         for (n, s) in schemas {
             components.schemas.insert(n, s);
