@@ -19,24 +19,67 @@ use utoipa::openapi::{ContentBuilder, Required};
 use crate::error::{Code, Problem};
 use crate::losses::{self, Category, Entry};
 
-/// A loss response, for the documentation (the service writes it by hand, see
-/// [`losses::respond`]).
+/// A tensor in a response: a number (strings for non-finite values) when 0-d, else nested
+/// arrays, or a `{shape, dtype, base64}` object with `encoding: "base64"`.
+pub struct TensorOut;
+
+impl utoipa::PartialSchema for TensorOut {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+        let non_finite = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["NaN", "Infinity", "-Infinity"]))
+        };
+        let element = OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .item(non_finite())
+            .item(ArrayBuilder::new());
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .item(non_finite())
+            .item(ArrayBuilder::new().items(element))
+            .item(
+                ObjectBuilder::new()
+                    .property(
+                        "shape",
+                        ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::Integer)),
+                    )
+                    .property(
+                        "dtype",
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .enum_values(Some(["float32", "float64"])),
+                    )
+                    .property("base64", ObjectBuilder::new().schema_type(Type::String))
+                    .required("shape")
+                    .required("dtype")
+                    .required("base64"),
+            )
+            .description(Some(
+                "A number for a 0-d tensor (\"NaN\", \"Infinity\", \"-Infinity\" for non-finite \
+                 values); nested arrays; or, with `encoding: \"base64\"`, a {shape, dtype, base64} object.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for TensorOut {}
+
+// The service writes this by hand (`losses::respond`); the type documents it.
+/// The answer of a loss route: the loss, its shape and dtype, gradients and warnings.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct LossResponse {
-    /// The loss: a number for a 0-d result (the strings `"NaN"`, `"Infinity"`,
-    /// `"-Infinity"` for non-finite values), else a tensor as nested arrays or, with
-    /// `encoding: "base64"`, a `{shape, dtype, base64}` object.
-    #[schema(value_type = Object)]
-    pub loss: serde_json::Value,
+    /// The loss: a number for a 0-d result (`mean`, `sum`), else a tensor.
+    pub loss: TensorOut,
     /// The shape of `loss` (`[]` for `mean` and `sum`).
     pub shape: Vec<usize>,
     /// The precision the loss was computed in.
     pub dtype: losses::Dtype,
     /// Only with `grad: true`: the gradient of the output (of its sum, for `reduction:
     /// "none"`) for each differentiable tensor argument, each with that argument's shape.
-    #[schema(value_type = Option<Object>)]
-    pub grad: Option<serde_json::Value>,
+    pub grad: Option<std::collections::BTreeMap<String, TensorOut>>,
     /// Only when PyTorch would have warned: the warnings, as sentences.
     pub warnings: Option<Vec<String>>,
 }
@@ -91,13 +134,20 @@ pub struct BatchResponse {
     ),
     paths(
         crate::routes::catalog::list,
-        crate::routes::catalog::one,
         crate::routes::batch::batch,
         crate::routes::health::healthz,
         crate::routes::health::readyz,
         crate::metrics::metrics,
     ),
-    components(schemas(Problem, Code, LossResponse, BatchRequest, BatchResult, BatchResponse))
+    components(schemas(
+        Problem,
+        Code,
+        TensorOut,
+        LossResponse,
+        BatchRequest,
+        BatchResult,
+        BatchResponse
+    ))
 )]
 struct Static;
 
@@ -112,13 +162,17 @@ pub fn document() -> utoipa::openapi::OpenApi {
             components.schemas.insert(n, s);
         }
     }
+    // Each loss's path answers POST (compute) and GET (its catalog entry); documenting both
+    // keeps the `Allow` header and the document in agreement.
     for e in losses::registry() {
-        doc.paths.paths.insert(
-            format!("/v1/losses/{}", e.info.name),
-            PathItem::new(HttpMethod::Post, operation(e)),
-        );
+        let mut item = PathItem::new(HttpMethod::Post, operation(e));
+        item.get = Some(catalog_operation(e.info.name));
+        doc.paths
+            .paths
+            .insert(format!("/v1/losses/{}", e.info.name), item);
     }
-    if let Some((item, schemas)) = crate::custom::openapi() {
+    if let Some((mut item, schemas)) = crate::custom::openapi() {
+        item.get = Some(catalog_operation("custom"));
         doc.paths
             .paths
             .insert("/v1/losses/custom".to_string(), item);
@@ -165,6 +219,36 @@ pub fn json() -> &'static str {
         s
     });
     &JSON
+}
+
+/// The `GET /v1/losses/{name}` operation: one loss's catalog entry.
+fn catalog_operation(name: &str) -> utoipa::openapi::path::Operation {
+    OperationBuilder::new()
+        .operation_id(Some(format!("{name}_catalog")))
+        .summary(Some(format!("Catalog entry of {name}")))
+        .description(Some(format!(
+            "What `POST /v1/losses/{name}` takes: PyTorch module and functional names, category, \
+             tensor arguments (kind, shapes, differentiable), options with types, defaults and \
+             allowed values, reductions."
+        )))
+        .tag("catalog")
+        .responses(
+            ResponsesBuilder::new()
+                .response(
+                    "200",
+                    ResponseBuilder::new().description("The catalog entry").content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(
+                                utoipa::openapi::schema::ObjectBuilder::new()
+                                    .schema_type(utoipa::openapi::schema::Type::Object),
+                            ))
+                            .build(),
+                    ),
+                )
+                .build(),
+        )
+        .build()
 }
 
 /// The `POST /v1/losses/{name}` operation of one loss.

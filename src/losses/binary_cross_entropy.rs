@@ -19,7 +19,6 @@ crate::loss_request! {
         pub target: Tensor,
         /// Rescaling weights, broadcast to `input`'s shape (without enlarging it).
         #[serde(default)]
-        #[schema(nullable = false)]
         pub weight: Option<Tensor>,
     }
     reduction: Reduction;

@@ -19,12 +19,10 @@ crate::loss_request! {
         pub target: Tensor,
         /// Rescaling weights, broadcast to `input`'s shape (without enlarging it).
         #[serde(default)]
-        #[schema(nullable = false)]
         pub weight: Option<Tensor>,
         /// Weights of the positive examples, broadcast along the last dimension (typically
         /// `(C,)` for `(N, C)` input): > 1 raises recall, < 1 precision.
         #[serde(default)]
-        #[schema(nullable = false)]
         pub pos_weight: Option<Tensor>,
     }
     reduction: Reduction;

@@ -24,7 +24,6 @@ crate::loss_request! {
         pub target: Tensor,
         /// Per-class weights `(C,)`.
         #[serde(default)]
-        #[schema(nullable = false)]
         pub weight: Option<Tensor>,
         /// A class-index target value that is ignored (probability targets: must be negative).
         #[serde(default = "minus_100")]

@@ -24,7 +24,6 @@ crate::loss_request! {
         /// Per-element weights (`F.huber_loss(..., weight=)`), exactly the shape of `input`;
         /// the weighted mean divides by the element count, as PyTorch 2.15 does.
         #[serde(default)]
-        #[schema(nullable = false)]
         pub weight: Option<Tensor>,
         /// Where the loss turns from quadratic to linear; must be positive.
         #[serde(default = "one")]

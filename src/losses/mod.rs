@@ -442,19 +442,21 @@ pub fn decode<L: DeserializeOwned>(
         }?;
         de.end().map(|()| v)
     });
+    // Over the element budget, a request that is otherwise valid is too large; one with
+    // another problem gets that problem, whatever its size.
     let err = match first {
+        Ok(_) if over => {
+            return Err(ApiError::new(
+                Code::PayloadTooLarge,
+                format!(
+                    "the request's tensors hold more than {} elements (the element limit)",
+                    start.elements
+                ),
+            ));
+        }
         Ok(v) => return Ok(v),
         Err(e) => e,
     };
-    if over {
-        return Err(ApiError::new(
-            Code::PayloadTooLarge,
-            format!(
-                "the request's tensors hold more than {} elements (the element limit)",
-                start.elements
-            ),
-        ));
-    }
     let mut again = start;
     let (tracked, _) = again.run(|| {
         let mut de = serde_json::Deserializer::from_slice(body);

@@ -20,7 +20,6 @@ crate::loss_request! {
         /// Per-element weights (`F.mse_loss(..., weight=)`), exactly the shape of `input`;
         /// the weighted mean divides by `Σ weight`.
         #[serde(default)]
-        #[schema(nullable = false)]
         pub weight: Option<Tensor>,
     }
     reduction: Reduction;

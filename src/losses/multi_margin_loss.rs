@@ -32,7 +32,6 @@ crate::loss_request! {
         pub margin: f64,
         /// Per-class weights `(C,)`; each sample's terms are scaled by its target class's weight.
         #[serde(default)]
-        #[schema(nullable = false)]
         pub weight: Option<Tensor>,
     }
     reduction: Reduction;

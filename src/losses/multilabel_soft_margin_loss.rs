@@ -19,7 +19,6 @@ crate::loss_request! {
         pub target: Tensor,
         /// Per-class weights, typically `(C,)`.
         #[serde(default)]
-        #[schema(nullable = false)]
         pub weight: Option<Tensor>,
     }
     reduction: Reduction;

@@ -25,7 +25,6 @@ crate::loss_request! {
         pub target: Tensor,
         /// Per-class weights `(C,)`; the mean divides by the summed weights of the targets.
         #[serde(default)]
-        #[schema(nullable = false)]
         pub weight: Option<Tensor>,
         /// A target value that is ignored (contributes nothing, and nothing to the mean's
         /// denominator); may lie outside `[0, C)`.

@@ -249,6 +249,14 @@ impl<'de> Visitor<'de> for JobsSeed<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut jobs = Vec::new();
         while let Some(job) = seq.next_element::<&'de RawValue>()? {
+            // The batch's own structure: every job is an object (what it holds is the job's
+            // business, answered in its result).
+            if !job.get().starts_with('{') {
+                return Err(de::Error::custom(format_args!(
+                    "job {} is not an object: each job is a loss request body plus \"loss\"",
+                    jobs.len()
+                )));
+            }
             if jobs.len() == self.max {
                 self.too_many.set(true);
                 return Err(de::Error::custom("too many jobs"));

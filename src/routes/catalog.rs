@@ -30,17 +30,7 @@ pub async fn custom() -> Result<Json<Value>, ApiError> {
         .ok_or_else(|| unknown_loss("custom"))
 }
 
-/// One loss's catalog entry.
-#[utoipa::path(
-    get,
-    path = "/v1/losses/{name}",
-    tag = "catalog",
-    params(("name" = String, Path, description = "The torch.nn.functional name, e.g. `mse_loss`")),
-    responses(
-        (status = 200, description = "The catalog entry", body = inline(Object), content_type = "application/json"),
-        (status = 404, description = "No loss of that name (`unknown_loss`)", body = crate::error::Problem, content_type = "application/problem+json"),
-    )
-)]
+/// One loss's catalog entry (documented per loss in the OpenAPI document).
 pub async fn one(name: Result<Path<String>, PathRejection>) -> Result<Json<Value>, ApiError> {
     let Path(name) = name.map_err(|e| ApiError::new(Code::NotFound, e.body_text()))?;
     catalog::entry(&name)

@@ -6,8 +6,11 @@
 //! `i64` until the first non-integer arrives; the caller converts to the compute dtype once.
 //!
 //! Limits live in a thread-local [`Budget`] installed for the duration of one decode: every
-//! element spends one unit, a declared shape spends its product before anything is allocated,
-//! and arrays may not nest deeper than the rank limit.
+//! element spends one unit, a declared shape is checked against what is left before anything
+//! is allocated for it, and arrays may not nest deeper than the rank limit. Running out of
+//! elements is not an error inside the decode: from then on nothing more is stored, the rest of
+//! the request is still checked, and the caller answers 413 only if the request is otherwise
+//! valid (a malformed request gets its 422, whatever its size).
 
 use std::cell::Cell;
 use std::fmt;
@@ -81,8 +84,8 @@ thread_local! {
 
 impl Budget {
     /// Runs `f` (a decode) under this budget on this thread, and deducts what it spent.
-    /// Returns `f`'s result and whether the element budget was exceeded (so the caller can
-    /// answer 413 rather than 422).
+    /// Returns `f`'s result and whether the element budget was exceeded: then the tensors `f`
+    /// decoded are incomplete and must not be used; answer 413.
     pub fn run<R>(&mut self, f: impl FnOnce() -> R) -> (R, bool) {
         LEFT.with(|c| c.set(self.elements));
         MAX_RANK.with(|c| c.set(self.rank));
@@ -93,20 +96,24 @@ impl Budget {
         (r, over)
     }
 
-    /// Spends `n` elements, failing when the budget runs out.
-    fn spend<E: de::Error>(n: usize) -> Result<(), E> {
+    /// Spends `n` elements; false (and the budget marked as exceeded) when they are not left.
+    fn spend(n: usize) -> bool {
         LEFT.with(|c| {
             let left = c.get();
             if n > left {
                 OVER.with(|o| o.set(true));
-                Err(E::custom(format_args!(
-                    "the request holds more tensor elements than the limit allows"
-                )))
+                c.set(0);
+                false
             } else {
                 c.set(left - n);
-                Ok(())
+                true
             }
         })
+    }
+
+    /// Elements left.
+    fn left() -> usize {
+        LEFT.with(Cell::get)
     }
 
     fn max_rank() -> usize {
@@ -165,11 +172,14 @@ impl Buf {
     }
 }
 
-/// State of a nested-array decode: the flat buffer, the size seen at each depth, the rank.
+/// State of a nested-array decode: the flat buffer, the size seen at each depth, the rank,
+/// and the count of numbers (which goes on when the buffer stops, over the element budget).
 struct Nest {
     buf: Buf,
     sizes: Vec<Option<usize>>,
     rank: Option<usize>,
+    count: usize,
+    keep: bool,
 }
 
 impl Nest {
@@ -178,6 +188,22 @@ impl Nest {
             buf: Buf::with_capacity(capacity),
             sizes: Vec::new(),
             rank: None,
+            count: 0,
+            keep: true,
+        }
+    }
+
+    #[inline]
+    fn push_i64(&mut self, v: i64) {
+        if self.keep {
+            self.buf.push_i64(v);
+        }
+    }
+
+    #[inline]
+    fn push_f64(&mut self, v: f64) {
+        if self.keep {
+            self.buf.push_f64(v);
         }
     }
 
@@ -193,7 +219,13 @@ impl Nest {
             }
             None => self.rank = Some(depth),
         }
-        Budget::spend(1)
+        self.count += 1;
+        if self.keep && !Budget::spend(1) {
+            // Over the element budget: stop storing (and free what is stored), keep checking.
+            self.keep = false;
+            self.buf = Buf::with_capacity(0);
+        }
+        Ok(())
     }
 
     /// An array opening at `depth`.
@@ -247,10 +279,11 @@ impl Nest {
         Ok(())
     }
 
-    fn finish(self) -> (Vec<usize>, Data) {
+    /// The shape, the data (incomplete when over the budget) and the count of numbers.
+    fn finish(self) -> (Vec<usize>, Data, usize) {
         let rank = self.rank.unwrap_or(0);
         let shape = self.sizes[..rank].iter().map(|s| s.unwrap_or(0)).collect();
-        (shape, self.buf.into_data())
+        (shape, self.buf.into_data(), self.count)
     }
 }
 
@@ -277,22 +310,22 @@ impl<'de> Visitor<'de> for Level<'_> {
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
         self.nest.leaf(self.depth)?;
-        self.nest.buf.push_i64(v);
+        self.nest.push_i64(v);
         Ok(())
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
         self.nest.leaf(self.depth)?;
         match i64::try_from(v) {
-            Ok(i) => self.nest.buf.push_i64(i),
-            Err(_) => self.nest.buf.push_f64(v as f64),
+            Ok(i) => self.nest.push_i64(i),
+            Err(_) => self.nest.push_f64(v as f64),
         }
         Ok(())
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
         self.nest.leaf(self.depth)?;
-        self.nest.buf.push_f64(v);
+        self.nest.push_f64(v);
         Ok(())
     }
 
@@ -327,6 +360,43 @@ impl<'de> Visitor<'de> for Level<'_> {
     }
 }
 
+/// The `data` of `{shape, data}`: a flat array of numbers (and non-finite strings).
+struct FlatData<'a>(&'a mut Nest);
+
+impl<'de> DeserializeSeed<'de> for FlatData<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FlatData<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("`data`: a flat array of numbers, row-major")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let nest = self.0;
+        // Numbers only, one level deep: an array inside `data` is refused as ragged.
+        nest.rank = Some(1);
+        nest.open(0)?;
+        let mut count = 0usize;
+        while seq
+            .next_element_seed(Level {
+                nest: &mut *nest,
+                depth: 1,
+            })?
+            .is_some()
+        {
+            count += 1;
+        }
+        nest.close(0, count)
+    }
+}
+
 /// Decodes any tensor encoding.
 pub struct TensorVisitor;
 
@@ -338,7 +408,7 @@ impl<'de> serde::Deserialize<'de> for Tensor {
 
 impl TensorVisitor {
     fn scalar<E: de::Error>(data: Data) -> Result<Tensor, E> {
-        Budget::spend(1)?;
+        Budget::spend(1);
         Ok(Tensor {
             shape: Vec::new(),
             data,
@@ -385,7 +455,7 @@ impl<'de> Visitor<'de> for TensorVisitor {
             depth: 0,
         }
         .visit_seq(seq)?;
-        let (shape, data) = nest.finish();
+        let (shape, data, _) = nest.finish();
         Ok(Tensor {
             shape,
             data,
@@ -396,7 +466,7 @@ impl<'de> Visitor<'de> for TensorVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tensor, A::Error> {
         let mut shape: Option<Vec<usize>> = None;
         let mut dtype: Option<Dtype> = None;
-        let mut data: Option<(Vec<usize>, Data)> = None;
+        let mut data: Option<(Data, usize)> = None;
         let mut b64: Option<Text<'de>> = None;
         while let Some(key) = map.next_key::<Text<'de>>()? {
             match key.as_str() {
@@ -404,13 +474,7 @@ impl<'de> Visitor<'de> for TensorVisitor {
                     if shape.is_some() {
                         return Err(de::Error::duplicate_field("shape"));
                     }
-                    let s = map.next_value_seed(ShapeSeed)?;
-                    // A declared shape spends its elements before anything is allocated
-                    // (unless `data` came first and already spent them one by one).
-                    if data.is_none() {
-                        Budget::spend(s.iter().product())?;
-                    }
-                    shape = Some(s);
+                    shape = Some(map.next_value_seed(ShapeSeed)?);
                 }
                 "dtype" => {
                     if dtype.is_some() {
@@ -422,16 +486,13 @@ impl<'de> Visitor<'de> for TensorVisitor {
                     if data.is_some() || b64.is_some() {
                         return Err(de::Error::custom("give exactly one of `data` and `base64`"));
                     }
-                    // `shape` paid for its elements in advance; give them back, since the
-                    // numbers of `data` are counted one by one as they arrive.
-                    let capacity = shape.as_ref().map_or(0, |s| s.iter().product());
-                    LEFT.with(|c| c.set(c.get().saturating_add(capacity)));
-                    let mut nest = Nest::new(capacity);
-                    map.next_value_seed(Level {
-                        nest: &mut nest,
-                        depth: 0,
-                    })?;
-                    data = Some(nest.finish());
+                    // The numbers are counted against the budget as they arrive; a declared
+                    // shape only sizes the buffer, and never past what the budget has left.
+                    let declared = shape.as_deref().and_then(product).unwrap_or(0);
+                    let mut nest = Nest::new(declared.min(Budget::left()));
+                    map.next_value_seed(FlatData(&mut nest))?;
+                    let (_, d, count) = nest.finish();
+                    data = Some((d, count));
                 }
                 "base64" => {
                     if data.is_some() || b64.is_some() {
@@ -450,12 +511,15 @@ impl<'de> Visitor<'de> for TensorVisitor {
         let Some(shape) = shape else {
             return Err(de::Error::missing_field("shape"));
         };
-        let n: usize = shape.iter().product();
-        if let Some((_, data)) = data {
-            if data.len() != n {
+        let Some(n) = product(&shape) else {
+            return Err(de::Error::custom(format_args!(
+                "shape {shape:?} holds more elements than any request can (the product overflows)"
+            )));
+        };
+        if let Some((data, count)) = data {
+            if count != n {
                 return Err(de::Error::custom(format_args!(
-                    "shape {shape:?} holds {n} elements but `data` has {}",
-                    data.len()
+                    "shape {shape:?} holds {n} elements but `data` has {count}"
                 )));
             }
             let data = match (dtype, data) {
@@ -481,6 +545,14 @@ impl<'de> Visitor<'de> for TensorVisitor {
         let Some(dtype) = dtype else {
             return Err(de::Error::missing_field("dtype"));
         };
+        check_base64_length(b64.as_str(), n, dtype).map_err(de::Error::custom)?;
+        if !Budget::spend(n) {
+            return Ok(Tensor {
+                shape,
+                data: Data::F64(Vec::new()),
+                form: Form::Base64,
+            });
+        }
         let data = decode_base64(b64.as_str(), n, dtype).map_err(de::Error::custom)?;
         Ok(Tensor {
             shape,
@@ -516,19 +588,31 @@ impl Dtype {
     }
 }
 
-/// Decodes standard base64 (with padding) holding `n` little-endian elements of `dtype`.
-fn decode_base64(text: &str, n: usize, dtype: Dtype) -> Result<Data, String> {
-    let bytes = n
+/// The product of a shape, or `None` when it overflows.
+fn product(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |p, &d| p.checked_mul(d))
+}
+
+/// Checks that base64 text has the length `n` elements of `dtype` need (before decoding).
+fn check_base64_length(text: &str, n: usize, dtype: Dtype) -> Result<(), String> {
+    let want = n
         .checked_mul(dtype.size())
-        .ok_or_else(|| "the declared shape is too large".to_string())?;
-    let want = bytes.div_ceil(3) * 4;
-    if text.len() != want {
+        .map(|bytes| bytes.div_ceil(3).saturating_mul(4));
+    if want != Some(text.len()) {
         return Err(format!(
-            "base64 text has {} characters but {n} {} elements need {want} ({bytes} bytes)",
+            "base64 text has {} characters but {n} {} elements need {}",
             text.len(),
-            dtype.name()
+            dtype.name(),
+            want.map_or_else(|| "more than fit in memory".to_string(), |w| w.to_string())
         ));
     }
+    Ok(())
+}
+
+/// Decodes standard base64 (with padding) holding `n` little-endian elements of `dtype`;
+/// the length was checked.
+fn decode_base64(text: &str, n: usize, dtype: Dtype) -> Result<Data, String> {
+    let bytes = n * dtype.size();
     let raw = base64::engine::general_purpose::STANDARD
         .decode(text)
         .map_err(|e| format!("invalid base64: {e}"))?;
@@ -614,7 +698,6 @@ impl<'de> Visitor<'de> for ShapeSeed {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<usize>, A::Error> {
         let mut shape = Vec::new();
-        let mut product: usize = 1;
         while let Some(d) = seq.next_element::<u64>()? {
             if shape.len() == Budget::max_rank() {
                 return Err(de::Error::custom(format_args!(
@@ -624,10 +707,6 @@ impl<'de> Visitor<'de> for ShapeSeed {
             }
             let d =
                 usize::try_from(d).map_err(|_| de::Error::custom("a dimension is too large"))?;
-            product = product.checked_mul(d).ok_or_else(|| {
-                OVER.with(|o| o.set(true));
-                de::Error::custom("the product of the shape overflows")
-            })?;
             shape.push(d);
         }
         Ok(shape)
@@ -695,6 +774,14 @@ mod tests {
     }
 
     #[test]
+    fn flat_data_is_a_flat_array() {
+        assert!(decode(r#"{"shape": [], "data": 0}"#).is_err());
+        assert!(decode(r#"{"shape": [2, 1], "data": [[1], [2]]}"#).is_err());
+        assert_eq!(decode(r#"{"shape": [], "data": [5]}"#).unwrap().shape, Vec::<usize>::new());
+        assert_eq!(decode(r#"{"shape": [0], "data": []}"#).unwrap().shape, vec![0]);
+    }
+
+    #[test]
     fn flat_and_base64_forms_decode() {
         let t = decode(r#"{"shape": [2, 2], "data": [1, 2, 3, 4.5]}"#).unwrap();
         assert_eq!((t.shape.clone(), t.form), (vec![2, 2], Form::Flat));
@@ -713,12 +800,20 @@ mod tests {
 
     #[test]
     fn limits_hold_before_allocation() {
+        // Over the budget: nothing more is stored, the decode goes on, and `over` says so.
         let (r, over) = Budget {
             elements: 3,
             rank: 4,
         }
         .run(|| serde_json::from_str::<Tensor>("[1, 2, 3, 4]").map_err(|e| e.to_string()));
-        assert!(r.is_err() && over);
+        assert!(r.is_ok() && over);
+        // A malformed tensor is an error whatever its size.
+        let (r, over) = Budget {
+            elements: 3,
+            rank: 4,
+        }
+        .run(|| serde_json::from_str::<Tensor>("[[1, 2, 3, 4], [5]]").map_err(|e| e.to_string()));
+        assert!(r.unwrap_err().contains("ragged") && over);
         let (r, over) = Budget {
             elements: 3,
             rank: 4,
@@ -729,7 +824,20 @@ mod tests {
             )
             .map_err(|e| e.to_string())
         });
-        assert!(r.is_err() && over);
+        // A declared shape is checked before anything is allocated: its base64 is too short.
+        assert!(r.unwrap_err().contains("base64") && !over);
+        // Four float64 elements, consistent, one more than the budget: over, nothing decoded.
+        let (r, over) = Budget {
+            elements: 3,
+            rank: 4,
+        }
+        .run(|| {
+            serde_json::from_str::<Tensor>(
+                r#"{"shape": [4], "dtype": "float64", "base64": "AAAAAAAA8D8AAAAAAAAAwAAAAAAAAPA/AAAAAAAAAMA="}"#,
+            )
+            .map_err(|e| e.to_string())
+        });
+        assert!(r.unwrap().data.is_empty() && over);
         assert!(decode("[[[[[1]]]]]").unwrap_err().contains("rank"));
         assert!(decode(r#"{"shape": [4294967296, 4294967296, 4294967296], "data": []}"#).is_err());
     }

@@ -82,10 +82,21 @@ async fn bodies_and_element_counts_over_the_limits_are_413() {
     app.loss("mse_loss", &many)
         .await
         .problem(413, "payload_too_large");
-    let declared = json!({"input": {"shape": [1000000, 1000000], "dtype": "float64", "base64": ""}, "target": 1});
+    // Twelve float64 zeros, consistent with their shape: over the limit of 10.
+    let declared = json!({"input": {"shape": [12], "dtype": "float64", "base64": "A".repeat(128)}, "target": 1});
     app.loss("mse_loss", &declared)
         .await
         .problem(413, "payload_too_large");
+    // A huge declared shape with data that disagrees: the disagreement, whatever the size.
+    let inconsistent = json!({"input": {"shape": [1000000, 1000000], "dtype": "float64", "base64": ""}, "target": 1});
+    app.loss("mse_loss", &inconsistent)
+        .await
+        .problem(422, "invalid_tensor");
+    // Too large and otherwise invalid: the other problem wins.
+    let both = json!({"input": vec![1; 20], "target": vec![1; 20], "reduction": "avg"});
+    app.loss("mse_loss", &both)
+        .await
+        .problem(422, "invalid_option");
     let ok = json!({"input": vec![1; 5], "target": vec![1; 5]});
     assert_eq!(app.loss("mse_loss", &ok).await.status, 200);
 }

@@ -116,20 +116,24 @@ async fn hostile_inputs_get_quick_4xx_problems_and_the_server_stays_small_and_co
     post(deep.into_bytes()).await.problem(422, "invalid_tensor");
     assert!(t.elapsed() < quick);
 
-    // A declared shape whose product overflows 64 bits; one that is merely huge.
+    // A declared shape whose product overflows 64 bits, and one that is merely huge, each
+    // with data that cannot match it: refused before anything is decoded or allocated.
     for shape in [
         json!([4294967296u64, 4294967296u64, 4294967296u64]),
         json!([1u64 << 40]),
     ] {
-        let body =
-            json!({"input": {"shape": shape, "dtype": "float64", "base64": ""}, "target": 1});
-        let t = Instant::now();
-        app.loss("mse_loss", &body)
-            .await
-            .problem(413, "payload_too_large");
-        assert!(t.elapsed() < quick);
+        for tensor in [
+            json!({"shape": shape, "dtype": "float64", "base64": ""}),
+            json!({"shape": shape, "data": [1.0, 2.0]}),
+        ] {
+            let t = Instant::now();
+            let body = json!({"input": tensor, "target": 1});
+            app.loss("mse_loss", &body)
+                .await
+                .problem(422, "invalid_tensor");
+            assert!(t.elapsed() < quick);
+        }
     }
-
     // Base64 whose length disagrees with the shape.
     let body = json!({"input": {"shape": [3], "dtype": "float64", "base64": "AAAAAAAA8D8="}, "target": [1, 2, 3]});
     app.loss("mse_loss", &body)
