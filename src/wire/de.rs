@@ -15,7 +15,6 @@
 use std::cell::Cell;
 use std::fmt;
 
-use base64::Engine as _;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// The element storage of a decoded tensor.
@@ -609,35 +608,48 @@ fn check_base64_length(text: &str, n: usize, dtype: Dtype) -> Result<(), String>
     Ok(())
 }
 
-/// Decodes standard base64 (with padding) holding `n` little-endian elements of `dtype`;
-/// the length was checked.
+/// Decodes standard base64 (with padding) holding `n` little-endian elements of `dtype`
+/// (the length was checked) straight into the element buffer, with SIMD where the CPU has it.
 fn decode_base64(text: &str, n: usize, dtype: Dtype) -> Result<Data, String> {
-    let bytes = n * dtype.size();
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|e| format!("invalid base64: {e}"))?;
-    if raw.len() != bytes {
-        return Err(format!(
-            "base64 decodes to {} bytes but {n} elements need {bytes}",
-            raw.len()
-        ));
+    fn into<T: bytemuck::Pod + Default>(text: &str, n: usize) -> Result<Vec<T>, String> {
+        let mut v = vec![T::default(); n];
+        let out: &mut [u8] = bytemuck::cast_slice_mut(&mut v);
+        let want = out.len();
+        let got = base64_simd::STANDARD
+            .decode(text.as_bytes(), base64_simd::Out::from_slice(out))
+            .map_err(|_| "invalid base64 (standard alphabet, with padding)".to_string())?
+            .len();
+        if got != want {
+            return Err(format!(
+                "base64 decodes to {got} bytes but {n} elements need {want}"
+            ));
+        }
+        Ok(v)
     }
     Ok(match dtype {
-        Dtype::Float64 => Data::F64(
-            raw.chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
-                .collect(),
-        ),
-        Dtype::Float32 => Data::F32(
-            raw.chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                .collect(),
-        ),
-        Dtype::Int64 => Data::I64(
-            raw.chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
-                .collect(),
-        ),
+        Dtype::Float64 => {
+            let mut v: Vec<f64> = into(text, n)?;
+            if cfg!(target_endian = "big") {
+                v.iter_mut()
+                    .for_each(|x| *x = f64::from_bits(u64::from_le(x.to_bits())));
+            }
+            Data::F64(v)
+        }
+        Dtype::Float32 => {
+            let mut v: Vec<f32> = into(text, n)?;
+            if cfg!(target_endian = "big") {
+                v.iter_mut()
+                    .for_each(|x| *x = f32::from_bits(u32::from_le(x.to_bits())));
+            }
+            Data::F32(v)
+        }
+        Dtype::Int64 => {
+            let mut v: Vec<i64> = into(text, n)?;
+            if cfg!(target_endian = "big") {
+                v.iter_mut().for_each(|x| *x = i64::from_le(*x));
+            }
+            Data::I64(v)
+        }
     })
 }
 
@@ -777,8 +789,14 @@ mod tests {
     fn flat_data_is_a_flat_array() {
         assert!(decode(r#"{"shape": [], "data": 0}"#).is_err());
         assert!(decode(r#"{"shape": [2, 1], "data": [[1], [2]]}"#).is_err());
-        assert_eq!(decode(r#"{"shape": [], "data": [5]}"#).unwrap().shape, Vec::<usize>::new());
-        assert_eq!(decode(r#"{"shape": [0], "data": []}"#).unwrap().shape, vec![0]);
+        assert_eq!(
+            decode(r#"{"shape": [], "data": [5]}"#).unwrap().shape,
+            Vec::<usize>::new()
+        );
+        assert_eq!(
+            decode(r#"{"shape": [0], "data": []}"#).unwrap().shape,
+            vec![0]
+        );
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! (shortest text that reads back to the same float), non-finite values as the strings
 //! `"NaN"`, `"Infinity"`, `"-Infinity"`, or whole tensors as base64.
 
-use base64::Engine as _;
 use lossd_kernels::Real;
 use lossd_kernels::ndarray::ArrayD;
 use serde::Deserialize;
@@ -95,12 +94,7 @@ pub fn write_tensor<T: WireFloat>(out: &mut Vec<u8>, a: &ArrayD<T>, encoding: En
             out.extend_from_slice(b"\",\"base64\":\"");
             let mut raw = Vec::with_capacity(data.len() * std::mem::size_of::<T>());
             data.iter().for_each(|v| v.write_le(&mut raw));
-            let start = out.len();
-            out.resize(start + raw.len().div_ceil(3) * 4, 0);
-            let n = base64::engine::general_purpose::STANDARD
-                .encode_slice(&raw, &mut out[start..])
-                .expect("the buffer has exactly the encoded length");
-            out.truncate(start + n);
+            base64_simd::STANDARD.encode_append(&raw, out);
             out.extend_from_slice(b"\"}");
         }
     }

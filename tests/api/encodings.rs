@@ -1,13 +1,12 @@
 //! The three tensor encodings in, both encodings out, non-finite values, dtypes, warnings.
 
-use base64::Engine as _;
 use serde_json::json;
 
 use crate::helpers::spawn_app;
 
 fn b64(values: &[f64]) -> String {
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    base64_simd::STANDARD.encode_to_string(bytes)
 }
 
 #[tokio::test]
@@ -78,7 +77,7 @@ async fn float32_computes_in_float32_and_says_so() {
     let want = f64::from(0.1f32 * 0.1f32);
     let got = r["loss"].as_f64().unwrap();
     assert_eq!(got as f32, want as f32);
-    let f32_b64 = base64::engine::general_purpose::STANDARD.encode(0.5f32.to_le_bytes());
+    let f32_b64 = base64_simd::STANDARD.encode_to_string(0.5f32.to_le_bytes());
     let r = app
         .loss("l1_loss", &json!({"input": {"shape": [1], "dtype": "float32", "base64": f32_b64}, "target": [0], "dtype": "float32", "reduction": "none", "encoding": "base64"}))
         .await

@@ -1,0 +1,109 @@
+//! Request decoding and response encoding, the service's own hot paths: 1,000,000 floats as
+//! nested JSON and as base64, decoded through the real request type of `mse_loss`.
+//!
+//! `cargo bench --bench decode`; throughput is in bytes of request body per second.
+
+use std::hint::black_box;
+
+use divan::counter::BytesCount;
+use lossd::losses::{self, Loss};
+use lossd::wire::Budget;
+
+fn main() {
+    divan::main();
+}
+
+const N: usize = 1_000_000;
+
+fn values(seed: u64) -> Vec<f64> {
+    let mut s = seed;
+    (0..N)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 11) as f64 / (1u64 << 53) as f64) * 4.0 - 2.0
+        })
+        .collect()
+}
+
+fn nested_body() -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"input": values(1), "target": values(2)})).unwrap()
+}
+
+fn base64_body() -> Vec<u8> {
+    let enc = |v: Vec<f64>| {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        base64_simd::STANDARD.encode_to_string(bytes)
+    };
+    serde_json::to_vec(&serde_json::json!({
+        "input": {"shape": [N], "dtype": "float64", "base64": enc(values(1))},
+        "target": {"shape": [N], "dtype": "float64", "base64": enc(values(2))},
+    }))
+    .unwrap()
+}
+
+fn budget() -> Budget {
+    Budget {
+        elements: 1 << 24,
+        rank: 16,
+    }
+}
+
+#[divan::bench(sample_count = 20)]
+fn decode_nested_json(b: divan::Bencher) {
+    let body = nested_body();
+    b.counter(BytesCount::new(body.len())).bench(|| {
+        let mut budget = budget();
+        let req: losses::mse_loss::MseLoss = losses::decode(
+            black_box(&body),
+            &mut budget,
+            &losses::mse_loss::MseLoss::INFO,
+            None,
+        )
+        .unwrap();
+        black_box(req)
+    });
+}
+
+#[divan::bench(sample_count = 20)]
+fn decode_base64(b: divan::Bencher) {
+    let body = base64_body();
+    b.counter(BytesCount::new(body.len())).bench(|| {
+        let mut budget = budget();
+        let req: losses::mse_loss::MseLoss = losses::decode(
+            black_box(&body),
+            &mut budget,
+            &losses::mse_loss::MseLoss::INFO,
+            None,
+        )
+        .unwrap();
+        black_box(req)
+    });
+}
+
+#[divan::bench(sample_count = 20)]
+fn whole_request_nested_json(b: divan::Bencher) {
+    let body = nested_body();
+    let entry = losses::find("mse_loss").unwrap();
+    b.counter(BytesCount::new(body.len()))
+        .bench(|| black_box(entry.run(black_box(&body), budget()).unwrap()));
+}
+
+#[divan::bench(sample_count = 20)]
+fn whole_request_base64(b: divan::Bencher) {
+    let body = base64_body();
+    let entry = losses::find("mse_loss").unwrap();
+    b.counter(BytesCount::new(body.len()))
+        .bench(|| black_box(entry.run(black_box(&body), budget()).unwrap()));
+}
+
+#[divan::bench(sample_count = 10)]
+fn encode_response_with_gradient_json(b: divan::Bencher) {
+    let body = serde_json::to_vec(&serde_json::json!({
+        "input": values(1), "target": values(2), "grad": true, "reduction": "none"
+    }))
+    .unwrap();
+    let entry = losses::find("mse_loss").unwrap();
+    b.bench(|| black_box(entry.run(black_box(&body), budget()).unwrap()));
+}
