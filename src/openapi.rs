@@ -236,15 +236,17 @@ fn catalog_operation(name: &str) -> utoipa::openapi::path::Operation {
             ResponsesBuilder::new()
                 .response(
                     "200",
-                    ResponseBuilder::new().description("The catalog entry").content(
-                        "application/json",
-                        ContentBuilder::new()
-                            .schema(Some(
-                                utoipa::openapi::schema::ObjectBuilder::new()
-                                    .schema_type(utoipa::openapi::schema::Type::Object),
-                            ))
-                            .build(),
-                    ),
+                    ResponseBuilder::new()
+                        .description("The catalog entry")
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(
+                                    utoipa::openapi::schema::ObjectBuilder::new()
+                                        .schema_type(utoipa::openapi::schema::Type::Object),
+                                ))
+                                .build(),
+                        ),
                 )
                 .build(),
         )
