@@ -130,11 +130,9 @@ pub(crate) fn distance_loss<T: Real>(
     let value = match reduction {
         Reduction::None => None,
         Reduction::Sum => Some(total.total()),
-        Reduction::Mean => Some(if n == 0 {
-            f64::NAN
-        } else {
-            total.total() / denom
-        }),
+        // 0/0 is NaN for the mean of nothing; a weighted mean over an empty broadcast divides
+        // 0 by the weights' own sum and is 0, as in PyTorch.
+        Reduction::Mean => Some(total.total() / denom),
     };
     let loss = match value {
         None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
