@@ -11,7 +11,9 @@
 //!   lossd rejects them.
 //! - Weighted means are mirrored (items 6, 7): class-index mode divides by the summed weights of
 //!   the non-ignored positions (NaN when that is 0/0, with PyTorch's NaN/±inf gradients),
-//!   probability mode by the number of positions.
+//!   probability mode by the number of positions. With label smoothing the class-index mean is
+//!   PyTorch's `(1−ε)·(Σ nll / W) + (ε/C)·(Σ smooth / W)`, term by term: when every
+//!   non-ignored target has weight 0, `Σ nll / W` is `0/0` and the mean is NaN (not `±inf`).
 //!
 //! The log-softmax subtracts the row maximum, so logits of any magnitude give finite results
 //! wherever PyTorch's are finite. Each row (the classes of one position) is visited once for
@@ -77,6 +79,45 @@ pub(crate) fn indices_shape_error(target: &[usize], logits: &[usize]) -> LossErr
             fmt_shape(logits)
         ),
     )
+}
+
+/// The loss of one class-index row and its two terms, kept apart for the reductions.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IndexLoss<T> {
+    /// `ℓ = (1−ε)·nll + (ε/C)·smooth` (`nll` without smoothing): the `'none'` entry.
+    pub loss: T,
+    /// `nll = −w_t·logp_t` (0 for an ignored row).
+    pub nll: f64,
+    /// `smooth = −Σ_c w_c·logp_c` (0 for an ignored row, and without smoothing).
+    pub smooth: f64,
+}
+
+impl<T: Real> IndexLoss<T> {
+    /// An ignored row.
+    fn ignored() -> Self {
+        Self {
+            loss: T::zero(),
+            nll: 0.0,
+            smooth: 0.0,
+        }
+    }
+}
+
+/// The running sums of the two terms of class-index rows ([`IndexLoss`]), reduced as PyTorch
+/// reduces them ([`RowMath::reduce_index`]).
+#[derive(Default)]
+pub(crate) struct IndexTotals {
+    nll: Sum8,
+    smooth: Sum8,
+}
+
+impl IndexTotals {
+    /// Adds one row's terms.
+    #[inline]
+    pub(crate) fn add<T>(&mut self, l: &IndexLoss<T>) {
+        self.nll.add(l.nll);
+        self.smooth.add(l.smooth);
+    }
 }
 
 /// The per-call constants of the cross-entropy math of one row (the `C` logits of one
@@ -148,17 +189,17 @@ impl<'w, T: Real> RowMath<'w, T> {
     }
 
     /// The loss of one row with class-index target `t` (already checked: `ignore_index` or in
-    /// `[0, C)`); writes `∂(ĝ·ℓ)/∂x` into `gx` when given (length `C`).
+    /// `[0, C)`), with its two terms; writes `∂(ĝ·ℓ)/∂x` into `gx` when given (length `C`).
     ///
     /// `ℓ = (1−ε)·(−w_t·logp_t) + (ε/C)·(−Σ_c w_c·logp_c)`; 0 for an ignored row.
     #[inline]
-    pub(crate) fn index_row(&self, x: &[T], t: i64, gx: Option<&mut [T]>) -> T {
+    pub(crate) fn index_row(&self, x: &[T], t: i64, gx: Option<&mut [T]>) -> IndexLoss<T> {
         debug_assert_eq!(x.len(), self.classes);
         if t == self.ignore_index {
             if let Some(gx) = gx {
                 ignored_row_grad(x, gx);
             }
-            return T::zero();
+            return IndexLoss::ignored();
         }
         let t = t as usize;
         let mut gx = gx;
@@ -188,9 +229,17 @@ impl<'w, T: Real> RowMath<'w, T> {
                 }
             };
             let smooth = -(shifted - self.w_all * lns.f64());
-            T::of(self.keep.f64() * nll.f64() + self.spread.f64() * smooth)
+            IndexLoss {
+                loss: T::of(self.keep.f64() * nll.f64() + self.spread.f64() * smooth),
+                nll: nll.f64(),
+                smooth,
+            }
         } else {
-            nll
+            IndexLoss {
+                loss: nll,
+                nll: nll.f64(),
+                smooth: 0.0,
+            }
         };
         if let Some(gx) = gx {
             // gx holds exp(x_c − m); softmax_c = gx_c / sum.
@@ -215,6 +264,31 @@ impl<'w, T: Real> RowMath<'w, T> {
             }
         }
         loss
+    }
+
+    /// The reduced class-index loss from the summed terms of its rows, with PyTorch's
+    /// arithmetic: `'sum'` gives `(1−ε)·Σ nll + (ε/C)·Σ smooth` and `'mean'`
+    /// `(1−ε)·(Σ nll / W) + (ε/C)·(Σ smooth / W)` for the summed target weights `W` (just
+    /// `Σ nll` or `Σ nll / W` without smoothing).
+    ///
+    /// Dividing each term by `W` before adding them is what makes the mean NaN when every
+    /// non-ignored target has weight 0 (`Σ nll = 0`, `0/0`), however large `Σ smooth / W` is.
+    pub(crate) fn reduce_index(
+        &self,
+        totals: &IndexTotals,
+        reduction: Reduction,
+        total_weight: f64,
+    ) -> f64 {
+        let (nll, smooth) = (totals.nll.total(), totals.smooth.total());
+        let (nll, smooth) = match reduction {
+            Reduction::Mean => (nll / total_weight, smooth / total_weight),
+            Reduction::Sum | Reduction::None => (nll, smooth),
+        };
+        if self.smoothing {
+            self.keep.f64() * nll + self.spread.f64() * smooth
+        } else {
+            nll
+        }
     }
 
     /// The loss of one row with class probabilities `p` (length `C`):
@@ -382,6 +456,12 @@ const CHECK_EVERY: usize = 256;
 /// About how many elements one transposed tile of a K-dimensional input holds.
 const TILE_ELEMS: usize = 16384;
 
+/// How many positions one transposed tile of `classes` classes holds: about [`TILE_ELEMS`]
+/// elements (8 to 256 positions), never more than the `spatial` positions there are.
+pub(crate) fn tile_positions(classes: usize, spatial: usize) -> usize {
+    (TILE_ELEMS / classes.max(1)).clamp(8, 256).min(spatial)
+}
+
 /// The rows of one position handed to the row math: logits, probabilities, and the gradient
 /// rows to fill.
 struct Rows<'r, T> {
@@ -423,7 +503,7 @@ fn for_each_row<T: Real>(
         }
         return Ok(());
     }
-    let b = (TILE_ELEMS / c.max(1)).clamp(8, 256).min(s);
+    let b = tile_positions(c, s);
     let scratch = |on: bool| {
         if on {
             vec![T::zero(); b * c]
@@ -468,7 +548,7 @@ fn for_each_row<T: Real>(
 }
 
 /// `dst[j·c + k] = src[base + k·s + s0 + j]` for `j < bb`, `k < c`: positions to rows.
-fn gather<T: Copy>(
+pub(crate) fn gather<T: Copy>(
     src: &[T],
     base: usize,
     c: usize,
@@ -486,7 +566,7 @@ fn gather<T: Copy>(
 }
 
 /// The inverse of [`gather`]: rows back to positions.
-fn scatter<T: Copy>(
+pub(crate) fn scatter<T: Copy>(
     src: &[T],
     dst: &mut [T],
     base: usize,
@@ -503,20 +583,28 @@ fn scatter<T: Copy>(
     }
 }
 
-/// The reduced (or unreduced) loss from the per-position losses and their `f64` total.
+/// The loss: the per-position `losses` (shape `out_shape`) for `'none'`, else the already
+/// reduced value.
 pub(crate) fn finish_loss<T: Real>(
     reduction: Reduction,
     out_shape: &[usize],
     losses: Vec<T>,
-    total: f64,
-    denominator: f64,
+    reduced: f64,
 ) -> ArrayD<T> {
     match reduction {
         Reduction::None => {
             ArrayD::from_shape_vec(IxDyn(out_shape), losses).expect("one per position")
         }
-        Reduction::Sum => ndarray::arr0(T::of(total)).into_dyn(),
-        Reduction::Mean => ndarray::arr0(T::of(total / denominator)).into_dyn(),
+        Reduction::Sum | Reduction::Mean => ndarray::arr0(T::of(reduced)).into_dyn(),
+    }
+}
+
+/// The reduced probability-mode loss from `Σ(−ℓ)` (negated here: PyTorch's sum of nothing is
+/// −0.0) and the mean's `denominator` (the number of positions, NaN when there are no elements).
+pub(crate) fn reduce_probs(reduction: Reduction, neg_total: f64, denominator: f64) -> f64 {
+    match reduction {
+        Reduction::Mean => -neg_total / denominator,
+        Reduction::Sum | Reduction::None => -neg_total,
     }
 }
 
@@ -528,8 +616,11 @@ pub(crate) fn finish_loss<T: Real>(
 /// `'none'` returns one loss per position: `()`, `(N)` or `(N, d1..dK)`.
 ///
 /// Class-index mode: `ℓ = (1−ε)·(−w_t·logp_t) + (ε/C)·(−Σ_c w_c·logp_c)`, 0 at positions equal
-/// to `ignore_index`; `mean` divides by the summed `w_t` of the non-ignored positions (all
-/// ignored → NaN). Gradient: `input` only.
+/// to `ignore_index`; `mean` divides by the summed `w_t` of the non-ignored positions, `W`
+/// (all ignored → NaN), term by term with smoothing: `(1−ε)·(Σ nll / W) + (ε/C)·(Σ smooth / W)`
+/// (so NaN, with NaN gradients at every non-ignored position, when every non-ignored target
+/// has weight 0, as in PyTorch).
+/// Gradient: `input` only.
 ///
 /// Probability mode: `ℓ = −Σ_c w_c·p'_c·logp_c`, `p' = (1−ε)·p + ε/C`; `mean` divides by the
 /// number of positions. `ignore_index` must be negative (it has no effect). Gradients: `input`,
@@ -571,7 +662,7 @@ pub fn cross_entropy<T: Real>(
             let x = contiguous(&input, &shape);
             let keep = reduction == Reduction::None;
             let mut losses = Vec::with_capacity(if keep { layout.positions() } else { 0 });
-            let mut total = Sum8::new();
+            let mut totals = IndexTotals::default();
             let mut dx = if grad {
                 vec![T::zero(); x.len()]
             } else {
@@ -586,9 +677,9 @@ pub fn cross_entropy<T: Real>(
                 None,
                 |pos, rows| {
                     let l = math.index_row(rows.x, targets[pos], rows.gx);
-                    total.add(l.f64());
+                    totals.add(&l);
                     if keep {
-                        losses.push(l);
+                        losses.push(l.loss);
                     }
                 },
             )?;
@@ -596,8 +687,7 @@ pub fn cross_entropy<T: Real>(
                 reduction,
                 &layout.out_shape,
                 losses,
-                total.total(),
-                checked.total_weight,
+                math.reduce_index(&totals, reduction, checked.total_weight),
             );
             let mut out = LossOutput::new(loss);
             if grad {
@@ -674,8 +764,7 @@ pub fn cross_entropy<T: Real>(
                 reduction,
                 &layout.out_shape,
                 losses,
-                -total.total(),
-                denominator,
+                reduce_probs(reduction, total.total(), denominator),
             );
             let mut out = LossOutput::new(loss);
             if grad {
@@ -1166,6 +1255,124 @@ mod tests {
         let out = ce(&x, &t, Some(&w), -100, 0.1, Reduction::Mean, true);
         assert_eq!(out.loss[[]], inf);
         assert!(out.grad("input").unwrap().iter().all(|v| v.is_nan()));
+        // ε = 1: (1−ε)·(Σ nll / W) = 0·inf is NaN, whatever the smoothing term.
+        let out = ce(&x, &t, Some(&w), -100, 1.0, Reduction::Mean, true);
+        assert!(out.loss[[]].is_nan());
+        assert!(out.grad("input").unwrap().iter().all(|v| v.is_nan()));
+        let w = array![0.0, 0.0, 1.0].into_dyn();
+        let out = ce(&x, &t, Some(&w), -100, 1.0, Reduction::Mean, true);
+        assert!(out.loss[[]].is_nan());
+        assert!(out.grad("input").unwrap().iter().all(|v| v.is_nan()));
+        // With W ≠ 0, ε = 1 is the smoothing term alone.
+        let w = array![1.0, 2.0, 1.0].into_dyn();
+        let out = ce(&x, &t, Some(&w), -100, 1.0, Reduction::Mean, true);
+        assert_close("loss", &[out.loss[[]]], &[0.9817139902990554], 1e-15, 0.0);
+        assert_close(
+            "grad",
+            &flat(out.grad("input").unwrap()),
+            &[
+                0.029440470322080647,
+                -0.012543901747648523,
+                -0.01689656857443209,
+                -0.00234290175342327,
+                0.07344042478880967,
+                -0.07109752303538647,
+            ],
+            1e-13,
+            1e-16,
+        );
+    }
+
+    #[test]
+    fn smoothed_mean_with_only_zero_weight_targets_is_nan_like_pytorchs() {
+        // Two rows of zero logits (C = 2), weight [0, 1], both targets class 0, ε = 0.5: each
+        // nll_n = −0·logp_0 = 0 and smooth_n = −(0 + 1·(−ln 2)) = ln 2, so ℓ_n = (ε/C)·ln 2.
+        // PyTorch's mean is (1−ε)·(Σ nll / W) + (ε/C)·(Σ smooth / W) with W = 0: 0/0 = NaN,
+        // where dividing Σ ℓ_n by W would give +inf. Values printed by torch 2.15.
+        let x = ArrayD::<f64>::zeros(IxDyn(&[2, 2]));
+        let w = array![0.0, 1.0].into_dyn();
+        let t = idx(&[0, 0]);
+        let t = CeTarget::Indices(t.view());
+        let l = 2f64.ln() / 4.0;
+        let none = ce(&x, &t, Some(&w), -100, 0.5, Reduction::None, true);
+        assert_close("none", &flat(&none.loss), &[l, l], 1e-15, 0.0);
+        assert_close("torch", &[l], &[0.17328679513998632], 1e-15, 0.0);
+        // ∂ℓ_n/∂x_c = (ε/C)·(W_all·s_c − w_c) = 0.25·(0.5 − w_c): the target term is 0.
+        let g = [0.125, -0.125, 0.125, -0.125];
+        assert_eq!(flat(none.grad("input").unwrap()), g);
+        let sum = ce(&x, &t, Some(&w), -100, 0.5, Reduction::Sum, true);
+        assert_close("sum", &[sum.loss[[]]], &[2.0 * l], 1e-15, 0.0);
+        assert_eq!(flat(sum.grad("input").unwrap()), g);
+        let mean = ce(&x, &t, Some(&w), -100, 0.5, Reduction::Mean, true);
+        assert!(mean.loss[[]].is_nan());
+        assert!(mean.grad("input").unwrap().iter().all(|v| v.is_nan()));
+        // An ignored row keeps its zero gradient; the others are NaN (torch 2.15).
+        let t = idx(&[0, -100]);
+        let out = ce(
+            &x,
+            &CeTarget::Indices(t.view()),
+            Some(&w),
+            -100,
+            0.5,
+            Reduction::Mean,
+            true,
+        );
+        assert!(out.loss[[]].is_nan());
+        let g = flat(out.grad("input").unwrap());
+        assert!(g[..2].iter().all(|v| v.is_nan()));
+        assert_eq!(g[2..], [0.0, 0.0]);
+        // The same on a K-dimensional input (1, 2, 3) with targets [[0, 0, −100]].
+        let x = ArrayD::<f64>::zeros(IxDyn(&[1, 2, 3]));
+        let t = ArrayD::from_shape_vec(IxDyn(&[1, 3]), vec![0i64, 0, -100]).unwrap();
+        let out = ce(
+            &x,
+            &CeTarget::Indices(t.view()),
+            Some(&w),
+            -100,
+            0.5,
+            Reduction::Mean,
+            true,
+        );
+        assert!(out.loss[[]].is_nan());
+        let g = flat(out.grad("input").unwrap());
+        let nan_at = [true, true, false, true, true, false];
+        for (v, nan) in g.iter().zip(nan_at) {
+            assert!(if nan { v.is_nan() } else { *v == 0.0 }, "{g:?}");
+        }
+        // float32 too.
+        let x = ArrayD::<f32>::zeros(IxDyn(&[2, 2]));
+        let w = array![0.0f32, 1.0].into_dyn();
+        let t = idx(&[0, 0]);
+        let out = cross_entropy(
+            x.view(),
+            CeTarget::Indices(t.view()),
+            Some(w.view()),
+            -100,
+            0.5,
+            Reduction::Mean,
+            true,
+        )
+        .unwrap();
+        assert!(out.loss[[]].is_nan());
+        assert!(out.grad("input").unwrap().iter().all(|v| v.is_nan()));
+    }
+
+    #[test]
+    fn smoothed_reductions_reduce_the_two_terms_apart() {
+        // Σ ℓ_n (or Σ ℓ_n / W) and PyTorch's term-by-term (1−ε)·Σ nll + (ε/C)·Σ smooth agree
+        // to rounding wherever W ≠ 0.
+        let mut rng = Rng::new(23);
+        let x = rng.randn(&[6, 5]);
+        let t = idx(&[0, 4, -100, 2, 2, 1]);
+        let w = rng.uniform_tensor(&[5], 0.2, 2.0);
+        let t = CeTarget::Indices(t.view());
+        let none = ce(&x, &t, Some(&w), -100, 0.3, Reduction::None, false);
+        let total: f64 = none.loss.iter().sum();
+        let wsum: f64 = [0usize, 4, 2, 2, 1].iter().map(|&c| w[[c]]).sum();
+        let sum = ce(&x, &t, Some(&w), -100, 0.3, Reduction::Sum, false);
+        assert_close("sum", &[sum.loss[[]]], &[total], 1e-14, 0.0);
+        let mean = ce(&x, &t, Some(&w), -100, 0.3, Reduction::Mean, false);
+        assert_close("mean", &[mean.loss[[]]], &[total / wsum], 1e-14, 0.0);
     }
 
     #[test]
