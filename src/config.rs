@@ -29,6 +29,18 @@ pub struct Config {
     #[arg(long, env = "LOSSD_MAX_BATCH_JOBS", default_value_t = 1024)]
     pub max_batch_jobs: usize,
 
+    /// Longest custom-loss expression, in characters (past it: 422 invalid_expression).
+    #[arg(long, env = "LOSSD_MAX_EXPRESSION_CHARS", default_value_t = crate::custom::MAX_EXPRESSION_CHARS)]
+    pub max_expression_chars: usize,
+
+    /// Most syntax nodes in one custom-loss expression (past it: 422 invalid_expression).
+    #[arg(long, env = "LOSSD_MAX_EXPRESSION_NODES", default_value_t = crate::custom::MAX_EXPRESSION_NODES)]
+    pub max_expression_nodes: usize,
+
+    /// Deepest nesting of one custom-loss expression (past it: 422 invalid_expression).
+    #[arg(long, env = "LOSSD_MAX_EXPRESSION_DEPTH", default_value_t = crate::custom::MAX_EXPRESSION_DEPTH)]
+    pub max_expression_depth: usize,
+
     /// Most requests waiting for a compute worker (past it: 503 overloaded).
     #[arg(long, env = "LOSSD_QUEUE_CAPACITY", default_value_t = 256)]
     pub queue_capacity: usize,
@@ -110,6 +122,15 @@ impl Config {
     /// The body read timeout.
     pub fn body_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.body_timeout)
+    }
+
+    /// The limits custom-loss expressions are parsed under.
+    pub fn expression_limits(&self) -> crate::custom::Limits {
+        crate::custom::Limits {
+            max_chars: self.max_expression_chars,
+            max_nodes: self.max_expression_nodes,
+            max_depth: self.max_expression_depth,
+        }
     }
 
     /// The number of compute workers.

@@ -199,6 +199,10 @@ pub fn document() -> utoipa::openapi::OpenApi {
             Category::RankingAndEmbedding.tag(),
             "Margin ranking, hinge, cosine and triplet losses.",
         ),
+        tag(
+            "custom",
+            "A loss written as an expression over tensors, with gradients; calls the built-in losses.",
+        ),
         tag("batch", "Many loss jobs in one request."),
         tag(
             "catalog",

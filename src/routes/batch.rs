@@ -58,9 +58,12 @@ pub async fn batch(
     let deadline = state.pool.deadline();
     let budget = state.budget();
     let max_jobs = state.config.max_batch_jobs;
+    let limits = state.config.expression_limits();
     let prepared = state
         .pool
-        .run_until(deadline, true, move || prepare(&bytes, budget, max_jobs))
+        .run_until(deadline, true, move || {
+            prepare(&bytes, budget, max_jobs, &limits)
+        })
         .await?;
     let tasks: Vec<_> = prepared
         .into_iter()
@@ -111,12 +114,13 @@ pub fn prepare(
     body: &[u8],
     mut budget: Budget,
     max_jobs: usize,
+    limits: &crate::custom::Limits,
 ) -> Result<Vec<Result<Job, ApiError>>, ApiError> {
     let limit = budget.elements;
     let jobs = parse_jobs(body, max_jobs)?;
     let mut prepared = Vec::with_capacity(jobs.len());
     for (i, raw) in jobs.iter().enumerate() {
-        match prepare_job(raw.get().as_bytes(), &mut budget) {
+        match prepare_job(raw.get().as_bytes(), &mut budget, limits) {
             Err(e) if e.code == Code::PayloadTooLarge => {
                 return Err(ApiError::new(
                     Code::PayloadTooLarge,
@@ -136,7 +140,11 @@ pub fn prepare(
 }
 
 /// Decodes one job: its `loss` names the request type the rest of it decodes into.
-fn prepare_job(job: &[u8], budget: &mut Budget) -> Result<Job, ApiError> {
+fn prepare_job(
+    job: &[u8],
+    budget: &mut Budget,
+    limits: &crate::custom::Limits,
+) -> Result<Job, ApiError> {
     #[derive(serde::Deserialize)]
     struct Head {
         loss: Option<String>,
@@ -153,6 +161,9 @@ fn prepare_job(job: &[u8], budget: &mut Budget) -> Result<Job, ApiError> {
             "missing field `loss`: each job names the loss to compute",
         )
     })?;
+    if name == "custom" {
+        return crate::custom::prepare_job(job, budget, limits);
+    }
     let entry = losses::find(&name).ok_or_else(|| unknown_loss(&name).at("/loss"))?;
     (entry.prepare)(job, budget, Some("loss"))
 }

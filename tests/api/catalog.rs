@@ -11,9 +11,16 @@ async fn the_catalog_lists_every_registered_loss_with_its_arguments_and_options(
     assert_eq!(r.status, 200);
     let all = r.json();
     let losses = all["losses"].as_array().unwrap();
-    assert_eq!(losses.len(), lossd::losses::registry().len());
+    // Every registered loss, and the custom-expression route.
+    assert_eq!(losses.len(), lossd::losses::registry().len() + 1);
+    assert!(losses.iter().any(|e| e["name"] == "custom"));
     for e in losses {
         let name = e["name"].as_str().unwrap();
+        if name == "custom" {
+            let one = app.get("/v1/losses/custom").await;
+            assert_eq!(one.json(), *e);
+            continue;
+        }
         assert_eq!(e["route"], format!("/v1/losses/{name}"));
         assert_eq!(e["functional"], format!("torch.nn.functional.{name}"));
         for key in ["module", "category", "summary", "formula"] {

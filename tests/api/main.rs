@@ -3,6 +3,7 @@
 mod batch;
 mod catalog;
 mod conformance;
+mod custom;
 mod encodings;
 mod errors;
 mod helpers;
