@@ -1,5 +1,7 @@
 //! `huber_loss` (`nn.HuberLoss`), LOSSES.md §2.3.
 
+use std::hint::select_unpredictable;
+
 use ndarray::ArrayViewD;
 
 use super::{WeightedMean, distance_loss};
@@ -33,19 +35,10 @@ pub fn huber_loss<T: Real>(
         grad,
         WeightedMean::Count,
         |d| {
+            // Both branches computed and one selected: no branch in the loop, so it vectorises.
             let z = d.abs();
-            let l = if z < dl {
-                half * z * z
-            } else {
-                dl * (z - half * dl)
-            };
-            let g = if d < -dl {
-                -dl
-            } else if d > dl {
-                dl
-            } else {
-                d
-            };
+            let l = select_unpredictable(z < dl, half * z * z, dl * (z - half * dl));
+            let g = select_unpredictable(d < -dl, -dl, select_unpredictable(d > dl, dl, d));
             (l, g)
         },
     )

@@ -1,5 +1,7 @@
 //! `smooth_l1_loss` (`nn.SmoothL1Loss`), LOSSES.md §2.4.
 
+use std::hint::select_unpredictable;
+
 use ndarray::ArrayViewD;
 
 use super::{WeightedMean, distance_loss, sign};
@@ -43,20 +45,15 @@ pub fn smooth_l1_loss<T: Real>(
         grad,
         WeightedMean::Count,
         |d| {
+            // Both branches computed and one selected: no branch in the loop, so it vectorises.
             let z = d.abs();
-            let l = if z < b {
-                half * z * z / b
-            } else {
-                z - half * b
-            };
+            let l = select_unpredictable(z < b, half * z * z / b, z - half * b);
             // ATen's backward branches on d itself: exactly ±1 at |d| = β.
-            let g = if d < -b {
-                -T::one()
-            } else if d > b {
-                T::one()
-            } else {
-                d / b
-            };
+            let g = select_unpredictable(
+                d < -b,
+                -T::one(),
+                select_unpredictable(d > b, T::one(), d / b),
+            );
             (l, g)
         },
     )
