@@ -615,6 +615,21 @@ fn decode_base64(text: &str, n: usize, dtype: Dtype) -> Result<Data, String> {
         let mut v = vec![T::default(); n];
         let out: &mut [u8] = bytemuck::cast_slice_mut(&mut v);
         let want = out.len();
+        // The decoder writes as many bytes as the text's length and padding say, and panics
+        // when they do not fit: a text of the right length with too little padding
+        // (`...wA=}` where `...wA==` belongs) would say 66 bytes for 64 (found by fuzzing).
+        let pad = text
+            .bytes()
+            .rev()
+            .take(2)
+            .take_while(|&b| b == b'=')
+            .count();
+        let said = (text.len() / 4 * 3).saturating_sub(pad);
+        if said != want {
+            return Err(format!(
+                "base64 text decodes to {said} bytes (its padding is wrong) but {n} elements need {want}"
+            ));
+        }
         let got = base64_simd::STANDARD
             .decode(text.as_bytes(), base64_simd::Out::from_slice(out))
             .map_err(|_| "invalid base64 (standard alphabet, with padding)".to_string())?
@@ -814,6 +829,38 @@ mod tests {
         );
         assert!(decode(r#"{"shape": [2], "dtype": "float64", "base64": "!!!"}"#).is_err());
         assert!(decode(r#"{"shape": [3], "data": [1, 2]}"#).is_err());
+    }
+
+    /// The fuzzer's reproducer (`fuzz/` target `tensor_decode`): a text of the right length
+    /// whose padding is short made the base64 decoder panic.
+    #[test]
+    fn base64_with_wrong_padding_is_refused_not_a_panic() {
+        let crash = r#"{"shape":[2,2,2],"dtype":"float64","base64":"TfOOU3Qk9j/BqKROQBPwv/jCZKpgVOI'L9VokGB2z0+xUGuaw5dDwFK4HoXrUcg/cF8HzhlR8b+OdXEbDeAAwA=}"}"#;
+        assert!(decode(crash).unwrap_err().contains("padding"));
+        // Every element count and dtype, with the padding dropped, changed or doubled.
+        for dtype in ["float64", "float32", "int64"] {
+            for n in 0..12usize {
+                let bytes = n * if dtype.ends_with("64") { 8 } else { 4 };
+                let len = bytes.div_ceil(3) * 4;
+                let pad = (3 - bytes % 3) % 3;
+                let good = format!("{}{}", "A".repeat(len - pad), "=".repeat(pad));
+                let body =
+                    |b64: &str| format!(r#"{{"shape":[{n}],"dtype":"{dtype}","base64":"{b64}"}}"#);
+                if let Err(e) = decode(&body(&good)) {
+                    panic!("{dtype} {n}: {e}");
+                }
+                for bad in [
+                    "A".repeat(len),
+                    format!("{}=A", "A".repeat(len.saturating_sub(2))),
+                    format!("{}==", "A".repeat(len.saturating_sub(2))),
+                    format!("{}}}", "A".repeat(len.saturating_sub(1))),
+                ] {
+                    if bad.len() == len && bad != good {
+                        assert!(decode(&body(&bad)).is_err(), "{dtype} {n} {bad}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

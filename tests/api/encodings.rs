@@ -117,3 +117,30 @@ async fn integers_are_accepted_for_float_tensors() {
         .json();
     assert_eq!(r["loss"], json!(0.5));
 }
+
+/// The fuzzer's reproducer through HTTP: base64 of the right length with short padding was a
+/// panic in the decoder (a 500); it is a 422 pointing at the tensor, and the server goes on.
+#[tokio::test]
+async fn base64_with_short_padding_is_a_422() {
+    let app = spawn_app().await;
+    let x = json!({"shape": [2, 2, 2], "dtype": "float64",
+                   "base64": "TfOOU3Qk9j/BqKROQBPwv/jCZKpgVOI'L9VokGB2z0+xUGuaw5dDwFK4HoXrUcg/cF8HzhlR8b+OdXEbDeAAwA=}"});
+    let p = app
+        .loss("mse_loss", &json!({"input": x, "target": x}))
+        .await
+        .problem(422, "invalid_tensor");
+    assert_eq!(p["pointer"], "/input");
+    // One element short of padding, for each dtype.
+    for (dtype, shape) in [("float64", 1), ("float32", 1), ("float32", 2)] {
+        let bytes: usize = shape * if dtype == "float64" { 8 } else { 4 };
+        let text = "A".repeat(bytes.div_ceil(3) * 4);
+        let t = json!({"shape": [shape], "dtype": dtype, "base64": text});
+        app.loss("l1_loss", &json!({"input": t, "target": t}))
+            .await
+            .problem(422, "invalid_tensor");
+    }
+    let ok = app
+        .loss("l1_loss", &json!({"input": [1.0], "target": [0.0]}))
+        .await;
+    assert_eq!(ok.json()["loss"], 1.0);
+}
