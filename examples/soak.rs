@@ -6,8 +6,9 @@
 //!
 //! Arguments: the lossd binary, the duration in seconds (default 30) and the number of
 //! concurrent clients (default 32). It starts the binary on a free port, drives it with a mix
-//! of every loss — the PyTorch cases of `tests/fixtures/` (valid and invalid requests, every
-//! option), plus batches and malformed bodies — for the given time, and checks every answer
+//! of every loss and custom expressions — the PyTorch cases of `tests/fixtures/` (valid and
+//! invalid requests, every option), plus batches and malformed bodies — for the given time,
+//! and checks every answer
 //! against PyTorch's expected values. It prints requests, statuses, latency percentiles and
 //! the server's RSS over time, and exits non-zero on any 5xx other than 503, any wrong answer,
 //! or RSS growth after warm-up. Bounded in time and in count; stops by itself.
@@ -45,12 +46,14 @@ fn cases() -> Vec<Case> {
     for text in [
         include_str!("../tests/fixtures/pytorch-cases.jsonl"),
         include_str!("../tests/fixtures/torch-extra.jsonl"),
+        include_str!("../tests/fixtures/custom-cases.jsonl"),
     ] {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let c: Value = serde_json::from_str(line).expect("fixture line");
             out.push(Case {
                 id: c["id"].as_str().unwrap_or("?").to_string(),
-                path: format!("/v1/losses/{}", c["loss"].as_str().unwrap_or("")),
+                // The custom-expression cases have no `loss`: their route is `custom`.
+                path: format!("/v1/losses/{}", c["loss"].as_str().unwrap_or("custom")),
                 body: serde_json::to_vec(&c["body"]).expect("serializes"),
                 content_type: "application/json",
                 check: Expect::Torch(
