@@ -8,10 +8,9 @@
 //! concurrent clients (default 32). It starts the binary on a free port, drives it with a mix
 //! of every loss and custom expressions — the PyTorch cases of `tests/fixtures/` (valid and
 //! invalid requests, every option), plus batches and malformed bodies — for the given time,
-//! and checks every answer
-//! against PyTorch's expected values. It prints requests, statuses, latency percentiles and
-//! the server's RSS over time, and exits non-zero on any 5xx other than 503, any wrong answer,
-//! or RSS growth after warm-up. Bounded in time and in count; stops by itself.
+//! and checks every answer against PyTorch's expected values. It prints requests, statuses,
+//! latency percentiles and the server's RSS over time, and exits non-zero on any 5xx other
+//! than 503, any wrong answer, or RSS growth after warm-up. Bounded in time and in count; stops by itself.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
