@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzz lossd for a bounded time per target (default 60 s): the tensor decoder, whole loss
-# requests through the real request types and kernels, and batch bodies. Seeds come from the
+# requests through the real request types and kernels, batch bodies, and custom-loss
+# expressions (parser, shape checks, evaluation and gradients). Seeds come from the
 # PyTorch cases in tests/fixtures. Any crash, panic, timeout or out-of-memory fails (libFuzzer
 # exits non-zero and leaves the input in fuzz/artifacts/<target>/).
 #
@@ -14,7 +15,7 @@ export RUSTC_BOOTSTRAP=1
 
 python3 scripts/fuzz_seeds.py fuzz/corpus
 cargo fuzz build -O --sanitizer none
-for target in tensor_decode loss_request batch; do
+for target in tensor_decode loss_request batch custom; do
   echo "=== fuzz $target for ${seconds}s"
   mkdir -p "fuzz/artifacts/$target"
   cargo fuzz run -O --sanitizer none "$target" "fuzz/corpus/$target" -- \

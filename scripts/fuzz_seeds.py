@@ -32,6 +32,17 @@ for c in cases:
     for key, value in c["body"].items():
         if isinstance(value, (list, dict)):
             put("tensor_decode", json.dumps(value, separators=(",", ":")).encode())
+# Custom-expression bodies, and some hostile expressions, for the `custom` target and batches.
+with open(os.path.join(root, "tests", "fixtures", "custom-cases.jsonl")) as f:
+    custom = [json.loads(line) for line in f if line.strip()]
+for c in custom:
+    put("custom", json.dumps(c["body"], separators=(",", ":")).encode())
+for expr in ["(" * 200 + "x" + ")" * 200, "x" + " + x" * 300, "sum(x, dim=5)", "huber_loss(x)",
+             "mse_loss(x, x, reduction='none', weight=x) ^ -0.5", "where(x > 0, x, 1 / x)",
+             "log_softmax(x, -1) * softmax(x, 0)", "logsumexp(x, dim=0, keepdim=True) - max(x, 0)"]:
+    body = {"expression": expr, "tensors": {"x": [[1.0, -2.0, 0.0], [3.0, 0.5, -1e308]]}, "grad": ["x"]}
+    put("custom", json.dumps(body, separators=(",", ":")).encode())
+put("batch", json.dumps({"jobs": [dict(c["body"], loss="custom") for c in custom[:4]]}).encode())
 for i in range(0, len(cases), 4):
     jobs = [dict(c["body"], loss=c["loss"]) for c in cases[i : i + 4]]
     data = json.dumps({"jobs": jobs}, separators=(",", ":")).encode()
