@@ -102,22 +102,10 @@ impl Pool {
         R: Send + 'static,
         F: FnOnce() -> Result<R, ApiError> + Send + 'static,
     {
-        let permit = {
-            let (_waiting, before) = Count::new(&self.gauges, |g| &g.queued);
-            if admit && before >= self.queue {
-                return Err(ApiError::new(
-                    Code::Overloaded,
-                    format!(
-                        "the compute queue is full ({} requests waiting); retry after a second",
-                        self.queue
-                    ),
-                ));
-            }
-            match timeout_at(deadline, self.permits.clone().acquire_owned()).await {
-                Ok(Ok(p)) => p,
-                Ok(Err(_closed)) => return Err(ApiError::internal("the compute pool is closed")),
-                Err(_) => return Err(self.timed_out()),
-            }
+        // A free worker is taken at once, with no queue accounting and no timer.
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => self.wait_for_permit(deadline, admit).await?,
         };
         let cancel = Arc::new(AtomicBool::new(false));
         let flag = cancel.clone();
@@ -138,6 +126,30 @@ impl Pool {
                 cancel.store(true, Ordering::SeqCst);
                 Err(self.timed_out())
             }
+        }
+    }
+
+    /// Waits in the queue for a worker permit, until the deadline; refuses when the queue is
+    /// full (for admitted requests).
+    async fn wait_for_permit(
+        &self,
+        deadline: Instant,
+        admit: bool,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        let (_waiting, before) = Count::new(&self.gauges, |g| &g.queued);
+        if admit && before >= self.queue {
+            return Err(ApiError::new(
+                Code::Overloaded,
+                format!(
+                    "the compute queue is full ({} requests waiting); retry after a second",
+                    self.queue
+                ),
+            ));
+        }
+        match timeout_at(deadline, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(_closed)) => Err(ApiError::internal("the compute pool is closed")),
+            Err(_) => Err(self.timed_out()),
         }
     }
 

@@ -182,29 +182,42 @@ fn pass<T: Real, const KEEP: bool, const GRAD: bool, const W: bool>(
     let losses = if KEEP { &mut losses[..n] } else { losses };
     let dx = if GRAD { &mut dx[..n] } else { dx };
     let raw = if GRAD && W { &mut raw[..n] } else { raw };
+    // Blocks of 512: first the element-wise loop (no reduction in it, so the loop vectoriser
+    // takes it, selects and all), then the block's losses summed into the eight lanes. The
+    // block length is a multiple of 8, so element `i` still goes to lane `i mod 8`.
+    const BLOCK: usize = 512;
     let mut lanes = [0.0f64; 8];
-    let mut one = |i: usize, lane: &mut f64| {
-        let (l, g) = f(x[i] - y[i]);
-        let (wl, wg) = if W { (w[i] * l, w[i] * g) } else { (l, g) };
-        *lane += wl.f64();
-        if KEEP {
-            losses[i] = wl;
-        }
-        if GRAD {
-            dx[i] = wg;
-            if W {
-                raw[i] = l;
+    let mut buf = [T::zero(); BLOCK];
+    for start in (0..n).step_by(BLOCK) {
+        let end = (start + BLOCK).min(n);
+        let len = end - start;
+        let (xs, ys) = (&x[start..end], &y[start..end]);
+        let ws = if W { &w[start..end] } else { &w[..0] };
+        let block = &mut buf[..len];
+        for k in 0..len {
+            let (l, g) = f(xs[k] - ys[k]);
+            let (wl, wg) = if W { (ws[k] * l, ws[k] * g) } else { (l, g) };
+            block[k] = wl;
+            if GRAD {
+                dx[start + k] = wg;
+                if W {
+                    raw[start + k] = l;
+                }
             }
         }
-    };
-    let full = n - n % 8;
-    for base in (0..full).step_by(8) {
-        for (k, lane) in lanes.iter_mut().enumerate() {
-            one(base + k, lane);
+        if KEEP {
+            losses[start..end].copy_from_slice(block);
         }
-    }
-    for (k, lane) in lanes.iter_mut().enumerate().take(n - full) {
-        one(full + k, lane);
+        let chunks = block.chunks_exact(8);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for (lane, v) in lanes.iter_mut().zip(c) {
+                *lane += v.f64();
+            }
+        }
+        for (lane, v) in lanes.iter_mut().zip(rest) {
+            *lane += v.f64();
+        }
     }
     ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
         + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
