@@ -114,7 +114,7 @@ impl Metrics {
     }
 }
 
-/// The label for the loss a request is about: its registered name, `batch`, `unknown` for an
+/// The label for the loss a request is about: its registered name, `custom`, `batch`, `unknown` for an
 /// unregistered name (so clients cannot grow the label set), or empty for other routes.
 fn loss_label(req: &Request, route: &str) -> String {
     match route {
@@ -127,6 +127,7 @@ fn loss_label(req: &Request, route: &str) -> String {
             }
         }
         "/v1/batch" => "batch".to_string(),
+        "/v1/losses/custom" if req.method() == Method::POST => "custom".to_string(),
         _ => String::new(),
     }
 }

@@ -48,6 +48,11 @@ async fn metrics_count_requests_by_loss_and_rejections_by_reason() {
         &json!({"input": [1, 2, 3], "target": [1, 2, 3]}),
     )
     .await;
+    app.post_json(
+        "/v1/losses/custom",
+        &json!({"expression": "sum(x)", "tensors": {"x": [1.0]}}),
+    )
+    .await;
     let r = app.get("/metrics").await;
     assert_eq!(r.status, 200);
     assert!(r.content_type.starts_with("text/plain"));
@@ -55,6 +60,7 @@ async fn metrics_count_requests_by_loss_and_rejections_by_reason() {
     for needle in [
         r#"lossd_requests_total{route="/v1/losses/{name}",loss="mse_loss",status="200"}"#,
         r#"lossd_request_duration_seconds_bucket{loss="mse_loss""#,
+        r#"lossd_requests_total{route="/v1/losses/custom",loss="custom",status="200"}"#,
         r#"lossd_rejected_total{reason="payload_too_large"}"#,
         "lossd_elements_total",
         "lossd_queue_depth",
