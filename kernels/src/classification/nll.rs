@@ -258,31 +258,59 @@ pub fn nll_loss<T: Real>(
         Vec::new()
     };
     let mut total = Sum8::new();
-    for (pos, &t) in checked.targets.iter().enumerate() {
-        if pos % 4096 == 0 {
+    // Blocks of positions: first each position's address (counters, no division), then a
+    // loop that only loads (so many cache misses are in flight at once: at 1e7 elements each
+    // target entry sits on its own cache line), then the losses in position order.
+    const BLOCK: usize = 256;
+    const IGNORED: usize = usize::MAX;
+    let mut at = [0usize; BLOCK];
+    let mut vals = [T::zero(); BLOCK];
+    let (mut base, mut sp) = (0usize, 0usize);
+    let targets = &checked.targets[..];
+    for (b, start) in (0..positions).step_by(BLOCK).enumerate() {
+        if b % 16 == 0 {
             crate::cancel::checkpoint()?;
         }
-        if t == ignore_index {
-            if keep {
-                losses.push(T::zero());
+        let ts = &targets[start..(start + BLOCK).min(positions)];
+        let len = ts.len();
+        for (a, &t) in at.iter_mut().zip(ts) {
+            *a = if t == ignore_index {
+                IGNORED
+            } else {
+                base + t as usize * s + sp
+            };
+            sp += 1;
+            if sp == s {
+                sp = 0;
+                base += c * s;
             }
-            continue;
         }
-        let t = t as usize;
-        let (n, sp) = (pos / s, pos % s);
-        let at = n * c * s + t * s + sp;
-        let l = match w {
-            Some(w) => -w[t] * x[at],
-            None => -x[at],
-        };
-        total.add(l.f64());
-        if keep {
-            losses.push(l);
+        for (v, &a) in vals.iter_mut().zip(&at[..len]) {
+            if a != IGNORED {
+                *v = x[a];
+            }
         }
-        if grad {
-            // PyTorch scales first, then weights: 0 · (−1/0) = NaN when Σw = 0.
-            let wt = w.map_or(T::one(), |w| w[t]);
-            dx[at] = wt * -g_hat;
+        for k in 0..len {
+            if at[k] == IGNORED {
+                if keep {
+                    losses.push(T::zero());
+                }
+                continue;
+            }
+            let t = ts[k] as usize;
+            let l = match w {
+                Some(w) => -w[t] * vals[k],
+                None => -vals[k],
+            };
+            total.add(l.f64());
+            if keep {
+                losses.push(l);
+            }
+            if grad {
+                // PyTorch scales first, then weights: 0 · (−1/0) = NaN when Σw = 0.
+                let wt = w.map_or(T::one(), |w| w[t]);
+                dx[at[k]] = wt * -g_hat;
+            }
         }
     }
     let loss = match reduction {
