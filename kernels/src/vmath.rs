@@ -46,20 +46,21 @@ pub fn exp_f64(x: f64) -> f64 {
     let t = xc * LOG2E_64 + SHIFT_64;
     let kf = t - SHIFT_64;
     let r = (xc - kf * LN2_HI_64) - kf * LN2_LO_64;
-    // e^r = 1 + r + r²·(1/2 + r/6 + … + r^11/13!).
-    let mut p = 1.0 / 6_227_020_800.0;
-    p = p * r + 1.0 / 479_001_600.0;
-    p = p * r + 1.0 / 39_916_800.0;
-    p = p * r + 1.0 / 3_628_800.0;
-    p = p * r + 1.0 / 362_880.0;
-    p = p * r + 1.0 / 40_320.0;
-    p = p * r + 1.0 / 5_040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    let er = 1.0 + (r + (r * r) * p);
+    // e^r = 1 + r + r²·p(r), p(r) = 1/2 + r/6 + … + r^11/13!, by Estrin's scheme (a short
+    // dependency chain: Horner's would leave the vectorised loop latency-bound).
+    let r2 = r * r;
+    let r4 = r2 * r2;
+    let a0 = 0.5 + r * (1.0 / 6.0);
+    let a1 = 1.0 / 24.0 + r * (1.0 / 120.0);
+    let a2 = 1.0 / 720.0 + r * (1.0 / 5_040.0);
+    let a3 = 1.0 / 40_320.0 + r * (1.0 / 362_880.0);
+    let a4 = 1.0 / 3_628_800.0 + r * (1.0 / 39_916_800.0);
+    let a5 = 1.0 / 479_001_600.0 + r * (1.0 / 6_227_020_800.0);
+    let b0 = a0 + r2 * a1;
+    let b1 = a2 + r2 * a3;
+    let b2 = a4 + r2 * a5;
+    let p = (b0 + r4 * b1) + (r4 * r4) * b2;
+    let er = 1.0 + (r + r2 * p);
     // k + 2046 from the low bits of t (k ∈ [-1077, 1025], so this is positive), split in two
     // biased exponents e1 + e2 = k + 2046, each in the normal range.
     let s = t
@@ -151,13 +152,13 @@ pub fn exp_f32(x: f32) -> f32 {
     let t = xc * LOG2E_32 + SHIFT_32;
     let kf = t - SHIFT_32;
     let r = (xc - kf * LN2_HI_32) - kf * LN2_LO_32;
-    let mut p = 1.0 / 5_040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    let er = 1.0 + (r + (r * r) * p);
+    // p(r) = 1/2 + r/6 + … + r^5/7! (Estrin).
+    let r2 = r * r;
+    let a0 = 0.5 + r * (1.0 / 6.0);
+    let a1 = 1.0 / 24.0 + r * (1.0 / 120.0);
+    let a2 = 1.0 / 720.0 + r * (1.0 / 5_040.0);
+    let p = a0 + r2 * (a1 + r2 * a2);
+    let er = 1.0 + (r + r2 * p);
     // k ∈ [-151, 129]: k + 254 > 0, split into two normal biased exponents.
     let s = t
         .to_bits()
@@ -292,8 +293,9 @@ pub fn has_avx2() -> bool {
 
 /// Runs `f` compiled for AVX2 when the CPU has it, else as built (SSE2 on x86_64).
 ///
-/// `f` should be a closure that only calls an `#[inline(always)]` function holding the
-/// loops: that function is then inlined into, and vectorised for, the AVX2 wrapper. Both
+/// `f` should be an `#[inline(always)]` closure (see [`vectorised!`]) calling an
+/// `#[inline(always)]` function that holds the loops: both are then inlined into, and
+/// vectorised for, the AVX2 wrapper. Both
 /// paths perform the same IEEE operations in the same order (no FMA is enabled), so their
 /// results are bit-identical.
 #[inline(always)]
@@ -319,24 +321,37 @@ pub fn dispatch_with<R>(avx2: bool, f: impl FnOnce() -> R) -> R {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[inline]
+#[inline(never)]
 unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Evaluates an expression through [`dispatch`], as an `#[inline(always)]` closure so that
+/// the expression (typically a call of an `#[inline(always)]` function holding the loops) is
+/// compiled inside the AVX2 wrapper whatever the inliner's size heuristics say.
+macro_rules! vectorised {
+    ($e:expr) => {
+        $crate::vmath::dispatch(
+            #[inline(always)]
+            || $e,
+        )
+    };
+}
+pub(crate) use vectorised;
+
 /// `out[i] = e^{x[i]}`, vectorised (dispatched).
 pub fn exp_slice<T: Real>(x: &[T], out: &mut [T]) {
-    dispatch(|| map_into(x, out, T::vexp))
+    vectorised!(map_into(x, out, T::vexp))
 }
 
 /// `out[i] = ln(x[i])`, vectorised (dispatched).
 pub fn ln_slice<T: Real>(x: &[T], out: &mut [T]) {
-    dispatch(|| map_into(x, out, T::vln))
+    vectorised!(map_into(x, out, T::vln))
 }
 
 /// `out[i] = ln(1 + x[i])`, vectorised (dispatched).
 pub fn ln_1p_slice<T: Real>(x: &[T], out: &mut [T]) {
-    dispatch(|| map_into(x, out, T::vln_1p))
+    vectorised!(map_into(x, out, T::vln_1p))
 }
 
 #[inline(always)]

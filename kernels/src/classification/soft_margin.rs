@@ -8,26 +8,16 @@ use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use crate::broadcast::expands_to;
 use crate::error::fmt_shape;
-use crate::reduction::{Sum8, mean};
+use crate::reduction::{BLOCK, add_to_lanes, lanes_total, mean};
 use crate::regression::contiguous;
+use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
 
-/// `log(1 + exp(z))` without overflow.
-#[inline(always)]
-pub(crate) fn softplus<T: Real>(z: T) -> T {
-    z.max(T::zero()) + (-z.abs()).exp().ln_1p()
-}
+/// `log(1 + exp(z))` without overflow (vectorisable, see [`crate::vmath::softplus`]).
+pub(crate) use crate::vmath::softplus;
 
-/// `1 / (1 + exp(−z))` without overflow.
-#[inline(always)]
-pub(crate) fn sigmoid<T: Real>(z: T) -> T {
-    if z >= T::zero() {
-        T::one() / (T::one() + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (T::one() + e)
-    }
-}
+/// `1 / (1 + exp(−z))` without overflow (vectorisable, see [`crate::vmath::sigmoid`]).
+pub(crate) use crate::vmath::sigmoid;
 
 /// `F.soft_margin_loss(input, target, reduction)`.
 ///
@@ -54,24 +44,19 @@ pub fn soft_margin_loss<T: Real>(
     let x = contiguous(&input, &shape);
     let y = contiguous(&target, &shape);
     let keep = reduction == Reduction::None;
-    let mut losses = Vec::with_capacity(if keep { n } else { 0 });
-    let mut dx = Vec::with_capacity(if grad { n } else { 0 });
-    let mut total = Sum8::new();
-    for i in 0..n {
-        let z = -y[i] * x[i];
-        let l = softplus(z);
-        total.add(l.f64());
-        if keep {
-            losses.push(l);
-        }
-        if grad {
-            dx.push(-y[i] * sigmoid(z));
-        }
-    }
+    let mut losses = if keep { vec![T::zero(); n] } else { Vec::new() };
+    let mut dx = if grad { vec![T::zero(); n] } else { Vec::new() };
+    let (l, d) = (&mut losses[..], &mut dx[..]);
+    let total = vectorised!(match (keep, grad) {
+        (false, false) => pass::<T, false, false>(&x, &y, l, d),
+        (false, true) => pass::<T, false, true>(&x, &y, l, d),
+        (true, false) => pass::<T, true, false>(&x, &y, l, d),
+        (true, true) => pass::<T, true, true>(&x, &y, l, d),
+    });
     let loss = match reduction {
         Reduction::None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
-        Reduction::Sum => ndarray::arr0(T::of(total.total())).into_dyn(),
-        Reduction::Mean => ndarray::arr0(T::of(mean(total.total(), n))).into_dyn(),
+        Reduction::Sum => ndarray::arr0(T::of(total)).into_dyn(),
+        Reduction::Mean => ndarray::arr0(T::of(mean(total, n))).into_dyn(),
     };
     let mut out = LossOutput::new(loss);
     if grad {
@@ -85,6 +70,43 @@ pub fn soft_margin_loss<T: Real>(
         ));
     }
     Ok(out)
+}
+
+/// The pass over the elements, in blocks of [`BLOCK`]: `ℓ = softplus(−y·x)` and, when
+/// `GRAD`, `−y·σ(−y·x)` element-wise (vectorised), then the block's losses added to the
+/// eight lanes (element `i` to lane `i mod 8`, the order of [`crate::reduction::Sum8`]).
+/// Returns `Σ ℓ`; fills `losses` when `KEEP` and `dx` when `GRAD`.
+#[inline(always)]
+fn pass<T: Real, const KEEP: bool, const GRAD: bool>(
+    x: &[T],
+    y: &[T],
+    losses: &mut [T],
+    dx: &mut [T],
+) -> f64 {
+    let n = x.len();
+    let y = &y[..n];
+    let losses = if KEEP { &mut losses[..n] } else { losses };
+    let dx = if GRAD { &mut dx[..n] } else { dx };
+    let mut lanes = [0.0f64; 8];
+    let mut buf = [T::zero(); BLOCK];
+    for start in (0..n).step_by(BLOCK) {
+        let end = (start + BLOCK).min(n);
+        let (xs, ys) = (&x[start..end], &y[start..end]);
+        let block = &mut buf[..end - start];
+        for ((l, &xv), &yv) in block.iter_mut().zip(xs).zip(ys) {
+            *l = softplus(-yv * xv);
+        }
+        if GRAD {
+            for ((g, &xv), &yv) in dx[start..end].iter_mut().zip(xs).zip(ys) {
+                *g = -yv * sigmoid(-yv * xv);
+            }
+        }
+        if KEEP {
+            losses[start..end].copy_from_slice(block);
+        }
+        add_to_lanes(&mut lanes, block);
+    }
+    lanes_total(&lanes)
 }
 
 #[cfg(test)]

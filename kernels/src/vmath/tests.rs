@@ -394,9 +394,21 @@ fn avx2_and_baseline_paths_are_bit_identical() {
             vec![T::zero(); x.len()],
         ];
         let [a, b, c] = &mut out;
-        dispatch_with(avx2, || map_into(x, a, T::vexp));
-        dispatch_with(avx2, || map_into(x, b, T::vln));
-        dispatch_with(avx2, || map_into(x, c, T::vln_1p));
+        dispatch_with(
+            avx2,
+            #[inline(always)]
+            || map_into(x, a, T::vexp),
+        );
+        dispatch_with(
+            avx2,
+            #[inline(always)]
+            || map_into(x, b, T::vln),
+        );
+        dispatch_with(
+            avx2,
+            #[inline(always)]
+            || map_into(x, c, T::vln_1p),
+        );
         out
     }
     let bits64 = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
