@@ -163,4 +163,38 @@ mod tests {
             });
         }
     }
+
+    /// The AVX2-compiled pass gives the same bits as the baseline one (loss sum, losses and
+    /// gradients), f32 and f64, over a length that is not a multiple of the block.
+    #[test]
+    fn avx2_and_baseline_passes_are_bit_identical() {
+        fn run<T: Real>(x: &[T], y: &[T], avx2: bool) -> (u64, Vec<T>, Vec<T>) {
+            let n = x.len();
+            let (mut l, mut d) = (vec![T::zero(); n], vec![T::zero(); n]);
+            let t = crate::vmath::dispatch_with(
+                avx2,
+                #[inline(always)]
+                || pass::<T, true, true>(x, y, &mut l, &mut d),
+            );
+            (t.to_bits(), l, d)
+        }
+        let mut rng = Rng::new(17);
+        let n = 3 * BLOCK + 77;
+        let x: Vec<f64> = (0..n).map(|_| rng.range(-200.0, 200.0)).collect();
+        let y: Vec<f64> = (0..n).map(|_| rng.range(-2.0, 2.0)).collect();
+        let (a, b) = (run(&x, &y, true), run(&x, &y, false));
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(a.0, b.0);
+        assert_eq!(bits(&a.1), bits(&b.1));
+        assert_eq!(bits(&a.2), bits(&b.2));
+        let (x, y): (Vec<f32>, Vec<f32>) = (
+            x.iter().map(|&v| v as f32).collect(),
+            y.iter().map(|&v| v as f32).collect(),
+        );
+        let (a, b) = (run(&x, &y, true), run(&x, &y, false));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(a.0, b.0);
+        assert_eq!(bits(&a.1), bits(&b.1));
+        assert_eq!(bits(&a.2), bits(&b.2));
+    }
 }
