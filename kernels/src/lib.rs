@@ -12,6 +12,7 @@
 //! - [`broadcast`]: PyTorch's broadcasting rules and the unbroadcast of gradients.
 //! - [`error`]: [`LossError`], naming the argument at fault.
 //! - [`output`]: [`LossOutput`], a loss with its gradients and warnings.
+//! - [`vmath`]: vectorisable `exp`/`ln`/`ln_1p` and the AVX2 dispatch of kernel loops.
 //! - [`cancel`]: cooperative cancellation checkpoints for long kernels.
 //! - [`regression`], [`classification`], [`probabilistic`], [`ranking`]: one module per loss.
 //!
@@ -32,6 +33,7 @@ pub mod ranking;
 pub mod real;
 pub mod reduction;
 pub mod regression;
+pub mod vmath;
 
 #[cfg(test)]
 #[allow(dead_code)]

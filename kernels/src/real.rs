@@ -24,6 +24,7 @@ pub trait Real:
     + MulAssign
     + DivAssign
     + ndarray::ScalarOperand
+    + crate::vmath::VMath
     + 'static
 {
     /// PyTorch's name of the dtype (`"float32"`, `"float64"`).

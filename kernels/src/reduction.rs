@@ -76,6 +76,32 @@ pub fn sum<T: Real>(xs: &[T]) -> f64 {
         + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
 }
 
+/// Adds a block of values to eight `f64` lanes, element `k` of the block to lane `k mod 8`:
+/// the order of [`Sum8`] when the block starts at a multiple of 8. Blocked kernels fill a
+/// block element-wise (a loop the vectoriser takes), then sum it with this.
+#[inline(always)]
+pub(crate) fn add_to_lanes<T: Real>(lanes: &mut [f64; 8], block: &[T]) {
+    let chunks = block.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (lane, v) in lanes.iter_mut().zip(c) {
+            *lane += v.f64();
+        }
+    }
+    for (lane, v) in lanes.iter_mut().zip(rest) {
+        *lane += v.f64();
+    }
+}
+
+/// The total of eight lanes, in the order of [`Sum8::total`].
+#[inline(always)]
+pub(crate) fn lanes_total(l: &[f64; 8]) -> f64 {
+    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+}
+
+/// Length of the blocks of blocked kernels (a multiple of 8, see [`add_to_lanes`]).
+pub(crate) const BLOCK: usize = 512;
+
 /// `total / count` as PyTorch takes a mean: the mean of nothing is NaN.
 pub fn mean(total: f64, count: usize) -> f64 {
     if count == 0 {

@@ -14,8 +14,9 @@ use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use crate::broadcast::expands_to;
 use crate::cancel::checkpoint;
 use crate::error::fmt_shape;
-use crate::reduction::{Sum8, mean};
+use crate::reduction::{BLOCK, add_to_lanes, lanes_total, mean};
 use crate::regression::contiguous;
+use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
 
 /// Elements between two cancellation checkpoints in the element-wise classification kernels.
@@ -104,7 +105,11 @@ pub fn binary_cross_entropy<T: Real>(
     let x = contiguous(&input, &shape);
     let y = contiguous(&target, &shape);
     let in_unit = |v: T| v >= T::zero() && v <= T::one();
-    for i in 0..n {
+    // A branch-free scan first (it vectorises); the element-wise search for the first bad
+    // element only when there is one.
+    let bad = |s: &[T]| s.iter().fold(false, |acc, &v| acc | !in_unit(v));
+    let any_bad = vectorised!(bad(&x) | bad(&y));
+    for i in 0..if any_bad { n } else { 0 } {
         if !in_unit(x[i]) {
             return Err(LossError::value(
                 "input",
@@ -130,48 +135,34 @@ pub fn binary_cross_entropy<T: Real>(
     }
     let w = weight.as_ref().map(|w| contiguous(w, &shape));
 
-    let (one, floor, eps) = (T::one(), T::of(-100.0), eps12::<T>());
-    let count = T::of(n as f64);
     let keep = reduction == Reduction::None;
-    let mean_grad = reduction == Reduction::Mean;
-    let mut losses = Vec::with_capacity(if keep { n } else { 0 });
-    let mut dx = Vec::with_capacity(if grad { n } else { 0 });
-    let mut dy = Vec::with_capacity(if grad { n } else { 0 });
-    let mut total = Sum8::new();
-    for start in (0..n).step_by(CHUNK) {
-        checkpoint()?;
-        for i in start..n.min(start + CHUNK) {
-            let (xi, yi) = (x[i], y[i]);
-            // ATen's expression and operation order: `(y − 1)·max(log1p(−x), −100) − y·max(log x, −100)`.
-            let mut l = (yi - one) * (-xi).ln_1p().max(floor) - yi * xi.ln().max(floor);
-            if let Some(w) = &w {
-                l *= w[i];
+    // The mean's gradient divides by the count; dividing by 1 otherwise is exact.
+    let div = T::of(if reduction == Reduction::Mean {
+        n as f64
+    } else {
+        1.0
+    });
+    let mut losses = if keep { vec![T::zero(); n] } else { Vec::new() };
+    let mut dx = if grad { vec![T::zero(); n] } else { Vec::new() };
+    let mut dy = if grad { vec![T::zero(); n] } else { Vec::new() };
+    let ws: &[T] = w.as_deref().unwrap_or(&[]);
+    let (l, gx, gy) = (&mut losses[..], &mut dx[..], &mut dy[..]);
+    macro_rules! go {
+        ($($w:literal $k:literal $g:literal),*) => {
+            match (w.is_some(), keep, grad) {
+                $(($w, $k, $g) => vectorised!(pass::<T, $w, $k, $g>(&x, &y, ws, div, l, gx, gy)),)*
             }
-            total.add(l.f64());
-            if keep {
-                losses.push(l);
-            }
-            if grad {
-                let mut gx = (xi - yi) / ((one - xi) * xi).max(eps);
-                let mut gy = -(xi / (one - xi)).ln();
-                if let Some(w) = &w {
-                    gx *= w[i];
-                    gy *= w[i];
-                }
-                if mean_grad {
-                    gx /= count;
-                    gy /= count;
-                }
-                dx.push(gx);
-                dy.push(gy);
-            }
-        }
+        };
     }
+    let total = go!(
+        false false false, false false true, false true false, false true true,
+        true false false, true false true, true true false, true true true
+    )?;
 
     let loss = match reduction {
         Reduction::None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
-        Reduction::Sum => ndarray::arr0(T::of(total.total())).into_dyn(),
-        Reduction::Mean => ndarray::arr0(T::of(mean(total.total(), n))).into_dyn(),
+        Reduction::Sum => ndarray::arr0(T::of(total)).into_dyn(),
+        Reduction::Mean => ndarray::arr0(T::of(mean(total, n))).into_dyn(),
     };
     let mut out = LossOutput::new(loss);
     if grad {
@@ -185,6 +176,75 @@ pub fn binary_cross_entropy<T: Real>(
         ));
     }
     Ok(out)
+}
+
+/// The pass over the elements in blocks of [`BLOCK`], specialised on the weight (`W`) and on
+/// what it writes (`KEEP`: `losses`; `GRAD`: `dx`, `dy`), so the element-wise loop
+/// (vectorisable `ln`/`ln_1p`) has no branches. Each block's losses go to the eight lanes
+/// (element `i` to lane `i mod 8`, the order of [`crate::reduction::Sum8`]); a cancellation
+/// checkpoint every [`CHUNK`] elements. Returns `Σ ℓ`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pass<T: Real, const W: bool, const KEEP: bool, const GRAD: bool>(
+    x: &[T],
+    y: &[T],
+    w: &[T],
+    div: T,
+    losses: &mut [T],
+    dx: &mut [T],
+    dy: &mut [T],
+) -> Result<f64, LossError> {
+    const { assert!(CHUNK.is_multiple_of(BLOCK)) };
+    let (one, floor, eps) = (T::one(), T::of(-100.0), eps12::<T>());
+    let n = x.len();
+    let y = &y[..n];
+    let w = if W { &w[..n] } else { w };
+    let losses = if KEEP { &mut losses[..n] } else { losses };
+    let (dx, dy) = if GRAD {
+        (&mut dx[..n], &mut dy[..n])
+    } else {
+        (dx, dy)
+    };
+    let mut lanes = [0.0f64; 8];
+    let mut buf = [T::zero(); BLOCK];
+    for start in (0..n).step_by(BLOCK) {
+        if start % CHUNK == 0 {
+            checkpoint()?;
+        }
+        let end = (start + BLOCK).min(n);
+        let (xs, ys) = (&x[start..end], &y[start..end]);
+        let ws = if W { &w[start..end] } else { w };
+        let block = &mut buf[..end - start];
+        let (gxs, gys) = if GRAD {
+            (&mut dx[start..end], &mut dy[start..end])
+        } else {
+            (&mut dx[..0], &mut dy[..0])
+        };
+        for k in 0..block.len() {
+            let (xi, yi) = (xs[k], ys[k]);
+            // ATen's expression and operation order: `(y − 1)·max(log1p(−x), −100) − y·max(log x, −100)`.
+            let mut l = (yi - one) * (-xi).vln_1p().max(floor) - yi * xi.vln().max(floor);
+            if W {
+                l *= ws[k];
+            }
+            block[k] = l;
+            if GRAD {
+                let mut gx = (xi - yi) / ((one - xi) * xi).max(eps);
+                let mut gy = -(xi / (one - xi)).vln();
+                if W {
+                    gx *= ws[k];
+                    gy *= ws[k];
+                }
+                gxs[k] = gx / div;
+                gys[k] = gy / div;
+            }
+        }
+        if KEEP {
+            losses[start..end].copy_from_slice(block);
+        }
+        add_to_lanes(&mut lanes, block);
+    }
+    Ok(lanes_total(&lanes))
 }
 
 #[cfg(test)]

@@ -14,15 +14,16 @@ use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use super::binary_cross_entropy::{CHUNK, check_expands_to, check_same_shape};
 use super::soft_margin::sigmoid;
 use crate::cancel::checkpoint;
-use crate::reduction::{Sum8, mean};
+use crate::reduction::{BLOCK, add_to_lanes, lanes_total, mean};
 use crate::regression::contiguous;
+use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
 
 /// `log σ(x)` as ATen's `log_sigmoid` computes it: `min(x, 0) − log1p(exp(−|x|))`, finite for
 /// every finite `x`.
 #[inline(always)]
 pub(crate) fn log_sigmoid<T: Real>(x: T) -> T {
-    x.min(T::zero()) - (-x.abs()).exp().ln_1p()
+    x.min(T::zero()) - (-x.abs()).vexp().vln_1p()
 }
 
 /// `F.binary_cross_entropy_with_logits(input, target, weight, pos_weight, reduction)`.
@@ -57,60 +58,41 @@ pub fn binary_cross_entropy_with_logits<T: Real>(
     let w = weight.as_ref().map(|w| contiguous(w, &shape));
     let pw = pos_weight.as_ref().map(|p| contiguous(p, &shape));
 
-    let one = T::one();
-    let count = T::of(n as f64);
     let keep = reduction == Reduction::None;
-    let mean_grad = reduction == Reduction::Mean;
-    let mut losses = Vec::with_capacity(if keep { n } else { 0 });
-    let mut dx = Vec::with_capacity(if grad { n } else { 0 });
-    let mut dy = Vec::with_capacity(if grad { n } else { 0 });
-    let mut total = Sum8::new();
-    for start in (0..n).step_by(CHUNK) {
-        checkpoint()?;
-        for i in start..n.min(start + CHUNK) {
-            let (xi, yi) = (x[i], y[i]);
-            let ls = log_sigmoid(xi);
-            // ATen: `(1 − y)·x − logσ(x)·((pw − 1)·y + 1)`, then `·w`.
-            let mut l = match &pw {
-                None => (one - yi) * xi - ls,
-                Some(pw) => (one - yi) * xi - ls * ((pw[i] - one) * yi + one),
-            };
-            if let Some(w) = &w {
-                l *= w[i];
+    // The mean's gradient divides by the count; dividing by 1 otherwise is exact.
+    let div = T::of(if reduction == Reduction::Mean {
+        n as f64
+    } else {
+        1.0
+    });
+    let mut losses = if keep { vec![T::zero(); n] } else { Vec::new() };
+    let mut dx = if grad { vec![T::zero(); n] } else { Vec::new() };
+    let mut dy = if grad { vec![T::zero(); n] } else { Vec::new() };
+    let ws: &[T] = w.as_deref().unwrap_or(&[]);
+    let pws: &[T] = pw.as_deref().unwrap_or(&[]);
+    let (l, gx, gy) = (&mut losses[..], &mut dx[..], &mut dy[..]);
+    macro_rules! go {
+        ($($w:literal $p:literal $k:literal $g:literal),*) => {
+            match (w.is_some(), pw.is_some(), keep, grad) {
+                $(($w, $p, $k, $g) => vectorised!(pass::<T, $w, $p, $k, $g>(
+                    &x, &y, ws, pws, div, l, gx, gy
+                )),)*
             }
-            total.add(l.f64());
-            if keep {
-                losses.push(l);
-            }
-            if grad {
-                let (mut gx, mut gy) = match &pw {
-                    None => (sigmoid(xi) - yi, -xi),
-                    Some(pw) => {
-                        let t = pw[i] * yi;
-                        (
-                            (t + one - yi) * sigmoid(xi) - t,
-                            log_sigmoid(-xi) - ls * pw[i],
-                        )
-                    }
-                };
-                if let Some(w) = &w {
-                    gx *= w[i];
-                    gy *= w[i];
-                }
-                if mean_grad {
-                    gx /= count;
-                    gy /= count;
-                }
-                dx.push(gx);
-                dy.push(gy);
-            }
-        }
+        };
     }
+    let total = go!(
+        false false false false, false false false true, false false true false,
+        false false true true, false true false false, false true false true,
+        false true true false, false true true true, true false false false,
+        true false false true, true false true false, true false true true,
+        true true false false, true true false true, true true true false,
+        true true true true
+    )?;
 
     let loss = match reduction {
         Reduction::None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
-        Reduction::Sum => ndarray::arr0(T::of(total.total())).into_dyn(),
-        Reduction::Mean => ndarray::arr0(T::of(mean(total.total(), n))).into_dyn(),
+        Reduction::Sum => ndarray::arr0(T::of(total)).into_dyn(),
+        Reduction::Mean => ndarray::arr0(T::of(mean(total, n))).into_dyn(),
     };
     let mut out = LossOutput::new(loss);
     if grad {
@@ -124,6 +106,92 @@ pub fn binary_cross_entropy_with_logits<T: Real>(
         ));
     }
     Ok(out)
+}
+
+/// The pass over the elements in blocks of [`BLOCK`], specialised on the optional tensors
+/// (`W`, `PW`) and on what it writes (`KEEP`: `losses`; `GRAD`: `dx`, `dy`), so the
+/// element-wise loop has no branches and vectorises (one `exp(−|x|)` per element serves
+/// `logσ(x)`, `logσ(−x)` and `σ(x)`). Each block's losses go to the eight lanes (element `i`
+/// to lane `i mod 8`, the order of [`crate::reduction::Sum8`]); a cancellation checkpoint
+/// every [`CHUNK`] elements. Returns `Σ ℓ`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pass<T: Real, const W: bool, const PW: bool, const KEEP: bool, const GRAD: bool>(
+    x: &[T],
+    y: &[T],
+    w: &[T],
+    pw: &[T],
+    div: T,
+    losses: &mut [T],
+    dx: &mut [T],
+    dy: &mut [T],
+) -> Result<f64, LossError> {
+    const { assert!(CHUNK.is_multiple_of(BLOCK)) };
+    let one = T::one();
+    let n = x.len();
+    let y = &y[..n];
+    let w = if W { &w[..n] } else { w };
+    let pw = if PW { &pw[..n] } else { pw };
+    let losses = if KEEP { &mut losses[..n] } else { losses };
+    let (dx, dy) = if GRAD {
+        (&mut dx[..n], &mut dy[..n])
+    } else {
+        (dx, dy)
+    };
+    let mut lanes = [0.0f64; 8];
+    let mut buf = [T::zero(); BLOCK];
+    for start in (0..n).step_by(BLOCK) {
+        if start % CHUNK == 0 {
+            checkpoint()?;
+        }
+        let end = (start + BLOCK).min(n);
+        let len = end - start;
+        let (xs, ys) = (&x[start..end], &y[start..end]);
+        let ws = if W { &w[start..end] } else { w };
+        let pws = if PW { &pw[start..end] } else { pw };
+        let block = &mut buf[..len];
+        let (gxs, gys) = if GRAD {
+            (&mut dx[start..end], &mut dy[start..end])
+        } else {
+            (&mut dx[..0], &mut dy[..0])
+        };
+        for k in 0..len {
+            let (xi, yi) = (xs[k], ys[k]);
+            let ls = log_sigmoid(xi);
+            // ATen: `(1 − y)·x − logσ(x)·((pw − 1)·y + 1)`, then `·w`.
+            let mut l = if PW {
+                (one - yi) * xi - ls * ((pws[k] - one) * yi + one)
+            } else {
+                (one - yi) * xi - ls
+            };
+            if W {
+                l *= ws[k];
+            }
+            block[k] = l;
+            if GRAD {
+                let (mut gx, mut gy) = if PW {
+                    let t = pws[k] * yi;
+                    (
+                        (t + one - yi) * sigmoid(xi) - t,
+                        log_sigmoid(-xi) - ls * pws[k],
+                    )
+                } else {
+                    (sigmoid(xi) - yi, -xi)
+                };
+                if W {
+                    gx *= ws[k];
+                    gy *= ws[k];
+                }
+                gxs[k] = gx / div;
+                gys[k] = gy / div;
+            }
+        }
+        if KEEP {
+            losses[start..end].copy_from_slice(block);
+        }
+        add_to_lanes(&mut lanes, block);
+    }
+    Ok(lanes_total(&lanes))
 }
 
 #[cfg(test)]

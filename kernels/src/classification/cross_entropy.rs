@@ -28,8 +28,9 @@ use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use super::nll::{ClassLayout, check_class_weight, check_index_target};
 use crate::error::fmt_shape;
-use crate::reduction::Sum8;
+use crate::reduction::{Sum8, add_to_lanes, lanes_total};
 use crate::regression::contiguous;
+use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
 
 /// The `target` of [`cross_entropy`]: class indices or class probabilities.
@@ -358,7 +359,7 @@ impl<'w, T: Real> RowMath<'w, T> {
         let mut e = e;
         for c in 0..x.len() {
             let d = x[c] - m;
-            let v = d.exp();
+            let v = d.vexp();
             if let Some(e) = e.as_deref_mut() {
                 e[c] = v;
             }
@@ -411,43 +412,40 @@ pub(crate) fn row_max<T: Real>(x: &[T]) -> T {
         .fold(T::neg_infinity(), |a, &b| if b > a { b } else { a })
 }
 
-/// `Σ exp(x_c − m)` accumulated in `f64`; each `exp(x_c − m)` is stored into `e` when given.
+/// `Σ exp(x_c − m)` accumulated in `f64` (element `c` to lane `c mod 8`); each
+/// `exp(x_c − m)` is stored into `e` when given. The exponentials use the vectorisable
+/// [`crate::vmath`] `exp`, AVX2-dispatched.
 #[inline]
 pub(crate) fn sum_exp<T: Real>(x: &[T], m: T, e: Option<&mut [T]>) -> f64 {
+    vectorised!(sum_exp_body(x, m, e))
+}
+
+/// Row chunk of [`sum_exp`] without an output (a multiple of 8, small: rows are often short).
+const EXP_CHUNK: usize = 64;
+
+#[inline(always)]
+fn sum_exp_body<T: Real>(x: &[T], m: T, e: Option<&mut [T]>) -> f64 {
     let mut lanes = [0.0f64; 8];
     match e {
         Some(e) => {
             let e = &mut e[..x.len()];
-            let mut xc = x.chunks_exact(8);
-            let mut ec = e.chunks_exact_mut(8);
-            for (xs, es) in (&mut xc).zip(&mut ec) {
-                for k in 0..8 {
-                    let v = (xs[k] - m).exp();
-                    es[k] = v;
-                    lanes[k] += v.f64();
-                }
+            for (ev, &xv) in e.iter_mut().zip(x) {
+                *ev = (xv - m).vexp();
             }
-            for (k, (xv, ev)) in xc.remainder().iter().zip(ec.into_remainder()).enumerate() {
-                let v = (*xv - m).exp();
-                *ev = v;
-                lanes[k] += v.f64();
-            }
+            add_to_lanes(&mut lanes, e);
         }
         None => {
-            let xc = x.chunks_exact(8);
-            let rest = xc.remainder();
-            for xs in xc {
-                for k in 0..8 {
-                    lanes[k] += (xs[k] - m).exp().f64();
+            let mut buf = [T::zero(); EXP_CHUNK];
+            for xs in x.chunks(EXP_CHUNK) {
+                let b = &mut buf[..xs.len()];
+                for (bv, &xv) in b.iter_mut().zip(xs) {
+                    *bv = (xv - m).vexp();
                 }
-            }
-            for (k, xv) in rest.iter().enumerate() {
-                lanes[k] += (*xv - m).exp().f64();
+                add_to_lanes(&mut lanes, b);
             }
         }
     }
-    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
-        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+    lanes_total(&lanes)
 }
 
 /// Positions per cancellation checkpoint.

@@ -15,8 +15,9 @@ use ndarray::{ArrayD, ArrayViewD, Axis, Dimension, IxDyn};
 
 use crate::broadcast::{broadcast_pair, unbroadcast};
 use crate::error::fmt_shape;
-use crate::reduction::{Reduction, Sum8, mean};
+use crate::reduction::{BLOCK, Reduction, add_to_lanes, lanes_total, mean};
 use crate::regression::contiguous;
+use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real};
 
 /// The `var` argument: a tensor of variances, or one variance for every element.
@@ -90,7 +91,13 @@ pub fn gaussian_nll_loss<T: Real>(
             ));
         }
         Var::Tensor(v) => {
-            if let Some((idx, bad)) = v.indexed_iter().find(|(_, x)| **x < T::zero()) {
+            // A fast scan first (the indexed iteration over a dynamic-rank array costs more
+            // than the whole loss), the index only when there is a negative entry.
+            let negative = match v.as_slice_memory_order() {
+                Some(s) => s.iter().any(|x| *x < T::zero()),
+                None => v.iter().any(|x| *x < T::zero()),
+            };
+            if negative && let Some((idx, bad)) = v.indexed_iter().find(|(_, x)| **x < T::zero()) {
                 return Err(LossError::value(
                     "var",
                     format!(
@@ -150,8 +157,6 @@ pub fn gaussian_nll_loss<T: Real>(
         (None, Var::Tensor(_)) => unreachable!("a tensor var has a view"),
     };
     let eps = T::of(eps);
-    let half = T::of(0.5);
-    let two = T::of(2.0);
     let constant = T::of(0.5 * (2.0 * std::f64::consts::PI).ln());
     let g = T::of(if reduction == Reduction::Mean {
         1.0 / n as f64
@@ -161,36 +166,44 @@ pub fn gaussian_nll_loss<T: Real>(
     let var_grad = grad && var_view.is_some();
 
     let keep = reduction == Reduction::None;
-    let mut losses = Vec::with_capacity(if keep { n } else { 0 });
-    let mut dx = Vec::with_capacity(if grad { n } else { 0 });
-    let mut dv = Vec::with_capacity(if var_grad { n } else { 0 });
-    let mut total = Sum8::new();
-    for i in 0..n {
-        let d = x[i] - y[i];
-        let vi = clamp_min(v[i * v_step], eps);
-        let q = d * d;
-        let mut l = half * (vi.ln() + q / vi);
-        if full {
-            l += constant;
+    let mut losses = if keep { vec![T::zero(); n] } else { Vec::new() };
+    let mut dx = if grad { vec![T::zero(); n] } else { Vec::new() };
+    let mut dv = if var_grad {
+        vec![T::zero(); n]
+    } else {
+        Vec::new()
+    };
+    let c = Consts {
+        eps,
+        g,
+        constant: if full { constant } else { T::zero() },
+        full,
+    };
+    let (l, gx, gv) = (&mut losses[..], &mut dx[..], &mut dv[..]);
+    // A scalar var never has a gradient; a tensor var has one whenever `grad`.
+    let total = match (v_step == 0, keep, grad) {
+        (true, false, false) => {
+            vectorised!(pass::<T, true, false, false>(&x, &y, &v, c, l, gx, gv))
         }
-        total.add(l.f64());
-        if keep {
-            losses.push(l);
+        (true, false, true) => vectorised!(pass::<T, true, false, true>(&x, &y, &v, c, l, gx, gv)),
+        (true, true, false) => vectorised!(pass::<T, true, true, false>(&x, &y, &v, c, l, gx, gv)),
+        (true, true, true) => vectorised!(pass::<T, true, true, true>(&x, &y, &v, c, l, gx, gv)),
+        (false, false, false) => {
+            vectorised!(pass::<T, false, false, false>(&x, &y, &v, c, l, gx, gv))
         }
-        if grad {
-            // Autograd's chain through `0.5 * (log v + d**2 / v)`.
-            let gs = g * half;
-            dx.push(gs / vi * (two * d));
-            if var_grad {
-                dv.push(gs / vi + (-gs) * (q / vi / vi));
-            }
+        (false, false, true) => {
+            vectorised!(pass::<T, false, false, true>(&x, &y, &v, c, l, gx, gv))
         }
-    }
+        (false, true, false) => {
+            vectorised!(pass::<T, false, true, false>(&x, &y, &v, c, l, gx, gv))
+        }
+        (false, true, true) => vectorised!(pass::<T, false, true, true>(&x, &y, &v, c, l, gx, gv)),
+    };
 
     let loss = match reduction {
         Reduction::None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
-        Reduction::Sum => ndarray::arr0(T::of(total.total())).into_dyn(),
-        Reduction::Mean => ndarray::arr0(T::of(mean(total.total(), n))).into_dyn(),
+        Reduction::Sum => ndarray::arr0(T::of(total)).into_dyn(),
+        Reduction::Mean => ndarray::arr0(T::of(mean(total, n))).into_dyn(),
     };
     let mut out = LossOutput::new(loss);
     if grad {
@@ -209,6 +222,80 @@ pub fn gaussian_nll_loss<T: Real>(
         }
     }
     Ok(out)
+}
+
+/// The loop-invariant values of [`pass`].
+#[derive(Clone, Copy)]
+struct Consts<T> {
+    eps: T,
+    /// The upstream gradient (`1/n` for a mean, else 1).
+    g: T,
+    /// `½ log 2π` with `full`.
+    constant: T,
+    full: bool,
+}
+
+/// The pass over the elements in blocks of [`BLOCK`], specialised on a scalar var (`VS`:
+/// `v` has one element and no gradient) and on what it writes (`KEEP`: `losses`; `GRAD`:
+/// `dx`, and `dv` unless `VS`), so the element-wise loop (with the vectorisable `ln`) has no
+/// branches. Each block's losses go to the eight lanes (element `i` to lane `i mod 8`, the
+/// order of [`crate::reduction::Sum8`]). Returns `Σ ℓ`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pass<T: Real, const VS: bool, const KEEP: bool, const GRAD: bool>(
+    x: &[T],
+    y: &[T],
+    v: &[T],
+    c: Consts<T>,
+    losses: &mut [T],
+    dx: &mut [T],
+    dv: &mut [T],
+) -> f64 {
+    let (half, two) = (T::of(0.5), T::of(2.0));
+    let gs = c.g * half;
+    let n = x.len();
+    let y = &y[..n];
+    let v = if VS { &v[..1] } else { &v[..n] };
+    let losses = if KEEP { &mut losses[..n] } else { losses };
+    let dx = if GRAD { &mut dx[..n] } else { dx };
+    let dv = if GRAD && !VS { &mut dv[..n] } else { dv };
+    let mut lanes = [0.0f64; 8];
+    let mut buf = [T::zero(); BLOCK];
+    for start in (0..n).step_by(BLOCK) {
+        let end = (start + BLOCK).min(n);
+        let len = end - start;
+        let (xs, ys) = (&x[start..end], &y[start..end]);
+        let vs = if VS { v } else { &v[start..end] };
+        let block = &mut buf[..len];
+        let gxs = if GRAD {
+            &mut dx[start..end]
+        } else {
+            &mut dx[..0]
+        };
+        let gvs = if GRAD && !VS {
+            &mut dv[start..end]
+        } else {
+            &mut dv[..0]
+        };
+        for k in 0..len {
+            let d = xs[k] - ys[k];
+            let vi = clamp_min(if VS { vs[0] } else { vs[k] }, c.eps);
+            let q = d * d;
+            let l = half * (vi.vln() + q / vi);
+            block[k] = if c.full { l + c.constant } else { l };
+            if GRAD {
+                gxs[k] = gs / vi * (two * d);
+                if !VS {
+                    gvs[k] = gs / vi + (-gs) * (q / vi / vi);
+                }
+            }
+        }
+        if KEEP {
+            losses[start..end].copy_from_slice(block);
+        }
+        add_to_lanes(&mut lanes, block);
+    }
+    lanes_total(&lanes)
 }
 
 #[cfg(test)]

@@ -9,8 +9,9 @@
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use crate::broadcast::{broadcast_pair, unbroadcast};
-use crate::reduction::{Reduction, Sum8, mean};
+use crate::reduction::{BLOCK, Reduction, add_to_lanes, lanes_total, mean};
 use crate::regression::contiguous;
+use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real};
 
 /// The Stirling approximation of `log(y!)` that `full = true` adds, as ATen computes it
@@ -18,7 +19,7 @@ use crate::{LossError, LossOutput, Real};
 #[inline(always)]
 fn stirling<T: Real>(y: T) -> T {
     let two_pi = T::of(2.0 * std::f64::consts::PI);
-    y * y.ln() - y + T::of(0.5) * (two_pi * y).ln()
+    y * y.vln() - y + T::of(0.5) * (two_pi * y).vln()
 }
 
 /// `F.poisson_nll_loss(input, target, log_input, full, eps, reduction)`.
@@ -49,38 +50,29 @@ pub fn poisson_nll_loss<T: Real>(
     });
 
     let keep = reduction == Reduction::None;
-    let mut losses = Vec::with_capacity(if keep { n } else { 0 });
-    let mut dx = Vec::with_capacity(if grad { n } else { 0 });
-    let mut total = Sum8::new();
-    for i in 0..n {
-        let (xi, yi) = (x[i], y[i]);
-        let mut l = if log_input {
-            let e = xi.exp();
-            if grad {
-                dx.push(g * e + (-g) * yi);
+    let mut losses = if keep { vec![T::zero(); n] } else { Vec::new() };
+    let mut dx = if grad { vec![T::zero(); n] } else { Vec::new() };
+    let (l, d) = (&mut losses[..], &mut dx[..]);
+    macro_rules! go {
+        ($($a:literal $b:literal $c:literal $d:literal),*) => {
+            match (log_input, full, keep, grad) {
+                $(($a, $b, $c, $d) => vectorised!(pass::<T, $a, $b, $c, $d>(&x, &y, eps, g, l, d)),)*
             }
-            e - yi * xi
-        } else {
-            let shifted = xi + eps;
-            if grad {
-                dx.push(g + (-g) * yi / shifted);
-            }
-            xi - yi * shifted.ln()
         };
-        // `masked_fill(target <= 1, 0)`: a NaN target keeps its (NaN) term.
-        if full && (yi > T::one() || yi.is_nan()) {
-            l += stirling(yi);
-        }
-        total.add(l.f64());
-        if keep {
-            losses.push(l);
-        }
     }
+    let total = go!(
+        false false false false, false false false true, false false true false,
+        false false true true, false true false false, false true false true,
+        false true true false, false true true true, true false false false,
+        true false false true, true false true false, true false true true,
+        true true false false, true true false true, true true true false,
+        true true true true
+    );
 
     let loss = match reduction {
         Reduction::None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
-        Reduction::Sum => ndarray::arr0(T::of(total.total())).into_dyn(),
-        Reduction::Mean => ndarray::arr0(T::of(mean(total.total(), n))).into_dyn(),
+        Reduction::Sum => ndarray::arr0(T::of(total)).into_dyn(),
+        Reduction::Mean => ndarray::arr0(T::of(mean(total, n))).into_dyn(),
     };
     let mut out = LossOutput::new(loss);
     if grad {
@@ -88,6 +80,66 @@ pub fn poisson_nll_loss<T: Real>(
         out.grads.push(("input", unbroadcast(dx, &xs)));
     }
     Ok(out)
+}
+
+/// The pass over the elements in blocks of [`BLOCK`], specialised on `log_input` (`LOG`),
+/// `full` (`FULL`) and what it writes (`KEEP`: `losses`; `GRAD`: `dx`), so the element-wise
+/// loop (vectorisable `exp`/`ln`; the Stirling term computed everywhere and selected where
+/// `y > 1` or `y` is NaN) has no branches. Each block's losses go to the eight lanes (element
+/// `i` to lane `i mod 8`, the order of [`crate::reduction::Sum8`]). Returns `Σ ℓ`.
+#[inline(always)]
+fn pass<T: Real, const LOG: bool, const FULL: bool, const KEEP: bool, const GRAD: bool>(
+    x: &[T],
+    y: &[T],
+    eps: T,
+    g: T,
+    losses: &mut [T],
+    dx: &mut [T],
+) -> f64 {
+    let n = x.len();
+    let y = &y[..n];
+    let losses = if KEEP { &mut losses[..n] } else { losses };
+    let dx = if GRAD { &mut dx[..n] } else { dx };
+    let mut lanes = [0.0f64; 8];
+    let mut buf = [T::zero(); BLOCK];
+    for start in (0..n).step_by(BLOCK) {
+        let end = (start + BLOCK).min(n);
+        let len = end - start;
+        let (xs, ys) = (&x[start..end], &y[start..end]);
+        let block = &mut buf[..len];
+        let gs = if GRAD {
+            &mut dx[start..end]
+        } else {
+            &mut dx[..0]
+        };
+        for k in 0..len {
+            let (xi, yi) = (xs[k], ys[k]);
+            let l = if LOG {
+                let e = xi.vexp();
+                if GRAD {
+                    gs[k] = g * e + (-g) * yi;
+                }
+                e - yi * xi
+            } else {
+                let shifted = xi + eps;
+                if GRAD {
+                    gs[k] = g + (-g) * yi / shifted;
+                }
+                xi - yi * shifted.vln()
+            };
+            // `masked_fill(target <= 1, 0)`: a NaN target keeps its (NaN) term.
+            block[k] = if FULL && (yi > T::one() || yi.is_nan()) {
+                l + stirling(yi)
+            } else {
+                l
+            };
+        }
+        if KEEP {
+            losses[start..end].copy_from_slice(block);
+        }
+        add_to_lanes(&mut lanes, block);
+    }
+    lanes_total(&lanes)
 }
 
 #[cfg(test)]
