@@ -247,6 +247,13 @@ impl<T: Real> Pair<T> {
                             tmp.iter_mut().zip(u).for_each(|(t, &v)| *t = v.abs());
                             T::of(sum(tmp))
                         }
+                        // Over one element torch's norm is |u| itself (no square to
+                        // overflow): checked on torch 2.15 with |u| = 1e200.
+                        NormKind::Two | NormKind::Below1 | NormKind::Below2 | NormKind::Above2
+                            if d == 1 =>
+                        {
+                            u[0].abs()
+                        }
                         NormKind::Two => {
                             tmp.iter_mut().zip(u).for_each(|(t, &v)| *t = v * v);
                             T::of(sum(tmp).sqrt())
@@ -693,6 +700,23 @@ mod tests {
             0.0,
             0.0,
         );
+    }
+
+    #[test]
+    fn a_one_element_distance_is_its_absolute_value_without_overflow() {
+        // torch 2.15: anchor [[0]], positive [[1e200]], negative [[0]] gives loss 1e200 and
+        // gradients -2, 1, 1 (the norm of one element is |u|, never squared).
+        let a = ndarray::arr2(&[[0.0]]).into_dyn();
+        let p = ndarray::arr2(&[[1e200]]).into_dyn();
+        let n = ndarray::arr2(&[[0.0]]).into_dyn();
+        for pn in [2.0, 0.5, 1.5, 3.0] {
+            let out = run(&a, &p, &n, pn, 1e-6, false, Reduction::Mean);
+            assert_eq!(out.loss.iter().next().copied(), Some(1e200), "p = {pn}");
+        }
+        let out = run(&a, &p, &n, 2.0, 1e-6, false, Reduction::Mean);
+        assert_eq!(g(&out, "anchor"), vec![-2.0]);
+        assert_eq!(g(&out, "positive"), vec![1.0]);
+        assert_eq!(g(&out, "negative"), vec![1.0]);
     }
 
     #[test]
