@@ -25,7 +25,7 @@ Disagreement classes found with this tester (lossd 0.x vs torch 2.15, Dec 2026),
   * (fixed) triplet losses, last dim of size 1: torch's norm of one element is |x| (no overflow), lossd squared;
   * cross_entropy / linear_cross_entropy probability target with an infinite entry where the logit is 0:
     torch -inf, lossd NaN (inf * 0);
-  * mse_loss gradient: lossd forms 2 (x - y) before the 1/N scale and overflows for |x - y| > max/2.
+  * (fixed) mse_loss gradient: lossd formed 2 (x - y) before the 1/N scale and overflowed for |x - y| > max/2.
 """
 
 import argparse

@@ -61,6 +61,34 @@ pub(crate) fn distance_loss<T: Real>(
     weighted_mean: WeightedMean,
     f: impl Fn(T) -> (T, T),
 ) -> Result<LossOutput<T>, LossError> {
+    distance_loss_scaled(
+        input,
+        target,
+        weight,
+        reduction,
+        grad,
+        weighted_mean,
+        1.0,
+        f,
+    )
+}
+
+/// [`distance_loss`] where `f` returns `dℓ/dd / dx_factor`: the input gradient is then
+/// `f' · (dx_factor / denominator)`, the constant folded into the reduction's scale as ATen
+/// does (`mse_loss_backward`: `(x − y) · (2/N)`, which stays finite where `2(x − y)` would
+/// overflow). Only without `weight` (the weight gradient uses `f`'s loss, unscaled).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn distance_loss_scaled<T: Real>(
+    input: ArrayViewD<'_, T>,
+    target: ArrayViewD<'_, T>,
+    weight: Option<ArrayViewD<'_, T>>,
+    reduction: Reduction,
+    grad: bool,
+    weighted_mean: WeightedMean,
+    dx_factor: f64,
+    f: impl Fn(T) -> (T, T),
+) -> Result<LossOutput<T>, LossError> {
+    debug_assert!(dx_factor == 1.0 || weight.is_none());
     let (xs, ys) = (input.shape().to_vec(), target.shape().to_vec());
     let shape = broadcast_pair("input", &xs, "target", &ys)?;
     let mut warnings = Vec::new();
@@ -136,8 +164,13 @@ pub(crate) fn distance_loss<T: Real>(
         } else {
             1.0
         });
-        if scale != T::one() {
-            dx.iter_mut().for_each(|g| *g *= scale);
+        let dx_scale = T::of(if reduction == Reduction::Mean {
+            dx_factor / denom
+        } else {
+            dx_factor
+        });
+        if dx_scale != T::one() {
+            dx.iter_mut().for_each(|g| *g *= dx_scale);
         }
         let dy: Vec<T> = dx.iter().map(|&g| -g).collect();
         let dx = ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n elements");

@@ -2,7 +2,7 @@
 
 use ndarray::ArrayViewD;
 
-use super::{WeightedMean, distance_loss};
+use super::{WeightedMean, distance_loss, distance_loss_scaled};
 use crate::{LossError, LossOutput, Real, Reduction};
 
 /// `F.mse_loss(input, target, reduction, weight)`.
@@ -15,6 +15,20 @@ pub fn mse_loss<T: Real>(
     reduction: Reduction,
     grad: bool,
 ) -> Result<LossOutput<T>, LossError> {
+    if weight.is_none() {
+        // ATen's backward: (x − y) · (2/N), finite up to |x − y| = max (2(x − y) would not be).
+        return distance_loss_scaled(
+            input,
+            target,
+            weight,
+            reduction,
+            grad,
+            WeightedMean::SumOfWeights,
+            2.0,
+            |d| (d * d, d),
+        );
+    }
+    // With a weight, autograd's order: (w / Σw) · (2d).
     let two = T::one() + T::one();
     distance_loss(
         input,
@@ -31,6 +45,16 @@ pub fn mse_loss<T: Real>(
 mod tests {
     use super::*;
     use ndarray::array;
+
+    #[test]
+    fn the_mean_gradient_does_not_overflow_where_pytorchs_does_not() {
+        // torch 2.15: input [-1e308, 0, 0, 0], target 0, mean: input grad [-5e307, 0, 0, 0].
+        let x = array![-1e308, 0.0, 0.0, 0.0].into_dyn();
+        let y = array![0.0, 0.0, 0.0, 0.0].into_dyn();
+        let out = mse_loss(x.view(), y.view(), None, Reduction::Mean, true).unwrap();
+        assert_eq!(out.grad("input").unwrap().iter().next(), Some(&-5e307));
+        assert_eq!(out.grad("target").unwrap().iter().next(), Some(&5e307));
+    }
 
     #[test]
     fn matches_the_worked_example_of_losses_md() {
