@@ -22,6 +22,7 @@ pub fn l1_loss<T: Real>(
         reduction,
         grad,
         WeightedMean::SumOfWeights,
+        1.0,
         |d| (d.abs(), sign(d)),
     )
 }

@@ -47,38 +47,15 @@ pub(crate) fn contiguous<'a, T: Copy>(x: &'a ArrayViewD<'a, T>, shape: &[usize])
     }
 }
 
-/// A loss `ℓ = w · f(input − target)`, where `f(d)` returns `(ℓ, dℓ/dd)`.
+/// A loss `ℓ = w · f(input − target)`, where `f(d)` returns `(ℓ, dℓ/dd / dx_factor)`.
 ///
 /// Input and target broadcast (a warning when their sizes differ); `weight` must have the
-/// input's shape. Gradients: input `w·f'`, target `−w·f'`, weight `f`, each scaled by the
-/// reduction and summed back to the argument's shape.
-pub(crate) fn distance_loss<T: Real>(
-    input: ArrayViewD<'_, T>,
-    target: ArrayViewD<'_, T>,
-    weight: Option<ArrayViewD<'_, T>>,
-    reduction: Reduction,
-    grad: bool,
-    weighted_mean: WeightedMean,
-    f: impl Fn(T) -> (T, T),
-) -> Result<LossOutput<T>, LossError> {
-    distance_loss_scaled(
-        input,
-        target,
-        weight,
-        reduction,
-        grad,
-        weighted_mean,
-        1.0,
-        f,
-    )
-}
-
-/// [`distance_loss`] where `f` returns `dℓ/dd / dx_factor`: the input gradient is then
-/// `f' · (dx_factor / denominator)`, the constant folded into the reduction's scale as ATen
-/// does (`mse_loss_backward`: `(x − y) · (2/N)`, which stays finite where `2(x − y)` would
-/// overflow). Only without `weight` (the weight gradient uses `f`'s loss, unscaled).
+/// input's shape. Gradients: input `w·f'·dx_factor`, target its negative, weight `f`, each
+/// scaled by the reduction and summed back to the argument's shape. `dx_factor` (1 but for
+/// `mse_loss`) is folded into the reduction's scale as ATen does (`mse_loss_backward`:
+/// `(x − y) · (2/N)`, finite where `2(x − y)` would overflow); only without `weight`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn distance_loss_scaled<T: Real>(
+pub(crate) fn distance_loss<T: Real>(
     input: ArrayViewD<'_, T>,
     target: ArrayViewD<'_, T>,
     weight: Option<ArrayViewD<'_, T>>,

@@ -2,7 +2,7 @@
 
 use ndarray::ArrayViewD;
 
-use super::{WeightedMean, distance_loss, distance_loss_scaled};
+use super::{WeightedMean, distance_loss};
 use crate::{LossError, LossOutput, Real, Reduction};
 
 /// `F.mse_loss(input, target, reduction, weight)`.
@@ -15,21 +15,13 @@ pub fn mse_loss<T: Real>(
     reduction: Reduction,
     grad: bool,
 ) -> Result<LossOutput<T>, LossError> {
-    if weight.is_none() {
-        // ATen's backward: (x − y) · (2/N), finite up to |x − y| = max (2(x − y) would not be).
-        return distance_loss_scaled(
-            input,
-            target,
-            weight,
-            reduction,
-            grad,
-            WeightedMean::SumOfWeights,
-            2.0,
-            |d| (d * d, d),
-        );
-    }
-    // With a weight, autograd's order: (w / Σw) · (2d).
-    let two = T::one() + T::one();
+    // Without a weight ATen's backward, (x − y) · (2/N), finite up to |x − y| = max; with one,
+    // autograd's order (w / Σw) · (2d).
+    let (dx_factor, k) = if weight.is_none() {
+        (2.0, T::one())
+    } else {
+        (1.0, T::one() + T::one())
+    };
     distance_loss(
         input,
         target,
@@ -37,7 +29,8 @@ pub fn mse_loss<T: Real>(
         reduction,
         grad,
         WeightedMean::SumOfWeights,
-        |d| (d * d, two * d),
+        dx_factor,
+        |d| (d * d, k * d),
     )
 }
 

@@ -34,6 +34,7 @@ pub fn smooth_l1_loss<T: Real>(
             reduction,
             grad,
             WeightedMean::Count,
+            1.0,
             |d| (d.abs(), sign(d)),
         );
     }
@@ -44,6 +45,7 @@ pub fn smooth_l1_loss<T: Real>(
         reduction,
         grad,
         WeightedMean::Count,
+        1.0,
         |d| {
             // Both branches computed and one selected: no branch in the loop, so it vectorises.
             let z = d.abs();
