@@ -40,9 +40,9 @@ use utoipa::openapi::schema::Schema;
 pub use args::{float, index};
 
 use crate::error::{ApiError, Code};
-use crate::wire::Budget;
 use crate::wire::ser::{Encoding, WireFloat, write_shape, write_str, write_tensor};
 use crate::wire::skip::SkipKey;
+use crate::wire::{Budget, fast};
 
 /// The precision a loss is computed in (`dtype` in a request).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
@@ -422,8 +422,10 @@ pub fn respond<T: WireFloat>(out: &LossOutput<T>, encoding: Encoding) -> Vec<u8>
 
 /// Decodes a request body into `L`, mapping every failure to the error API.md names.
 ///
-/// The fast path decodes once without tracking where it is; only when that fails is the body
-/// decoded again with [`serde_path_to_error`] to find the JSON Pointer of the failure.
+/// A body whose top-level tensors [`fast::prepare`] can take is decoded that way first; any
+/// other body, or one that then fails, is decoded by serde alone, once without tracking where
+/// it is; only when that fails is it decoded again with [`serde_path_to_error`] to find the
+/// JSON Pointer of the failure.
 pub fn decode<L: DeserializeOwned>(
     body: &[u8],
     budget: &mut Budget,
@@ -431,17 +433,22 @@ pub fn decode<L: DeserializeOwned>(
     skip: Option<&str>,
 ) -> Result<L, ApiError> {
     let start = *budget;
-    let (first, over) = budget.run(|| {
-        let mut de = serde_json::Deserializer::from_slice(body);
-        let v = match skip {
-            Some(key) => L::deserialize(SkipKey {
-                inner: &mut de,
-                key,
-            }),
-            None => L::deserialize(&mut de),
-        }?;
-        de.end().map(|()| v)
+    // The fast path (top-level tensors decoded in one pass of our own), when the body is one
+    // it follows and it decodes; otherwise the body again, the plain way.
+    let mut fast_budget = start;
+    let (fast, fast_over) = fast_budget.run(|| {
+        let prepared = fast::prepare(body)?;
+        fast::with_tensors(prepared.tensors, || {
+            from_slice::<L>(&prepared.body, skip).ok()
+        })?
     });
+    let (first, over) = match fast {
+        Some(v) => {
+            *budget = fast_budget;
+            (Ok(v), fast_over)
+        }
+        None => budget.run(|| from_slice::<L>(body, skip)),
+    };
     // Over the element budget, a request that is otherwise valid is too large; one with
     // another problem gets that problem, whatever its size.
     let err = match first {
@@ -474,6 +481,19 @@ pub fn decode<L: DeserializeOwned>(
         Ok(()) => (String::new(), err),
     };
     Err(explain(err, path, info))
+}
+
+/// Deserializes a whole body, hiding the top-level key `skip` if given.
+fn from_slice<L: DeserializeOwned>(body: &[u8], skip: Option<&str>) -> serde_json::Result<L> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let v = match skip {
+        Some(key) => L::deserialize(SkipKey {
+            inner: &mut de,
+            key,
+        }),
+        None => L::deserialize(&mut de),
+    }?;
+    de.end().map(|()| v)
 }
 
 /// Turns a serde path into an RFC 6901 pointer.

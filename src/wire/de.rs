@@ -96,7 +96,7 @@ impl Budget {
     }
 
     /// Spends `n` elements; false (and the budget marked as exceeded) when they are not left.
-    fn spend(n: usize) -> bool {
+    pub(crate) fn spend(n: usize) -> bool {
         LEFT.with(|c| {
             let left = c.get();
             if n > left {
@@ -111,11 +111,12 @@ impl Budget {
     }
 
     /// Elements left.
-    fn left() -> usize {
+    pub(crate) fn left() -> usize {
         LEFT.with(Cell::get)
     }
 
-    fn max_rank() -> usize {
+    /// The highest tensor rank.
+    pub(crate) fn max_rank() -> usize {
         MAX_RANK.with(Cell::get)
     }
 }
@@ -132,18 +133,18 @@ fn non_finite(s: &str) -> Option<f64> {
 
 /// A flat buffer that stays `i64` until a non-integer arrives.
 #[derive(Debug)]
-enum Buf {
+pub(crate) enum Buf {
     I(Vec<i64>),
     F(Vec<f64>),
 }
 
 impl Buf {
-    fn with_capacity(n: usize) -> Self {
+    pub(crate) fn with_capacity(n: usize) -> Self {
         Buf::I(Vec::with_capacity(n))
     }
 
     #[inline]
-    fn push_i64(&mut self, v: i64) {
+    pub(crate) fn push_i64(&mut self, v: i64) {
         match self {
             Buf::I(b) => b.push(v),
             Buf::F(b) => b.push(v as f64),
@@ -151,19 +152,26 @@ impl Buf {
     }
 
     #[inline]
-    fn push_f64(&mut self, v: f64) {
+    pub(crate) fn push_f64(&mut self, v: f64) {
         match self {
             Buf::F(b) => b.push(v),
-            Buf::I(b) => {
-                let mut f = Vec::with_capacity(b.capacity().max(b.len() + 1));
-                f.extend(b.iter().map(|&i| i as f64));
-                f.push(v);
-                *self = Buf::F(f);
-            }
+            Buf::I(_) => self.promote(v),
         }
     }
 
-    fn into_data(self) -> Data {
+    /// The first non-integer: the integers so far become floats.
+    #[cold]
+    #[inline(never)]
+    fn promote(&mut self, v: f64) {
+        if let Buf::I(b) = self {
+            let mut f = Vec::with_capacity(b.capacity().max(b.len() + 1));
+            f.extend(b.iter().map(|&i| i as f64));
+            f.push(v);
+            *self = Buf::F(f);
+        }
+    }
+
+    pub(crate) fn into_data(self) -> Data {
         match self {
             Buf::I(b) => Data::I64(b),
             Buf::F(b) => Data::F64(b),
@@ -441,6 +449,9 @@ impl<'de> Visitor<'de> for TensorVisitor {
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Tensor, E> {
+        if let Some(t) = super::fast::take(s) {
+            return Ok(t);
+        }
         match non_finite(s) {
             Some(v) => Self::scalar(Data::F64(vec![v])),
             None => Err(E::invalid_value(de::Unexpected::Str(s), &self)),
@@ -544,7 +555,7 @@ impl<'de> Visitor<'de> for TensorVisitor {
         let Some(dtype) = dtype else {
             return Err(de::Error::missing_field("dtype"));
         };
-        check_base64_length(b64.as_str(), n, dtype).map_err(de::Error::custom)?;
+        check_base64_length(b64.as_str().len(), n, dtype).map_err(de::Error::custom)?;
         if !Budget::spend(n) {
             return Ok(Tensor {
                 shape,
@@ -552,7 +563,7 @@ impl<'de> Visitor<'de> for TensorVisitor {
                 form: Form::Base64,
             });
         }
-        let data = decode_base64(b64.as_str(), n, dtype).map_err(de::Error::custom)?;
+        let data = decode_base64(b64.as_str().as_bytes(), n, dtype).map_err(de::Error::custom)?;
         Ok(Tensor {
             shape,
             data,
@@ -564,7 +575,7 @@ impl<'de> Visitor<'de> for TensorVisitor {
 /// The dtypes a base64 tensor may declare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum Dtype {
+pub(crate) enum Dtype {
     Float32,
     Float64,
     Int64,
@@ -593,14 +604,13 @@ fn product(shape: &[usize]) -> Option<usize> {
 }
 
 /// Checks that base64 text has the length `n` elements of `dtype` need (before decoding).
-fn check_base64_length(text: &str, n: usize, dtype: Dtype) -> Result<(), String> {
+pub(crate) fn check_base64_length(len: usize, n: usize, dtype: Dtype) -> Result<(), String> {
     let want = n
         .checked_mul(dtype.size())
         .map(|bytes| bytes.div_ceil(3).saturating_mul(4));
-    if want != Some(text.len()) {
+    if want != Some(len) {
         return Err(format!(
-            "base64 text has {} characters but {n} {} elements need {}",
-            text.len(),
+            "base64 text has {len} characters but {n} {} elements need {}",
             dtype.name(),
             want.map_or_else(|| "more than fit in memory".to_string(), |w| w.to_string())
         ));
@@ -610,8 +620,8 @@ fn check_base64_length(text: &str, n: usize, dtype: Dtype) -> Result<(), String>
 
 /// Decodes standard base64 (with padding) holding `n` little-endian elements of `dtype`
 /// (the length was checked) straight into the element buffer, with SIMD where the CPU has it.
-fn decode_base64(text: &str, n: usize, dtype: Dtype) -> Result<Data, String> {
-    fn into<T: bytemuck::Pod + Default>(text: &str, n: usize) -> Result<Vec<T>, String> {
+pub(crate) fn decode_base64(text: &[u8], n: usize, dtype: Dtype) -> Result<Data, String> {
+    fn into<T: bytemuck::Pod + Default>(text: &[u8], n: usize) -> Result<Vec<T>, String> {
         let mut v = vec![T::default(); n];
         let out: &mut [u8] = bytemuck::cast_slice_mut(&mut v);
         let want = out.len();
@@ -619,10 +629,10 @@ fn decode_base64(text: &str, n: usize, dtype: Dtype) -> Result<Data, String> {
         // when they do not fit: a text of the right length with too little padding
         // (`...wA=}` where `...wA==` belongs) would say 66 bytes for 64 (found by fuzzing).
         let pad = text
-            .bytes()
+            .iter()
             .rev()
             .take(2)
-            .take_while(|&b| b == b'=')
+            .take_while(|&&b| b == b'=')
             .count();
         let said = (text.len() / 4 * 3).saturating_sub(pad);
         if said != want {
@@ -631,7 +641,7 @@ fn decode_base64(text: &str, n: usize, dtype: Dtype) -> Result<Data, String> {
             ));
         }
         let got = base64_simd::STANDARD
-            .decode(text.as_bytes(), base64_simd::Out::from_slice(out))
+            .decode(text, base64_simd::Out::from_slice(out))
             .map_err(|_| "invalid base64 (standard alphabet, with padding)".to_string())?
             .len();
         if got != want {

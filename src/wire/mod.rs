@@ -5,6 +5,7 @@
 //! enforced while decoding ([`Budget`]), so nothing a client sends allocates past them.
 
 pub mod de;
+pub mod fast;
 pub mod schema;
 pub mod ser;
 pub mod skip;

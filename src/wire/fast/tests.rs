@@ -1,0 +1,323 @@
+//! The fast path against serde alone: whatever serde refuses, the fast path must not
+//! accept; whatever both accept must be the same tensors, bit for bit.
+
+use serde::Deserialize;
+
+use super::*;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Req {
+    input: Tensor,
+    #[serde(default)]
+    target: Option<Tensor>,
+    #[serde(default)]
+    reduction: Option<String>,
+}
+
+fn budget() -> Budget {
+    Budget {
+        elements: 10_000,
+        rank: 4,
+    }
+}
+
+/// serde alone.
+fn slow(body: &str) -> (Result<Req, String>, bool) {
+    budget().run(|| serde_json::from_str::<Req>(body).map_err(|e| e.to_string()))
+}
+
+/// The fast path as `losses::decode` runs it: `None` when it does not apply or fails.
+fn fast(body: &str) -> (Option<Req>, bool) {
+    budget().run(|| {
+        let p = prepare(body.as_bytes())?;
+        with_tensors(p.tensors, || serde_json::from_slice::<Req>(&p.body).ok())?
+    })
+}
+
+/// Bits of the data, so NaNs compare equal.
+fn bits(t: &Tensor) -> (Vec<usize>, Form, Vec<u64>, &'static str) {
+    let (v, kind): (Vec<u64>, _) = match &t.data {
+        Data::I64(v) => (v.iter().map(|&i| i as u64).collect(), "i64"),
+        Data::F64(v) => (v.iter().map(|x| x.to_bits()).collect(), "f64"),
+        Data::F32(v) => (v.iter().map(|x| u64::from(x.to_bits())).collect(), "f32"),
+    };
+    (t.shape.clone(), t.form, v, kind)
+}
+
+/// Checks the two paths agree on `body`; returns whether the fast path took it.
+fn agree(body: &str) -> bool {
+    let (s, s_over) = slow(body);
+    let (f, f_over) = fast(body);
+    match (&s, &f) {
+        (Err(e), Some(_)) => panic!("the fast path accepted what serde refuses ({e}): {body}"),
+        (Ok(s), Some(f)) => {
+            assert_eq!(bits(&s.input), bits(&f.input), "{body}");
+            assert_eq!(
+                s.target.as_ref().map(bits),
+                f.target.as_ref().map(bits),
+                "{body}"
+            );
+            assert_eq!(s.reduction, f.reduction, "{body}");
+            assert_eq!(s_over, f_over, "{body}");
+        }
+        (_, None) => {}
+    }
+    f.is_some()
+}
+
+#[test]
+fn nested_arrays_decode_as_serde_decodes_them() {
+    for t in [
+        "[1, 2, 3]",
+        "[[1, 2.5, 3], [4, 5, 6]]",
+        "[[[1], [2]], [[3], [4]]]",
+        "[ 1 ,2\n,\t3\r]",
+        "[-0]",
+        "[-0, 1]",
+        "[1, -0]",
+        "[0, -0.0, 0.0]",
+        "[9223372036854775807, 1]",
+        "[9223372036854775808]",
+        "[-9223372036854775808]",
+        "[-9223372036854775809]",
+        "[18446744073709551615]",
+        "[18446744073709551616]",
+        "[99999999999999999999999]",
+        "[-99999999999999999999999]",
+        "[1e5, 1E5, 1e+5, 1e-5, 1.5E-5]",
+        "[0.1, 2.2250738585072011e-308, 9007199254740993]",
+        "[4.9e-324, 2.4703282292062327e-324, 2.4703282292062328e-324, 1e-400]",
+        "[1.7976931348623157e308, 1.7976931348623158e308]",
+        "[0.30000000000000004, 123456789012345678901234567890.5]",
+        "[1, 2, 1e0]",
+    ] {
+        let body = format!(r#"{{"input": {t}, "target": {t}}}"#);
+        assert!(agree(&body), "the fast path should take {body}");
+    }
+}
+
+#[test]
+fn what_the_fast_path_leaves_is_decoded_or_refused_by_serde() {
+    for t in [
+        // Not taken (serde decodes them).
+        "[]",
+        "[[], []]",
+        r#"["NaN", 1]"#,
+        "7",
+        "1.5",
+        r#""Infinity""#,
+        "[1, 1e400]",
+        "[[[[[1]]]]]",
+        // Refused.
+        "[[1, 2], [3]]",
+        "[[1], [2, 3]]",
+        "[[1, 2], 3]",
+        "[1, [2]]",
+        "[[], [1]]",
+        "[01]",
+        "[1.]",
+        "[.5]",
+        "[1e]",
+        "[+1]",
+        "[1,]",
+        "[1 2]",
+        "[-]",
+        "[1",
+        "[[1, 2]",
+        "[NaN]",
+        "[1.0e+-1]",
+        "[0x10]",
+    ] {
+        agree(&format!(r#"{{"input": {t}, "target": [1.5, 2]}}"#));
+        agree(&format!(r#"{{"target": [1.5, 2], "input": {t}}}"#));
+    }
+}
+
+#[test]
+fn tensor_objects_decode_as_serde_decodes_them() {
+    for t in [
+        r#"{"shape": [2, 2], "data": [1, 2, 3, 4.5]}"#,
+        r#"{"data": [1, 2, 3, 4], "shape": [4]}"#,
+        r#"{"shape": [], "data": [5]}"#,
+        r#"{"shape": [3], "dtype": "float64", "data": [1, 2, 3]}"#,
+        r#"{"shape": [3], "dtype": "float32", "data": [1, 2, 3]}"#,
+        r#"{"shape": [3], "dtype": "int64", "data": [1, 2, 3]}"#,
+        r#"{"dtype": "float64", "base64": "AAAAAAAA8D8AAAAAAAAAwA==", "shape": [2]}"#,
+        r#"{"shape": [2], "dtype": "float32", "base64": "AACAPwAAAMA="}"#,
+        r#"{"shape": [1, 2], "dtype": "int64", "base64": "AQAAAAAAAAD+/////////w=="}"#,
+        r#"{"shape": [1], "dtype": "float64", "base64": "AAAAAAAA+H8="}"#,
+    ] {
+        let body = format!(r#"{{"input": {t}, "reduction": "sum"}}"#);
+        assert!(agree(&body), "the fast path should take {body}");
+    }
+    for t in [
+        r#"{"shape": [0], "data": []}"#,
+        r#"{"shape": [3], "dtype": "int64", "data": [1, 2, 3.5]}"#,
+        r#"{"shape": [3], "data": [1, 2]}"#,
+        r#"{"shape": [2, 1], "data": [[1], [2]]}"#,
+        r#"{"shape": [], "data": 0}"#,
+        r#"{"shape": [2], "data": [1, 2], "data": [1, 2]}"#,
+        r#"{"shape": [2], "data": [1, 2], "base64": "AAAA"}"#,
+        r#"{"shape": [2], "dtype": "float64", "base64": "AAAAAAAA8D8AAAAAAAAAwA="}"#,
+        r#"{"shape": [2], "dtype": "float64", "base64": "!!!!AAAA8D8AAAAAAAAAwA=="}"#,
+        r#"{"shape": [2], "base64": "AAAAAAAA8D8AAAAAAAAAwA=="}"#,
+        r#"{"shape": [2], "dtype": "float16", "base64": "AAAAAAAA8D8AAAAAAAAAwA=="}"#,
+        r#"{"shape": [-2], "data": [1, 2]}"#,
+        r#"{"shape": [2.0], "data": [1, 2]}"#,
+        r#"{"shape": [2], "data": [1, 2], "extra": 1}"#,
+        r#"{"shap\u0065": [2], "data": [1, 2]}"#,
+        r#"{"shape": [1, 1, 1, 1, 1], "data": [1]}"#,
+        r#"{"shape": [4294967296, 4294967296, 4294967296], "data": []}"#,
+        r#"{}"#,
+    ] {
+        agree(&format!(r#"{{"input": {t}, "reduction": "sum"}}"#));
+    }
+}
+
+#[test]
+fn bodies_the_walk_does_not_follow_go_to_serde() {
+    for body in [
+        r#"[1, 2]"#,
+        r#"{"input": [1, 2]"#,
+        r#"{"input": [1, 2]} x"#,
+        r#"{"input": [1, 2],}"#,
+        r#"{"input" [1, 2]}"#,
+        r#"{"input": [1, 2] "target": [1, 2]}"#,
+        r#"{"input": [1, 2], "input": [1, 2]}"#,
+        r#"{"input": [1, 2], "other": [1, 2]}"#,
+        r#"{"input": [1, 2], "reduction": ["sum"]}"#,
+        r#"{"input": [1, 2], "reduction": "a\"]}, [1, 2"}"#,
+        r#"{"reduction": {"a": [1, {"b": "]"}]}, "input": [1, 2]}"#,
+        r#"{"input": [1, 2], "reduction": [}"#,
+        r#"{"in\u0070ut": [1, 2]}"#,
+        r#"  {"input": [1, 2]}  "#,
+    ] {
+        agree(body);
+    }
+}
+
+#[test]
+fn placeholders_cannot_be_forged() {
+    let forged = r#"{"input": "\u0000lossd:0", "target": [1, 2]}"#;
+    assert!(prepare(forged.as_bytes()).is_none());
+    assert!(slow(forged).0.is_err());
+    let escaped = r#"{"input": [1, 2], "reduction": "\u0000"}"#;
+    assert!(prepare(escaped.as_bytes()).is_none());
+    // Outside a fast decode, a placeholder is just a string.
+    assert!(take("\0lossd:0").is_none());
+}
+
+#[test]
+fn the_element_budget_is_spent_and_never_overrun() {
+    let body = r#"{"input": [1, 2, 3], "target": [4, 5, 6]}"#;
+    let run = |elements| {
+        Budget { elements, rank: 4 }.run(|| {
+            let p = prepare(body.as_bytes());
+            p.map(|p| p.tensors.len())
+        })
+    };
+    assert_eq!(run(6), (Some(2), false));
+    // The second tensor does not fit: left for serde, which marks the budget exceeded.
+    assert_eq!(run(5), (Some(1), false));
+    assert_eq!(run(2), (None, false));
+    for elements in [2, 5, 6] {
+        let (s, s_over) = Budget { elements, rank: 4 }
+            .run(|| serde_json::from_str::<Req>(body).map_err(|e| e.to_string()));
+        let (f, f_over) = Budget { elements, rank: 4 }.run(|| {
+            let p = prepare(body.as_bytes())?;
+            with_tensors(p.tensors, || serde_json::from_slice::<Req>(&p.body).ok())?
+        });
+        assert!(s.is_ok(), "{elements}");
+        // Where the fast path applies, it ends as serde does (over the budget at 2 and 5).
+        assert_eq!(s_over, elements < 6, "{elements}");
+        if elements > 2 {
+            assert_eq!((f.is_some(), f_over), (true, s_over), "{elements}");
+        }
+    }
+}
+
+/// A small deterministic generator.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 11
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A number in one of the many ways JSON can write one.
+fn number_text(r: &mut Lcg) -> String {
+    let x = f64::from_bits(r.next() << 11 | r.next() & 0x7ff);
+    match r.below(12) {
+        0 => format!("{}", r.next() as i64 - (1 << 52)),
+        1 => format!("{}", (r.next() % 2000) as i64 - 1000),
+        2 if x.is_finite() => format!("{x:e}"),
+        3 if x.is_finite() => format!("{x:E}"),
+        4 => format!(
+            "{:.17}",
+            (r.next() as f64) / (1u64 << 53) as f64 * 4.0 - 2.0
+        ),
+        5 => format!("{}", (r.next() as f64) / (1u64 << 53) as f64 * 4.0 - 2.0),
+        6 => format!("{}e{}", r.below(100_000), r.below(700) as i64 - 350),
+        7 => format!("-{}.{}e+{}", r.below(10), r.next(), r.below(320)),
+        8 => ["-0", "0", "-0.0", "0e0", "1E-0"][r.below(5) as usize].to_string(),
+        9 => format!("{}{}", r.next(), r.next()),
+        10 => format!("-{}", u64::MAX - r.below(1 << 12)),
+        _ => format!("{}", (r.next() as f64) * 1e-300),
+    }
+}
+
+/// Random tensors, often well-formed, sometimes broken in one place.
+#[test]
+fn random_tensors_agree() {
+    let mut r = Lcg(7);
+    let mut taken = 0;
+    for case in 0..3000 {
+        let rank = 1 + r.below(3) as usize;
+        let shape: Vec<usize> = (0..rank).map(|_| 1 + r.below(4) as usize).collect();
+        let n: usize = shape.iter().product();
+        let nums: Vec<String> = (0..n).map(|_| number_text(&mut r)).collect();
+        let mut text = nest(&nums, &shape, r.below(3) == 0);
+        if case % 4 == 3 {
+            // Break it: drop, double or change one byte.
+            let i = r.below(text.len() as u64) as usize;
+            let c = text.as_bytes()[i];
+            match r.below(3) {
+                0 => {
+                    text.remove(i);
+                }
+                1 => text.insert(i, c as char),
+                _ => text.replace_range(
+                    i..=i,
+                    [",", "]", "[", "1", "-", ".", "e", " "][r.below(8) as usize],
+                ),
+            }
+        }
+        let flat = format!(r#"{{"shape": {shape:?}, "data": [{}]}}"#, nums.join(", "));
+        let body = format!(r#"{{"input": {text}, "target": {flat}}}"#);
+        taken += usize::from(agree(&body));
+    }
+    assert!(taken > 2000, "the fast path took only {taken} of 3000");
+}
+
+fn nest(nums: &[String], shape: &[usize], spaced: bool) -> String {
+    let sep = if spaced { ", " } else { "," };
+    if shape.len() == 1 {
+        return format!("[{}]", nums.join(sep));
+    }
+    let inner: usize = shape[1..].iter().product();
+    let parts: Vec<String> = nums
+        .chunks(inner)
+        .map(|c| nest(c, &shape[1..], spaced))
+        .collect();
+    format!("[{}]", parts.join(sep))
+}
