@@ -82,6 +82,46 @@ fn decode_base64(b: divan::Bencher) {
     });
 }
 
+/// A small request (`mse_loss` 3×5, the HTTP benchmark's small case): decoding is a few
+/// hundred nanoseconds of every request's cost.
+#[divan::bench]
+fn decode_small_json(b: divan::Bencher) {
+    let body = SMALL;
+    b.counter(BytesCount::new(body.len())).bench(|| {
+        let mut budget = budget();
+        let req: losses::mse_loss::MseLoss = losses::decode(
+            black_box(body),
+            &mut budget,
+            &losses::mse_loss::MseLoss::INFO,
+            None,
+        )
+        .unwrap();
+        black_box(req)
+    });
+}
+
+const SMALL: &[u8] = br#"{"input": [[0.1, -1.2, 2.5, 0.33, 1.0], [0.5, 0.25, -0.75, 3.0, -2.0], [1.5, 2.5, 3.5, 4.5, 5.5]], "target": [[1, 0, 2, 1, 0], [0.5, 0.5, 0.5, 0.5, 0.5], [1.25, 2.0, 3.0, 4.0, 5.0]], "reduction": "mean"}"#;
+
+/// serde alone on the same small body (what `decode` did before its fast path).
+#[divan::bench]
+fn decode_small_json_serde_only(b: divan::Bencher) {
+    b.counter(BytesCount::new(SMALL.len()))
+        .bench(|| black_box(serde_only(black_box(SMALL))));
+}
+
+/// serde alone on the 1M-float nested body (what `decode` did before its fast path).
+#[divan::bench(sample_count = 20)]
+fn decode_nested_json_serde_only(b: divan::Bencher) {
+    let body = nested_body();
+    b.counter(BytesCount::new(body.len()))
+        .bench(|| black_box(serde_only(black_box(&body))));
+}
+
+fn serde_only(body: &[u8]) -> losses::mse_loss::MseLoss {
+    let (r, _) = budget().run(|| serde_json::from_slice(body));
+    r.unwrap()
+}
+
 #[divan::bench(sample_count = 20)]
 fn whole_request_nested_json(b: divan::Bencher) {
     let body = nested_body();
