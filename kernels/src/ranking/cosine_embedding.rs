@@ -163,7 +163,7 @@ pub fn cosine_embedding_loss<T: Real>(
             gcos[ci] += (-g_pos + hinge_grad(c - m, g_neg)).f64();
         }
     }
-    let mut out = LossOutput::new(reduce(reduction, &out_shape, losses, &total, n));
+    let mut out = LossOutput::new(reduce(reduction, &out_shape, losses, total.total(), n));
     if !grad {
         return Ok(out);
     }

@@ -10,8 +10,9 @@ use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use super::margin_ranking::{CHUNK, hinge, hinge_grad, reduce};
 use crate::broadcast::{broadcast_pair, unbroadcast};
 use crate::cancel::checkpoint;
-use crate::reduction::{Sum8, upstream};
+use crate::reduction::{BLOCK, add_to_lanes, lanes_total, upstream};
 use crate::regression::contiguous;
+use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
 
 /// `F.hinge_embedding_loss(input, target, margin, reduction)`.
@@ -35,35 +36,17 @@ pub fn hinge_embedding_loss<T: Real>(
     let y = contiguous(&target, &shape);
     let m = T::of(margin);
     let up = T::of(upstream(reduction, n));
-    let (one, zero) = (T::one(), T::zero());
-
     let keep = reduction == Reduction::None;
-    let mut losses = Vec::with_capacity(if keep { n } else { 0 });
-    let mut dx = Vec::with_capacity(if grad { n } else { 0 });
-    let mut total = Sum8::new();
-    let mut start = 0;
-    while start < n {
-        checkpoint()?;
-        let end = (start + CHUNK).min(n);
-        for i in start..end {
-            let (xi, yi) = (x[i], y[i]);
-            let z = m - xi;
-            let hinge_part = if yi != one { hinge(z) } else { zero };
-            let self_part = if yi != -one { xi } else { zero };
-            let l = hinge_part + self_part;
-            total.add(l.f64());
-            if keep {
-                losses.push(l);
-            }
-            if grad {
-                let g_self = if yi != -one { up } else { zero };
-                let g_hinge = if yi != one { up } else { zero };
-                dx.push(g_self - hinge_grad(z, g_hinge));
-            }
-        }
-        start = end;
-    }
-    let mut out = LossOutput::new(reduce(reduction, &shape, losses, &total, n));
+    let mut losses = if keep { vec![T::zero(); n] } else { Vec::new() };
+    let mut dx = if grad { vec![T::zero(); n] } else { Vec::new() };
+    let (l, d) = (&mut losses[..], &mut dx[..]);
+    let total = vectorised!(match (keep, grad) {
+        (false, false) => pass::<T, false, false>(&x, &y, m, up, l, d),
+        (false, true) => pass::<T, false, true>(&x, &y, m, up, l, d),
+        (true, false) => pass::<T, true, false>(&x, &y, m, up, l, d),
+        (true, true) => pass::<T, true, true>(&x, &y, m, up, l, d),
+    })?;
+    let mut out = LossOutput::new(reduce(reduction, &shape, losses, total, n));
     if grad {
         let dx = ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n elements");
         out.grads.push(("input", unbroadcast(dx, xs)));
@@ -71,10 +54,60 @@ pub fn hinge_embedding_loss<T: Real>(
     Ok(out)
 }
 
+/// The pass over the elements in blocks of [`BLOCK`], specialised on what it writes (`KEEP`:
+/// `losses`; `GRAD`: `dx`), so the element-wise loops have no branches and vectorise. Each
+/// block's losses go to the eight lanes (element `i` to lane `i mod 8`, the order of
+/// [`crate::reduction::Sum8`]); a cancellation checkpoint every [`CHUNK`] elements.
+/// Returns `Σ ℓ`.
+#[inline(always)]
+fn pass<T: Real, const KEEP: bool, const GRAD: bool>(
+    x: &[T],
+    y: &[T],
+    m: T,
+    up: T,
+    losses: &mut [T],
+    dx: &mut [T],
+) -> Result<f64, LossError> {
+    const { assert!(CHUNK.is_multiple_of(BLOCK)) };
+    let (one, zero) = (T::one(), T::zero());
+    let n = x.len();
+    let y = &y[..n];
+    let losses = if KEEP { &mut losses[..n] } else { losses };
+    let dx = if GRAD { &mut dx[..n] } else { dx };
+    let mut lanes = [0.0f64; 8];
+    let mut buf = [T::zero(); BLOCK];
+    for start in (0..n).step_by(BLOCK) {
+        if start % CHUNK == 0 {
+            checkpoint()?;
+        }
+        let end = (start + BLOCK).min(n);
+        let (xs, ys) = (&x[start..end], &y[start..end]);
+        let block = &mut buf[..end - start];
+        for ((l, &xi), &yi) in block.iter_mut().zip(xs).zip(ys) {
+            let hinge_part = if yi != one { hinge(m - xi) } else { zero };
+            let self_part = if yi != -one { xi } else { zero };
+            *l = hinge_part + self_part;
+        }
+        if GRAD {
+            for ((g, &xi), &yi) in dx[start..end].iter_mut().zip(xs).zip(ys) {
+                let g_self = if yi != -one { up } else { zero };
+                let g_hinge = if yi != one { up } else { zero };
+                *g = g_self - hinge_grad(m - xi, g_hinge);
+            }
+        }
+        if KEEP {
+            losses[start..end].copy_from_slice(block);
+        }
+        add_to_lanes(&mut lanes, block);
+    }
+    Ok(lanes_total(&lanes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ErrorKind;
+    use crate::reduction::Sum8;
     use crate::testing::{Rng, assert_close, assert_grad, scalar};
     use ndarray::array;
 
@@ -198,6 +231,174 @@ mod tests {
                     },
                 );
             }
+        }
+    }
+
+    /// The element loop the blocked pass replaced: one element at a time, summed with
+    /// [`Sum8`]. Returns the losses, the gradient and the total.
+    fn reference<T: Real>(x: &[T], y: &[T], m: T, up: T) -> (Vec<T>, Vec<T>, f64) {
+        let (one, zero) = (T::one(), T::zero());
+        let mut total = Sum8::new();
+        let (mut losses, mut dx) = (vec![], vec![]);
+        for i in 0..x.len() {
+            let (xi, yi) = (x[i], y[i]);
+            let z = m - xi;
+            let hinge_part = if yi != one { hinge(z) } else { zero };
+            let self_part = if yi != -one { xi } else { zero };
+            let l = hinge_part + self_part;
+            total.add(l.f64());
+            losses.push(l);
+            let g_self = if yi != -one { up } else { zero };
+            let g_hinge = if yi != one { up } else { zero };
+            dx.push(g_self - hinge_grad(z, g_hinge));
+        }
+        (losses, dx, total.total())
+    }
+
+    /// `3·BLOCK + 77` pairs `(x, y)` for `margin`: inputs mostly random, with NaN, ±inf, ±0
+    /// and the kink `x = margin`; targets mostly ±1, with 0, −0, 0.5, 2, NaN and random ones.
+    fn hinge_data(seed: u64, margin: f64) -> [Vec<f64>; 2] {
+        const SPECIAL_X: [f64; 5] = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0, -0.0];
+        const SPECIAL_Y: [f64; 5] = [0.0, -0.0, 0.5, 2.0, f64::NAN];
+        let mut rng = Rng::new(seed);
+        let n = 3 * BLOCK + 77;
+        let [mut x, mut y] = [vec![], vec![]];
+        for _ in 0..n {
+            x.push(match rng.below(10) {
+                0 => SPECIAL_X[rng.below(SPECIAL_X.len())],
+                1 => margin,
+                _ => rng.range(-3.0, 3.0),
+            });
+            y.push(match rng.below(10) {
+                0 => SPECIAL_Y[rng.below(SPECIAL_Y.len())],
+                1 => rng.range(-2.0, 2.0),
+                k => [1.0, -1.0][k % 2],
+            });
+        }
+        [x, y]
+    }
+
+    fn bits<T: Real>(v: &[T]) -> Vec<u64> {
+        v.iter().map(|x| x.f64().to_bits()).collect()
+    }
+
+    /// The bits of a sum, any NaN as one: the sign of a NaN sum depends on which NaN operand
+    /// an addition propagates, and the compiler may swap the operands of the lane additions
+    /// (it does so differently in the reference loop and the vectorised pass).
+    fn sum_bits(t: f64) -> u64 {
+        if t.is_nan() { f64::NAN } else { t }.to_bits()
+    }
+
+    /// Runs the pass with the given writes on the AVX2 (`avx2`) or baseline path; returns the
+    /// total, the losses and the gradient (empty where not written).
+    fn run_pass<T: Real>(
+        [x, y]: &[Vec<T>; 2],
+        m: T,
+        up: T,
+        keep: bool,
+        grad: bool,
+        avx2: bool,
+    ) -> (f64, Vec<T>, Vec<T>) {
+        let n = x.len();
+        let z = |on: bool| if on { vec![T::zero(); n] } else { Vec::new() };
+        let (mut l, mut d) = (z(keep), z(grad));
+        let (ls, ds) = (&mut l[..], &mut d[..]);
+        let total = crate::vmath::dispatch_with(
+            avx2,
+            #[inline(always)]
+            || match (keep, grad) {
+                (false, false) => pass::<T, false, false>(x, y, m, up, ls, ds),
+                (false, true) => pass::<T, false, true>(x, y, m, up, ls, ds),
+                (true, false) => pass::<T, true, false>(x, y, m, up, ls, ds),
+                (true, true) => pass::<T, true, true>(x, y, m, up, ls, ds),
+            },
+        )
+        .unwrap();
+        (total, l, d)
+    }
+
+    /// Finite copies of test data (NaN and infinities replaced), so that the totals are finite.
+    fn finite<const K: usize>(data: &[Vec<f64>; K]) -> [Vec<f64>; K] {
+        data.each_ref().map(|v| {
+            v.iter()
+                .map(|&x| if x.is_finite() { x } else { 1.5 })
+                .collect()
+        })
+    }
+
+    fn to_f32<const K: usize>(data: &[Vec<f64>; K]) -> [Vec<f32>; K] {
+        data.each_ref()
+            .map(|v| v.iter().map(|&x| x as f32).collect())
+    }
+
+    /// The blocked pass, and the whole kernel for each reduction, give the bits of the element
+    /// loop it replaced (losses, gradient, total), NaN, infinities, zeros, kinks and targets
+    /// other than ±1 included.
+    #[test]
+    fn blocked_pass_matches_the_element_loop_bit_for_bit() {
+        fn check<T: Real>(data: &[Vec<T>; 2], margin: f64) {
+            let n = data[0].len();
+            let m = T::of(margin);
+            for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+                let up = T::of(upstream(reduction, n));
+                let (l, g, total) = reference(&data[0], &data[1], m, up);
+                let what = format!(
+                    "{} margin {margin} {reduction:?}",
+                    std::any::type_name::<T>()
+                );
+                for (keep, grad) in [(false, false), (false, true), (true, false), (true, true)] {
+                    let out = run_pass(data, m, up, keep, grad, crate::vmath::has_avx2());
+                    assert_eq!(sum_bits(out.0), sum_bits(total), "{what} total");
+                    if keep {
+                        assert_eq!(bits(&out.1), bits(&l), "{what} losses");
+                    }
+                    if grad {
+                        assert_eq!(bits(&out.2), bits(&g), "{what} gradient");
+                    }
+                }
+                let [x, y] = data
+                    .each_ref()
+                    .map(|v| ArrayViewD::from_shape(IxDyn(&[n]), &v[..]).unwrap());
+                let run = |grad| {
+                    hinge_embedding_loss(x.view(), y.view(), margin, reduction, grad).unwrap()
+                };
+                let want = reduce(reduction, &[n], l.clone(), total, n);
+                let loss_bits = |loss: &ArrayD<T>| match reduction {
+                    Reduction::None => bits(loss.as_slice().unwrap()),
+                    _ => vec![sum_bits(loss.first().unwrap().f64())],
+                };
+                let out = run(true);
+                assert_eq!(loss_bits(&out.loss), loss_bits(&want), "{what} loss");
+                let got = out.grad("input").unwrap().as_slice().unwrap().to_vec();
+                assert_eq!(bits(&got), bits(&g), "{what} input");
+                assert_eq!(loss_bits(&run(false).loss), loss_bits(&want), "{what} loss");
+            }
+        }
+        for (seed, margin) in [(1, 1.0), (2, 0.0), (3, -0.5)] {
+            let data = hinge_data(seed, margin);
+            for data in [finite(&data), data] {
+                check::<f64>(&data, margin);
+                check::<f32>(&to_f32(&data), margin);
+            }
+        }
+    }
+
+    /// The AVX2-compiled pass gives the same bits as the baseline one (total, losses and
+    /// gradient), f32 and f64, over a length that is not a multiple of the block.
+    #[test]
+    fn avx2_and_baseline_passes_are_bit_identical() {
+        fn check<T: Real>(data: &[Vec<T>; 2]) {
+            let (m, up) = (T::of(1.0), T::of(1.0 / 3.0));
+            let a = run_pass(data, m, up, true, true, true);
+            let b = run_pass(data, m, up, true, true, false);
+            assert_eq!(sum_bits(a.0), sum_bits(b.0));
+            assert_eq!(bits(&a.1), bits(&b.1));
+            assert_eq!(bits(&a.2), bits(&b.2));
+        }
+        let data = hinge_data(17, 1.0);
+        for data in [finite(&data), data] {
+            check::<f64>(&data);
+            check::<f32>(&to_f32(&data));
         }
     }
 }

@@ -13,8 +13,9 @@ use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use crate::broadcast::{broadcast_pair, unbroadcast};
 use crate::cancel::checkpoint;
 use crate::error::fmt_shape;
-use crate::reduction::{Sum8, mean, upstream};
+use crate::reduction::{BLOCK, add_to_lanes, lanes_total, mean, upstream};
 use crate::regression::contiguous;
+use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
 
 /// Elements processed between two cancellation checkpoints.
@@ -37,19 +38,19 @@ pub(crate) fn hinge_grad<T: Real>(z: T, g: T) -> T {
     if z > T::zero() { g } else { T::zero() }
 }
 
-/// The returned loss: the unreduced `losses` (shape `shape`) for `none`, else the 0-d sum or
-/// mean of `count` elements (the mean of nothing is NaN).
+/// The returned loss: the unreduced `losses` (shape `shape`) for `none`, else the 0-d sum
+/// `total` or its mean over `count` elements (the mean of nothing is NaN).
 pub(crate) fn reduce<T: Real>(
     reduction: Reduction,
     shape: &[usize],
     losses: Vec<T>,
-    total: &Sum8,
+    total: f64,
     count: usize,
 ) -> ArrayD<T> {
     match reduction {
         Reduction::None => ArrayD::from_shape_vec(IxDyn(shape), losses).expect("count elements"),
-        Reduction::Sum => ndarray::arr0(T::of(total.total())).into_dyn(),
-        Reduction::Mean => ndarray::arr0(T::of(mean(total.total(), count))).into_dyn(),
+        Reduction::Sum => ndarray::arr0(T::of(total)).into_dyn(),
+        Reduction::Mean => ndarray::arr0(T::of(mean(total, count))).into_dyn(),
     }
 }
 
@@ -98,39 +99,17 @@ pub fn margin_ranking_loss<T: Real>(
     let up = T::of(upstream(reduction, n));
 
     let keep = reduction == Reduction::None;
-    let mut losses = Vec::with_capacity(if keep { n } else { 0 });
-    let cap = if grad { n } else { 0 };
-    let (mut d1, mut d2, mut dt) = (
-        Vec::with_capacity(cap),
-        Vec::with_capacity(cap),
-        Vec::with_capacity(cap),
-    );
-    let mut total = Sum8::new();
-    let mut start = 0;
-    while start < n {
-        checkpoint()?;
-        let end = (start + CHUNK).min(n);
-        for i in start..end {
-            let d = x1[i] - x2[i];
-            let z = -y[i] * d + m;
-            let l = hinge(z);
-            total.add(l.f64());
-            if keep {
-                losses.push(l);
-            }
-            if grad {
-                // Autograd's chain for `(−y)·(x1 − x2) + margin`, so that a masked (zero)
-                // gradient times an infinite difference is NaN, as in PyTorch.
-                let gz = hinge_grad(z, up);
-                let g = gz * -y[i];
-                d1.push(g);
-                d2.push(-g);
-                dt.push(-(gz * d));
-            }
-        }
-        start = end;
-    }
-    let mut out = LossOutput::new(reduce(reduction, &shape, losses, &total, n));
+    let mut losses = if keep { vec![T::zero(); n] } else { Vec::new() };
+    let zeros = || if grad { vec![T::zero(); n] } else { Vec::new() };
+    let (mut d1, mut d2, mut dt) = (zeros(), zeros(), zeros());
+    let (l, g1, g2, gt) = (&mut losses[..], &mut d1[..], &mut d2[..], &mut dt[..]);
+    let total = vectorised!(match (keep, grad) {
+        (false, false) => pass::<T, false, false>(&x1, &x2, &y, m, up, l, g1, g2, gt),
+        (false, true) => pass::<T, false, true>(&x1, &x2, &y, m, up, l, g1, g2, gt),
+        (true, false) => pass::<T, true, false>(&x1, &x2, &y, m, up, l, g1, g2, gt),
+        (true, true) => pass::<T, true, true>(&x1, &x2, &y, m, up, l, g1, g2, gt),
+    })?;
+    let mut out = LossOutput::new(reduce(reduction, &shape, losses, total, n));
     if grad {
         let full = |v: Vec<T>| ArrayD::from_shape_vec(IxDyn(&shape), v).expect("n elements");
         out.grads.push(("input1", unbroadcast(full(d1), s1)));
@@ -140,10 +119,75 @@ pub fn margin_ranking_loss<T: Real>(
     Ok(out)
 }
 
+/// The pass over the elements in blocks of [`BLOCK`], specialised on what it writes (`KEEP`:
+/// `losses`; `GRAD`: `d1`, `d2`, `dt`), so the element-wise loops have no branches and
+/// vectorise. Each block's losses go to the eight lanes (element `i` to lane `i mod 8`, the
+/// order of [`crate::reduction::Sum8`]); a cancellation checkpoint every [`CHUNK`] elements.
+/// Returns `Σ ℓ`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pass<T: Real, const KEEP: bool, const GRAD: bool>(
+    x1: &[T],
+    x2: &[T],
+    y: &[T],
+    m: T,
+    up: T,
+    losses: &mut [T],
+    d1: &mut [T],
+    d2: &mut [T],
+    dt: &mut [T],
+) -> Result<f64, LossError> {
+    const { assert!(CHUNK.is_multiple_of(BLOCK)) };
+    let n = x1.len();
+    let (x2, y) = (&x2[..n], &y[..n]);
+    let losses = if KEEP { &mut losses[..n] } else { losses };
+    let (d1, d2, dt) = if GRAD {
+        (&mut d1[..n], &mut d2[..n], &mut dt[..n])
+    } else {
+        (d1, d2, dt)
+    };
+    let mut lanes = [0.0f64; 8];
+    let mut buf = [T::zero(); BLOCK];
+    for start in (0..n).step_by(BLOCK) {
+        if start % CHUNK == 0 {
+            checkpoint()?;
+        }
+        let end = (start + BLOCK).min(n);
+        let (x1s, x2s, ys) = (&x1[start..end], &x2[start..end], &y[start..end]);
+        let block = &mut buf[..end - start];
+        for (((l, &a), &b), &yv) in block.iter_mut().zip(x1s).zip(x2s).zip(ys) {
+            *l = hinge(-yv * (a - b) + m);
+        }
+        if GRAD {
+            let gs = d1[start..end]
+                .iter_mut()
+                .zip(&mut d2[start..end])
+                .zip(&mut dt[start..end]);
+            for ((((g1, g2), gt), (&a, &b)), &yv) in gs.zip(x1s.iter().zip(x2s)).zip(ys) {
+                let d = a - b;
+                let z = -yv * d + m;
+                // Autograd's chain for `(−y)·(x1 − x2) + margin`, so that a masked (zero)
+                // gradient times an infinite difference is NaN, as in PyTorch.
+                let gz = hinge_grad(z, up);
+                let g = gz * -yv;
+                *g1 = g;
+                *g2 = -g;
+                *gt = -(gz * d);
+            }
+        }
+        if KEEP {
+            losses[start..end].copy_from_slice(block);
+        }
+        add_to_lanes(&mut lanes, block);
+    }
+    Ok(lanes_total(&lanes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ErrorKind;
+    use crate::reduction::Sum8;
     use crate::testing::{Rng, assert_close, assert_grad, scalar};
     use ndarray::array;
 
@@ -322,6 +366,220 @@ mod tests {
                     scalar(&run(&x1, &x2, v))
                 });
             }
+        }
+    }
+
+    /// The element loop the blocked pass replaced: one element at a time, summed with
+    /// [`Sum8`]. Returns the losses, the gradients `[d1, d2, dt]` and the total.
+    fn reference<T: Real>(x1: &[T], x2: &[T], y: &[T], m: T, up: T) -> (Vec<T>, [Vec<T>; 3], f64) {
+        let mut total = Sum8::new();
+        let (mut l, mut d1, mut d2, mut dt) = (vec![], vec![], vec![], vec![]);
+        for i in 0..x1.len() {
+            let d = x1[i] - x2[i];
+            let z = -y[i] * d + m;
+            let v = hinge(z);
+            total.add(v.f64());
+            l.push(v);
+            let gz = hinge_grad(z, up);
+            let g = gz * -y[i];
+            d1.push(g);
+            d2.push(-g);
+            dt.push(-(gz * d));
+        }
+        (l, [d1, d2, dt], total.total())
+    }
+
+    /// `3·BLOCK + 77` triples `(x1, x2, y)` for `margin`: mostly random, with NaN, ±inf, ±0,
+    /// targets 0 and ±1, and exact kinks `z = 0` (`x1 − x2 = ±margin`, `y = ±1`).
+    fn ranking_data(seed: u64, margin: f64) -> [Vec<f64>; 3] {
+        const SPECIAL: [f64; 8] = [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            0.5,
+        ];
+        fn pick(rng: &mut Rng, lo: f64, hi: f64) -> f64 {
+            if rng.below(10) == 0 {
+                SPECIAL[rng.below(SPECIAL.len())]
+            } else {
+                rng.range(lo, hi)
+            }
+        }
+        let mut rng = Rng::new(seed);
+        let n = 3 * BLOCK + 77;
+        let [mut x1, mut x2, mut y] = [vec![], vec![], vec![]];
+        for _ in 0..n {
+            let (a, b, t) = match rng.below(8) {
+                0 => (margin, 0.0, 1.0),
+                1 => (0.0, margin, -1.0),
+                2 => (pick(&mut rng, -2.0, 2.0), 0.0, 0.0),
+                _ => {
+                    let a = pick(&mut rng, -2.0, 2.0);
+                    let b = pick(&mut rng, -2.0, 2.0);
+                    let t = if rng.below(2) == 0 { 1.0 } else { -1.0 };
+                    (
+                        a,
+                        b,
+                        if rng.below(10) == 0 {
+                            pick(&mut rng, -2.0, 2.0)
+                        } else {
+                            t
+                        },
+                    )
+                }
+            };
+            x1.push(a);
+            x2.push(b);
+            y.push(t);
+        }
+        [x1, x2, y]
+    }
+
+    fn bits<T: Real>(v: &[T]) -> Vec<u64> {
+        v.iter().map(|x| x.f64().to_bits()).collect()
+    }
+
+    /// The bits of a sum, any NaN as one: the sign of a NaN sum depends on which NaN operand
+    /// an addition propagates, and the compiler may swap the operands of the lane additions
+    /// (it does so differently in the reference loop and the vectorised pass).
+    fn sum_bits(t: f64) -> u64 {
+        if t.is_nan() { f64::NAN } else { t }.to_bits()
+    }
+
+    /// Runs the pass with the given writes on the AVX2 (`avx2`) or baseline path; returns the
+    /// total's bits, the losses and the gradients (empty where not written).
+    #[allow(clippy::type_complexity)]
+    fn run_pass<T: Real>(
+        [x1, x2, y]: &[Vec<T>; 3],
+        m: T,
+        up: T,
+        keep: bool,
+        grad: bool,
+        avx2: bool,
+    ) -> (u64, Vec<T>, [Vec<T>; 3]) {
+        let n = x1.len();
+        let z = |on: bool| if on { vec![T::zero(); n] } else { Vec::new() };
+        let (mut l, mut d1, mut d2, mut dt) = (z(keep), z(grad), z(grad), z(grad));
+        let (ls, g1, g2, gt) = (&mut l[..], &mut d1[..], &mut d2[..], &mut dt[..]);
+        let total = crate::vmath::dispatch_with(
+            avx2,
+            #[inline(always)]
+            || match (keep, grad) {
+                (false, false) => pass::<T, false, false>(x1, x2, y, m, up, ls, g1, g2, gt),
+                (false, true) => pass::<T, false, true>(x1, x2, y, m, up, ls, g1, g2, gt),
+                (true, false) => pass::<T, true, false>(x1, x2, y, m, up, ls, g1, g2, gt),
+                (true, true) => pass::<T, true, true>(x1, x2, y, m, up, ls, g1, g2, gt),
+            },
+        )
+        .unwrap();
+        (total.to_bits(), l, [d1, d2, dt])
+    }
+
+    /// The blocked pass, and the whole kernel for each reduction, give the bits of the element
+    /// loop it replaced (losses, gradients, total), NaN, infinities, zeros and kinks included.
+    #[test]
+    fn blocked_pass_matches_the_element_loop_bit_for_bit() {
+        fn check<T: Real>(data: &[Vec<T>; 3], margin: f64) {
+            let n = data[0].len();
+            let m = T::of(margin);
+            for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+                let up = T::of(upstream(reduction, n));
+                let (l, g, total) = reference(&data[0], &data[1], &data[2], m, up);
+                let what = format!(
+                    "{} margin {margin} {reduction:?}",
+                    std::any::type_name::<T>()
+                );
+                for (keep, grad) in [(false, false), (false, true), (true, false), (true, true)] {
+                    let out = run_pass(data, m, up, keep, grad, crate::vmath::has_avx2());
+                    assert_eq!(
+                        sum_bits(f64::from_bits(out.0)),
+                        sum_bits(total),
+                        "{what} total"
+                    );
+                    if keep {
+                        assert_eq!(bits(&out.1), bits(&l), "{what} losses");
+                    }
+                    if grad {
+                        for (k, (got, want)) in out.2.iter().zip(&g).enumerate() {
+                            assert_eq!(bits(got), bits(want), "{what} gradient {k}");
+                        }
+                    }
+                }
+                let [x1, x2, y] = data
+                    .each_ref()
+                    .map(|v| ArrayViewD::from_shape(IxDyn(&[n]), &v[..]).unwrap());
+                let run = |grad| {
+                    margin_ranking_loss(x1.view(), x2.view(), y.view(), margin, reduction, grad)
+                        .unwrap()
+                };
+                let out = run(true);
+                let want = reduce(reduction, &[n], l.clone(), total, n);
+                let loss_bits = |loss: &ArrayD<T>| match reduction {
+                    Reduction::None => bits(loss.as_slice().unwrap()),
+                    _ => vec![sum_bits(loss.first().unwrap().f64())],
+                };
+                assert_eq!(loss_bits(&out.loss), loss_bits(&want), "{what} loss");
+                for (k, name) in ["input1", "input2", "target"].into_iter().enumerate() {
+                    let got = out.grad(name).unwrap().as_slice().unwrap().to_vec();
+                    assert_eq!(bits(&got), bits(&g[k]), "{what} {name}");
+                }
+                assert_eq!(loss_bits(&run(false).loss), loss_bits(&want), "{what} loss");
+            }
+        }
+        for (seed, margin) in [(1, 0.5), (2, 0.0), (3, -0.25)] {
+            let data = ranking_data(seed, margin);
+            // The same without NaN and infinities, so that the totals are finite.
+            let finite = data.each_ref().map(|v| {
+                v.iter()
+                    .map(|&x| if x.is_finite() { x } else { 1.5 })
+                    .collect()
+            });
+            for data in [data, finite] {
+                check::<f64>(&data, margin);
+                check::<f32>(
+                    &data
+                        .each_ref()
+                        .map(|v| v.iter().map(|&x| x as f32).collect()),
+                    margin,
+                );
+            }
+        }
+    }
+
+    /// The AVX2-compiled pass gives the same bits as the baseline one (total, losses and
+    /// gradients), f32 and f64, over a length that is not a multiple of the block.
+    #[test]
+    fn avx2_and_baseline_passes_are_bit_identical() {
+        fn check<T: Real>(data: &[Vec<T>; 3]) {
+            let (m, up) = (T::of(0.5), T::of(1.0 / 3.0));
+            let (a, b) = (
+                run_pass(data, m, up, true, true, true),
+                run_pass(data, m, up, true, true, false),
+            );
+            let total = |t: u64| sum_bits(f64::from_bits(t));
+            assert_eq!(total(a.0), total(b.0));
+            assert_eq!(bits(&a.1), bits(&b.1));
+            for (k, (a, b)) in a.2.iter().zip(&b.2).enumerate() {
+                assert_eq!(bits(a), bits(b), "gradient {k}");
+            }
+        }
+        let data = ranking_data(17, 0.5);
+        let finite = data.each_ref().map(|v| {
+            v.iter()
+                .map(|&x| if x.is_finite() { x } else { 1.5 })
+                .collect()
+        });
+        for data in [data, finite] {
+            check::<f64>(&data);
+            check::<f32>(
+                &data
+                    .each_ref()
+                    .map(|v| v.iter().map(|&x| x as f32).collect()),
+            );
         }
     }
 }

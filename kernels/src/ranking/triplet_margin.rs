@@ -578,7 +578,7 @@ pub(crate) fn triplet_loss<T: Real>(
             }
         }
     }
-    let mut out = LossOutput::new(reduce(reduction, &batch, losses, &total, rows));
+    let mut out = LossOutput::new(reduce(reduction, &batch, losses, total.total(), rows));
     if grad {
         let back = |g: Vec<T>, rs: &[usize], s: &[usize]| {
             unbroadcast(
