@@ -397,9 +397,13 @@ fn write_base64<T: WireFloat>(out: &mut Vec<u8>, a: &ArrayViewD<'_, T>) {
     out.extend_from_slice(b",\"dtype\":\"");
     out.extend_from_slice(T::DTYPE.as_bytes());
     out.extend_from_slice(b"\",\"base64\":\"");
-    let mut raw = Vec::with_capacity(a.len() * std::mem::size_of::<T>());
-    a.iter().for_each(|v| v.write_le(&mut raw));
-    base64_simd::STANDARD.encode_append(&raw, out);
+    match a.as_slice() {
+        Some(data) => base64_simd::STANDARD.encode_append(&*T::le_bytes(data), out),
+        None => {
+            let data: Vec<T> = a.iter().copied().collect();
+            base64_simd::STANDARD.encode_append(&*T::le_bytes(&data), out)
+        }
+    }
     out.extend_from_slice(b"\"}");
 }
 

@@ -23,6 +23,11 @@ pub trait WireFloat: Real {
     fn write_json(self, out: &mut Vec<u8>);
     /// Appends the little-endian bytes of `self`.
     fn write_le(self, out: &mut Vec<u8>);
+    /// The little-endian bytes of `data`: the slice itself, reinterpreted, on a little-endian
+    /// machine (no copy), else a copy.
+    fn le_bytes(data: &[Self]) -> std::borrow::Cow<'_, [u8]>;
+    /// The longest JSON text [`WireFloat::write_json`] writes for one value.
+    const MAX_JSON: usize;
 }
 
 macro_rules! wire_float {
@@ -45,6 +50,24 @@ macro_rules! wire_float {
             fn write_le(self, out: &mut Vec<u8>) {
                 out.extend_from_slice(&self.to_le_bytes());
             }
+
+            fn le_bytes(data: &[Self]) -> std::borrow::Cow<'_, [u8]> {
+                if cfg!(target_endian = "little") {
+                    bytemuck::cast_slice(data).into()
+                } else {
+                    let mut raw = Vec::with_capacity(std::mem::size_of_val(data));
+                    data.iter().for_each(|v| v.write_le(&mut raw));
+                    raw.into()
+                }
+            }
+
+            // ryu's longest output ("-1.2345678901234567e-308", 24 bytes for f64; 15 for
+            // f32) is longer than `"-Infinity"` (11).
+            const MAX_JSON: usize = if std::mem::size_of::<$t>() == 8 {
+                24
+            } else {
+                15
+            };
         }
     };
 }
@@ -83,7 +106,7 @@ pub fn write_tensor<T: WireFloat>(out: &mut Vec<u8>, a: &ArrayD<T>, encoding: En
     };
     match encoding {
         Encoding::Json => {
-            out.reserve(data.len() * 20);
+            out.reserve(json_len_bound::<T>(a.shape()));
             write_nested(out, &data, a.shape());
         }
         Encoding::Base64 => {
@@ -92,12 +115,25 @@ pub fn write_tensor<T: WireFloat>(out: &mut Vec<u8>, a: &ArrayD<T>, encoding: En
             out.extend_from_slice(b",\"dtype\":\"");
             out.extend_from_slice(T::DTYPE.as_bytes());
             out.extend_from_slice(b"\",\"base64\":\"");
-            let mut raw = Vec::with_capacity(data.len() * std::mem::size_of::<T>());
-            data.iter().for_each(|v| v.write_le(&mut raw));
-            base64_simd::STANDARD.encode_append(&raw, out);
+            base64_simd::STANDARD.encode_append(&*T::le_bytes(&data), out);
             out.extend_from_slice(b"\"}");
         }
     }
+}
+
+/// An upper bound of the length of the nested-array text of a tensor of `shape` (rank >= 1),
+/// so that the buffer is grown once: each value and its comma, plus two brackets and a comma
+/// per (sub)array.
+fn json_len_bound<T: WireFloat>(shape: &[usize]) -> usize {
+    let mut arrays = 1usize;
+    let mut rows = 1usize;
+    for &d in &shape[..shape.len() - 1] {
+        rows = rows.saturating_mul(d);
+        arrays = arrays.saturating_add(rows);
+    }
+    let n: usize = shape.iter().product();
+    n.saturating_mul(T::MAX_JSON + 1)
+        .saturating_add(arrays.saturating_mul(3))
 }
 
 /// Writes row-major `data` of `shape` (rank >= 1) as nested arrays.
@@ -153,5 +189,36 @@ mod tests {
             text(&a, Encoding::Base64),
             r#"{"shape":[2],"dtype":"float64","base64":"AAAAAAAA8D8AAAAAAAAAwA=="}"#
         );
+    }
+
+    /// The reserve is an upper bound, so the buffer grows once: the longest values ryu
+    /// writes, in shapes with many short rows.
+    #[test]
+    fn the_json_length_bound_holds_for_the_longest_values() {
+        fn check<T: WireFloat>(v: T) {
+            for shape in [&[1][..], &[7], &[3, 1, 2], &[2, 1, 1, 1], &[4, 0], &[1, 5]] {
+                let n: usize = shape.iter().product();
+                let a = ArrayD::from_elem(IxDyn(shape), v);
+                let mut out = Vec::new();
+                write_tensor(&mut out, &a, Encoding::Json);
+                assert!(out.len() <= json_len_bound::<T>(shape), "{shape:?} {n}");
+            }
+        }
+        check(-2.225_073_858_507_201_4e-308_f64);
+        check(-1.175_494_4e-38_f32);
+        check(f64::NEG_INFINITY);
+        assert_eq!(
+            ryu::Buffer::new()
+                .format(-2.225_073_858_507_201_4e-308_f64)
+                .len(),
+            24
+        );
+        assert_eq!(ryu::Buffer::new().format(-1.175_494_4e-38_f32).len(), 14);
+    }
+
+    #[test]
+    fn base64_bytes_are_little_endian() {
+        let v = [1.0f32, -2.0];
+        assert_eq!(&*f32::le_bytes(&v), &[0, 0, 0x80, 0x3f, 0, 0, 0, 0xc0]);
     }
 }
