@@ -147,3 +147,22 @@ fn encode_response_with_gradient_json(b: divan::Bencher) {
     let entry = losses::find("mse_loss").unwrap();
     b.bench(|| black_box(entry.run(black_box(&body), budget()).unwrap()));
 }
+
+/// Response encoding alone: 1,000,000 f64 values (a `reduction: "none"` loss or a gradient)
+/// written as nested JSON and as base64. Throughput is in bytes written.
+#[divan::bench(args = ["json", "base64"], sample_count = 20)]
+fn encode_tensor_f64(b: divan::Bencher, encoding: &str) {
+    use lossd::wire::ser::{Encoding, write_tensor};
+    let a = lossd_kernels::ndarray::ArrayD::from_shape_vec(vec![N], values(3)).unwrap();
+    let encoding = match encoding {
+        "json" => Encoding::Json,
+        _ => Encoding::Base64,
+    };
+    let mut out = Vec::new();
+    write_tensor(&mut out, &a, encoding);
+    b.counter(BytesCount::new(out.len())).bench(|| {
+        let mut out = Vec::new();
+        write_tensor(&mut out, black_box(&a), encoding);
+        out
+    });
+}
