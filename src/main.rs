@@ -21,7 +21,10 @@ fn main() -> std::process::ExitCode {
         Some(Command::Serve) | None => {}
     }
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only for a terminal, not for a log file or a collector.
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     match config.log_format {
         LogFormat::Json => fmt.json().init(),
         LogFormat::Text => fmt.init(),

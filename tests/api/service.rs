@@ -98,3 +98,67 @@ async fn a_thousand_concurrent_identical_requests_get_identical_bytes() {
         }
     }
 }
+
+/// The access log: one `info` line per request, written by the time its response arrives,
+/// with method, route (the template, or the path when no route matched), request id, status
+/// and latency.
+#[tokio::test]
+async fn each_request_is_logged_once_with_route_id_and_status() {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let sink = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    // The test runtime is one thread: the server's tasks log through this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = spawn_app().await;
+    let send = |path: &str, id: &str| {
+        app.client
+            .post(format!("{}{path}", app.base))
+            .header("x-request-id", id)
+            .json(&json!({"input": [1.0, 2.0], "target": [0.0, 0.0]}))
+            .send()
+    };
+    assert_eq!(
+        send("/v1/losses/mse_loss", "log-a").await.unwrap().status(),
+        200
+    );
+    assert_eq!(send("/nowhere", "log-b").await.unwrap().status(), 404);
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let line = |id: &str| {
+        let found: Vec<&str> = text.lines().filter(|l| l.contains(id)).collect();
+        assert_eq!(found.len(), 1, "{id} in {text}");
+        found[0].to_owned()
+    };
+    let a = line("request_id=\"log-a\"");
+    for part in [
+        " INFO ",
+        "answered",
+        "method=POST",
+        "route=\"/v1/losses/{name}\"",
+        "status=200",
+        "latency_ms=",
+    ] {
+        assert!(a.contains(part), "{part} in {a}");
+    }
+    let b = line("request_id=\"log-b\"");
+    assert!(
+        b.contains("route=\"/nowhere\"") && b.contains("status=404"),
+        "{b}"
+    );
+}
