@@ -10,6 +10,7 @@ use lossd::losses::{self, Loss};
 use lossd::wire::Budget;
 
 fn main() {
+    lossd_kernels::alloc::keep_freed_memory();
     divan::main();
 }
 

@@ -5,6 +5,8 @@ use lossd::config::{Command, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
+    // Before any thread starts: freed request buffers stay in the heap for the next request.
+    lossd_kernels::alloc::keep_freed_memory();
     let config = Config::parse();
     match config.command {
         Some(Command::Healthcheck) => {

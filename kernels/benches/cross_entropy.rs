@@ -11,6 +11,7 @@ use lossd_kernels::ndarray::{ArrayD, IxDyn};
 use lossd_kernels::{Real, Reduction};
 
 fn main() {
+    lossd_kernels::alloc::keep_freed_memory();
     divan::main();
 }
 

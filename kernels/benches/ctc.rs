@@ -16,6 +16,7 @@ const C: usize = 64;
 const S: usize = 100;
 
 fn main() {
+    lossd_kernels::alloc::keep_freed_memory();
     divan::main();
 }
 

@@ -60,6 +60,7 @@ use lossd_kernels::{LossError, LossOutput, Real, Reduction};
 const MAX_TIME: f64 = 1.0;
 
 fn main() {
+    lossd_kernels::alloc::keep_freed_memory();
     if std::env::var_os("LOSSD_BENCH_SHAPES").is_some() {
         print_shapes();
         return;

@@ -13,6 +13,7 @@ const N: usize = 65536;
 const D: usize = 128;
 
 fn main() {
+    lossd_kernels::alloc::keep_freed_memory();
     divan::main();
 }
 

@@ -6,6 +6,7 @@ use lossd_kernels::Real;
 use lossd_kernels::vmath::{exp_slice, ln_1p_slice, ln_slice};
 
 fn main() {
+    lossd_kernels::alloc::keep_freed_memory();
     divan::main();
 }
 

@@ -14,6 +14,7 @@
 //! - [`output`]: [`LossOutput`], a loss with its gradients and warnings.
 //! - [`vmath`]: vectorisable `exp`/`ln`/`ln_1p` and the AVX2 dispatch of kernel loops.
 //! - [`cancel`]: cooperative cancellation checkpoints for long kernels.
+//! - [`alloc`]: malloc settings under which freed output buffers are reused.
 //! - [`regression`], [`classification`], [`probabilistic`], [`ranking`]: one module per loss.
 //!
 //! # Conventions
@@ -23,6 +24,7 @@
 //! [`LossOutput`]. Element-wise arithmetic is done in the element type, sums accumulate in
 //! `f64` in a fixed order, so results are deterministic.
 
+pub mod alloc;
 pub mod broadcast;
 pub mod cancel;
 pub mod classification;
