@@ -24,8 +24,6 @@ pub fn smooth_l1_loss<T: Real>(
             format!("smooth_l1_loss does not support negative values for beta (got {beta})"),
         ));
     }
-    let b = T::of(beta);
-    let half = T::of(0.5);
     if beta == 0.0 {
         return distance_loss(
             input,
@@ -38,6 +36,38 @@ pub fn smooth_l1_loss<T: Real>(
             |d| (d.abs(), sign(d)),
         );
     }
+    if beta == 1.0 {
+        // PyTorch's default. `x / 1` is `x` exactly, so without the division (the slowest
+        // instruction of the loop) the values are the same bits as `general`'s.
+        let (one, half) = (T::one(), T::of(0.5));
+        return distance_loss(
+            input,
+            target,
+            None,
+            reduction,
+            grad,
+            WeightedMean::Count,
+            1.0,
+            |d| {
+                let z = d.abs();
+                let l = select_unpredictable(z < one, half * z * z, z - half);
+                let g = select_unpredictable(d < -one, -one, select_unpredictable(d > one, one, d));
+                (l, g)
+            },
+        );
+    }
+    general(input, target, reduction, T::of(beta), grad)
+}
+
+/// Any `β > 0`.
+fn general<T: Real>(
+    input: ArrayViewD<'_, T>,
+    target: ArrayViewD<'_, T>,
+    reduction: Reduction,
+    b: T,
+    grad: bool,
+) -> Result<LossOutput<T>, LossError> {
+    let half = T::of(0.5);
     distance_loss(
         input,
         target,
@@ -116,6 +146,55 @@ mod tests {
                 &move |x, y, _w, r, g| smooth_l1_loss(x, y, r, beta, g),
                 false,
             );
+        }
+    }
+
+    /// The `β = 1` path without the division gives the same bits as the general one.
+    #[test]
+    fn beta_one_is_the_general_formula_bit_for_bit() {
+        let mut state = 7u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64) * 6.0 - 3.0
+        };
+        let mut x: Vec<f64> = (0..3000).map(|_| next()).collect();
+        let y: Vec<f64> = (0..3000).map(|_| next()).collect();
+        // |d| exactly at 1, around it, zero, huge and infinite (no NaN: its sign bit in a sum is
+        // not specified).
+        x[..8].copy_from_slice(&[
+            y[0] + 1.0,
+            y[1] - 1.0,
+            y[2],
+            1e300,
+            f64::INFINITY,
+            f64::NAN,
+            y[6] + 0.999_999_999,
+            -0.0,
+        ]);
+        let xd = ndarray::ArrayD::from_shape_vec(vec![3000], x).unwrap();
+        let yd = ndarray::ArrayD::from_shape_vec(vec![3000], y).unwrap();
+        let bits = |o: &LossOutput<f64>| {
+            let mut v: Vec<u64> = o.loss.iter().map(|f| f.to_bits()).collect();
+            v.extend(o.grad("input").unwrap().iter().map(|f| f.to_bits()));
+            v
+        };
+        for r in [Reduction::None, Reduction::Sum, Reduction::Mean] {
+            let fast = smooth_l1_loss(xd.view(), yd.view(), r, 1.0, true).unwrap();
+            let slow = general(xd.view(), yd.view(), r, 1.0, true).unwrap();
+            assert_eq!(bits(&fast), bits(&slow), "{r:?}");
+            let (x32, y32) = (xd.mapv(|v| v as f32), yd.mapv(|v| v as f32));
+            let fast = smooth_l1_loss(x32.view(), y32.view(), r, 1.0, true).unwrap();
+            let slow = general(x32.view(), y32.view(), r, 1.0, true).unwrap();
+            let b32 = |o: &LossOutput<f32>| -> Vec<u32> {
+                o.loss
+                    .iter()
+                    .chain(o.grad("input").unwrap().iter())
+                    .map(|f| f.to_bits())
+                    .collect()
+            };
+            assert_eq!(b32(&fast), b32(&slow), "{r:?} f32");
         }
     }
 }
