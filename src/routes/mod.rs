@@ -63,7 +63,7 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await;
+    let read = tokio::time::timeout(timeout, collect(body, limit, declared)).await;
     let Ok(read) = read else {
         return Err(ApiError::new(
             Code::Timeout,
@@ -73,17 +73,37 @@ pub async fn read_body(
             ),
         ));
     };
-    read.map_err(|e| {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(s) = source {
-            if s.is::<http_body_util::LengthLimitError>() {
-                return too_large();
-            }
-            source = s.source();
-        }
-        ApiError::new(
+    read.map_err(|e| match e {
+        Collect::TooLarge => too_large(),
+        Collect::Body(e) => ApiError::new(
             Code::InvalidJson,
             format!("the body could not be read: {e}"),
-        )
+        ),
     })
+}
+
+/// Why [`collect`] stopped.
+enum Collect {
+    TooLarge,
+    Body(axum::Error),
+}
+
+/// The body's bytes in one buffer, each frame copied in as it arrives (while it is still in
+/// cache, and then freed for the connection's next read) rather than all frames kept until
+/// the end and copied then (`axum::body::to_bytes`). The buffer is sized once by the declared
+/// length (already checked against `limit`; capacity is not memory until written).
+async fn collect(body: Body, limit: usize, declared: Option<u64>) -> Result<Bytes, Collect> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = Vec::with_capacity(declared.map_or(0, |n| n.min(limit as u64) as usize));
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(Collect::Body)?.into_data() else {
+            continue; // trailers
+        };
+        if data.len() > limit - buf.len() {
+            return Err(Collect::TooLarge);
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(Bytes::from(buf))
 }

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn health_and_readiness_answer() {
@@ -161,4 +161,44 @@ async fn each_request_is_logged_once_with_route_id_and_status() {
         b.contains("route=\"/nowhere\"") && b.contains("status=404"),
         "{b}"
     );
+}
+
+/// A body without a declared length (chunked, split inside a number) is assembled in order;
+/// the body limit counts its bytes exactly: a body of the limit's size is read, one byte more
+/// is 413.
+#[tokio::test]
+async fn chunked_bodies_are_assembled_and_counted_to_the_byte() {
+    use std::io::{Read, Write};
+
+    let body = br#"{"input": [1.0, 2.0], "target": [0.0, 0.0]}"#;
+    let send = |addr: String, pieces: Vec<&'static [u8]>| {
+        tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"POST /v1/losses/mse_loss HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n").unwrap();
+            for p in pieces {
+                s.write_all(format!("{:x}\r\n", p.len()).as_bytes())
+                    .unwrap();
+                s.write_all(p).unwrap();
+                s.write_all(b"\r\n").unwrap();
+                s.flush().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            s.write_all(b"0\r\n\r\n").unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        })
+    };
+    let pieces: Vec<&'static [u8]> = vec![&body[..13], &body[13..16], &body[16..]];
+    for (limit, status) in [(body.len(), "200"), (body.len() - 1, "413")] {
+        let app = spawn_app_with(&["--max-body-bytes", &limit.to_string()]).await;
+        let addr = app.base.trim_start_matches("http://").to_string();
+        let out = send(addr, pieces.clone()).await.unwrap();
+        assert_eq!(&out[9..12], status, "{out}");
+        if status == "200" {
+            assert!(out.contains(r#""loss":2.5"#), "{out}");
+        } else {
+            assert!(out.contains("payload_too_large"), "{out}");
+        }
+    }
 }
