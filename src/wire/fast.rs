@@ -159,6 +159,30 @@ fn plain_string(b: &[u8], p: usize) -> Option<(&[u8], usize)> {
     (b[end] == b'"').then(|| (&b[p + 1..end], end + 1))
 }
 
+/// The string at `p` when its closing quote is `len` bytes after its opening one (its
+/// content unchecked), and the position after it.
+fn sized_string(b: &[u8], p: usize, len: usize) -> Option<(&[u8], usize)> {
+    let end = p.checked_add(len)?.checked_add(1)?;
+    (at(b, p) == b'"' && at(b, end) == b'"').then(|| (&b[p + 1..end], end + 1))
+}
+
+/// The string at `p` up to the next quote, and the position after that quote; for base64
+/// text, which the decode refuses if it holds a backslash (so an escaped quote cut short
+/// does no harm).
+fn string_to_quote(b: &[u8], p: usize) -> Option<(&[u8], usize)> {
+    if at(b, p) != b'"' {
+        return None;
+    }
+    let end = p + 1 + memchr::memchr(b'"', b.get(p + 1..)?)?;
+    Some((&b[p + 1..end], end + 1))
+}
+
+/// The length of the base64 text of a tensor of `shape` and `dtype`.
+fn base64_len(shape: &[usize], dtype: Dtype) -> Option<usize> {
+    let bytes = product(shape)?.checked_mul(dtype.size())?;
+    bytes.div_ceil(3).checked_mul(4)
+}
+
 /// Skips any JSON value at `p` (brackets matched, strings followed exactly; the rest is
 /// serde's to check), returning the position after it.
 fn skip_value(b: &[u8], mut p: usize) -> Option<usize> {
@@ -391,7 +415,17 @@ fn object(b: &[u8], mut p: usize) -> Option<(Tensor, usize)> {
                 p = q;
             }
             b"base64" if data.is_none() && b64.is_none() => {
-                let (text, q) = plain_string(b, p)?;
+                // With the shape and dtype already read, the text's length is known: look for
+                // its closing quote there instead of scanning megabytes for it. A quote or
+                // backslash inside that span is not base64, so the decode below refuses it.
+                let sized = shape
+                    .as_deref()
+                    .zip(dtype)
+                    .and_then(|(s, d)| sized_string(b, p, base64_len(s, d)?));
+                let (text, q) = match sized {
+                    Some(found) => found,
+                    None => string_to_quote(b, p)?,
+                };
                 b64 = Some(text);
                 p = q;
             }

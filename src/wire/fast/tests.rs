@@ -176,6 +176,37 @@ fn tensor_objects_decode_as_serde_decodes_them() {
 }
 
 #[test]
+fn base64_text_found_by_its_length_is_still_checked() {
+    // With shape and dtype first, the closing quote is looked for where the length puts it
+    // (12 characters for two float32): escapes inside that span, a text that is too long or
+    // too short, and a forged placeholder all go to serde, which refuses them.
+    for t in [
+        r#"{"shape": [2], "dtype": "float32", "base64": "AACAPwAAA\"A"}"#,
+        r#"{"shape": [2], "dtype": "float32", "base64": "AACAPwAAAM\\"}"#,
+        r#"{"shape": [2], "dtype": "float32", "base64": "AACAPwAAAMA=AAAA"}"#,
+        r#"{"shape": [2], "dtype": "float32", "base64": "AACAPwAA"}"#,
+        r#"{"shape": [2], "dtype": "float32", "base64": "AACAPwAA", "x": "AAAA"}"#,
+        r#"{"shape": [3], "dtype": "float32", "base64": "\u0000lossd:0AAA"}"#,
+        r#"{"base64": "AACAPwAA\"AMA=", "dtype": "float32", "shape": [2]}"#,
+        r#"{"base64": "AACAPwAAAMA=\"", "dtype": "float32", "shape": [2]}"#,
+        r#"{"dtype": "float32", "base64": "AACAPwAAAMA=", "shape": [2"#,
+    ] {
+        let body = format!(r#"{{"input": {t}, "reduction": "sum"}}"#);
+        assert!(!agree(&body), "the fast path should leave {body} to serde");
+        assert!(slow(&body).0.is_err(), "serde should refuse {body}");
+    }
+    // Well-formed, in either key order, the fast path takes it.
+    for t in [
+        r#"{"shape": [2], "dtype": "float32", "base64": "AACAPwAAAMA="}"#,
+        r#"{"base64": "AACAPwAAAMA=", "dtype": "float32", "shape": [2]}"#,
+        r#"{"dtype": "float32", "base64": "AACAPwAAAMA=", "shape": [2]}"#,
+    ] {
+        let body = format!(r#"{{"input": {t}, "reduction": "sum"}}"#);
+        assert!(agree(&body), "the fast path should take {body}");
+    }
+}
+
+#[test]
 fn bodies_the_walk_does_not_follow_go_to_serde() {
     for body in [
         r#"[1, 2]"#,
