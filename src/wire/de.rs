@@ -646,18 +646,12 @@ pub(crate) fn decode_base64(text: &[u8], n: usize, dtype: Dtype) -> Result<Data,
         let out: &mut [std::mem::MaybeUninit<u8>] = unsafe {
             std::slice::from_raw_parts_mut(v.spare_capacity_mut().as_mut_ptr().cast(), want)
         };
-        let got = base64_simd::STANDARD
-            .decode(text, base64_simd::Out::from_uninit_slice(out))
-            .map_err(|_| "invalid base64 (standard alphabet, with padding)".to_string())?
-            .len();
-        if got != want {
-            return Err(format!(
-                "base64 decodes to {got} bytes but {n} elements need {want}"
-            ));
-        }
-        // SAFETY: the decoder wrote the first `got` = `want` bytes of the buffer (it returns
-        // the initialised prefix of its output), which is `n` elements; every bit pattern is
-        // a valid `T` (`Pod`).
+        decode_into(text, out).map_err(|got| match got {
+            Some(got) => format!("base64 decodes to {got} bytes but {n} elements need {want}"),
+            None => "invalid base64 (standard alphabet, with padding)".to_string(),
+        })?;
+        // SAFETY: `decode_into` succeeded, so every one of the `want` bytes (`n` elements) was
+        // written; every bit pattern is a valid `T` (`Pod`).
         unsafe { v.set_len(n) };
         Ok(v)
     }
@@ -686,6 +680,41 @@ pub(crate) fn decode_base64(text: &[u8], n: usize, dtype: Dtype) -> Result<Data,
             Data::I64(v)
         }
     })
+}
+
+/// Base64 text of at least this many characters is decoded in chunks of
+/// [`BASE64_CHUNK`] on rayon's pool (the cores), smaller text on the calling thread.
+const BASE64_PARALLEL: usize = 2 << 20;
+/// The characters of one parallel chunk: a multiple of 4, so each chunk but the last
+/// decodes to exactly three quarters of its length, without padding.
+const BASE64_CHUNK: usize = 256 << 10;
+
+/// Decodes `text` into all of `out`: `Err(None)` for invalid base64, `Err(Some(len))` when
+/// it decodes to `len` bytes rather than `out.len()`. On success every byte of `out` was
+/// written. The caller has checked that the text's length and padding say `out.len()`
+/// bytes, so no chunk can overrun its part of `out`.
+fn decode_into(text: &[u8], out: &mut [std::mem::MaybeUninit<u8>]) -> Result<(), Option<usize>> {
+    let one = |text: &[u8], out: &mut [std::mem::MaybeUninit<u8>]| {
+        let want = out.len();
+        let got = base64_simd::STANDARD
+            .decode(text, base64_simd::Out::from_uninit_slice(out))
+            .map_err(|_| None)?
+            .len();
+        if got == want { Ok(()) } else { Err(Some(got)) }
+    };
+    if text.len() < BASE64_PARALLEL {
+        return one(text, out);
+    }
+    use rayon::prelude::*;
+    // Every part of `out` must meet a chunk of text (the callers' length check makes it so;
+    // this keeps a text of the wrong length from leaving part of `out` unwritten).
+    if text.len().div_ceil(BASE64_CHUNK) != out.len().div_ceil(BASE64_CHUNK / 4 * 3) {
+        return Err(None);
+    }
+    // A chunk that decodes short (padding in the middle of the text) is invalid base64.
+    text.par_chunks(BASE64_CHUNK)
+        .zip(out.par_chunks_mut(BASE64_CHUNK / 4 * 3))
+        .try_for_each(|(t, o)| one(t, o).map_err(|_| None))
 }
 
 /// A string borrowed from the request when it has no escapes.
@@ -880,6 +909,64 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn large_base64_decodes_in_parallel_chunks_to_the_same_bytes() {
+        // Lengths around the chunk boundaries, above the parallel threshold, with 0, 1 and 2
+        // padding characters: the same elements as a whole-text decode, and any damage in any
+        // chunk (a bad character, padding in the middle, a cut) refused.
+        let base = BASE64_PARALLEL / 4 * 3;
+        let chunk = BASE64_CHUNK / 4 * 3;
+        for bytes in [
+            base,
+            base + 1,
+            base + 2,
+            base + chunk,
+            base + chunk - 1,
+            3 * base + 5,
+        ] {
+            let raw: Vec<u8> = (0..bytes).map(|i| (i * 7 + i / 251) as u8).collect();
+            let text = base64_simd::STANDARD.encode_to_string(&raw);
+            assert!(text.len() >= BASE64_PARALLEL);
+            let n = bytes;
+            // int64 elements need bytes % 8 == 0: decode as raw bytes through `decode_into`.
+            let mut out = vec![std::mem::MaybeUninit::new(0u8); n];
+            decode_into(text.as_bytes(), &mut out).unwrap();
+            // SAFETY: initialised above (and every byte rewritten by the decode).
+            let got: Vec<u8> = out.iter().map(|b| unsafe { b.assume_init() }).collect();
+            assert!(got == raw, "{bytes} bytes decoded wrong");
+            let mut bad = text.clone().into_bytes();
+            for at in [
+                0,
+                BASE64_CHUNK - 1,
+                BASE64_CHUNK,
+                text.len() / 2,
+                text.len() - 5,
+            ] {
+                let keep = bad[at];
+                bad[at] = b'!';
+                assert_eq!(
+                    decode_into(&bad, &mut out),
+                    Err(None),
+                    "{bytes} bad at {at}"
+                );
+                bad[at] = b'=';
+                assert!(decode_into(&bad, &mut out).is_err(), "{bytes} '=' at {at}");
+                bad[at] = keep;
+            }
+            assert!(decode_into(&bad[..bad.len() - 4], &mut out).is_err());
+            assert!(decode_into(&bad[4..], &mut out).is_err());
+        }
+        // Through `decode_base64`, as the service calls it: the same f64s either way.
+        let n = BASE64_PARALLEL / 8 + 3;
+        let v: Vec<f64> = (0..n).map(|i| i as f64 * 0.37 - 1e5).collect();
+        let text = base64_simd::STANDARD.encode_to_string(bytemuck::cast_slice::<f64, u8>(&v));
+        check_base64_length(text.len(), n, Dtype::Float64).unwrap();
+        match decode_base64(text.as_bytes(), n, Dtype::Float64).unwrap() {
+            Data::F64(got) => assert!(got == v),
+            _ => panic!("not f64"),
         }
     }
 
