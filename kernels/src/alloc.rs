@@ -35,6 +35,39 @@ pub fn keep_freed_memory() -> bool {
     }
 }
 
+/// Asks Linux to back the spare capacity of `buf` with transparent huge pages when the buffer
+/// is mapped on its own (capacity at or above [`MMAP_THRESHOLD`]): one fault per 2 MiB
+/// instead of one per 4 KiB while it is filled. A large request body is such a buffer, new
+/// for each request; on machines whose THP setting is `madvise` (Debian's default) its page
+/// faults were a tenth of the CPU time of a 41 MB request. Returns whether the advice was
+/// taken; it changes nothing but how the pages are backed.
+pub fn huge_pages(buf: &mut Vec<u8>) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        if buf.capacity() < MMAP_THRESHOLD {
+            return false;
+        }
+        const PAGE: usize = 4096;
+        let spare = buf.spare_capacity_mut();
+        let start = spare.as_mut_ptr() as usize;
+        let end = start + spare.len();
+        let aligned = start.next_multiple_of(PAGE);
+        let len = (end.saturating_sub(aligned)) / PAGE * PAGE;
+        if len == 0 {
+            return false;
+        }
+        // SAFETY: the range lies inside the vector's own allocation (whole pages of its
+        // spare capacity); MADV_HUGEPAGE changes only how those pages will be backed, never
+        // their contents or validity.
+        unsafe { libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = buf;
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -45,5 +78,17 @@ mod tests {
         let small = vec![1.0f64; 1 << 17];
         let large = vec![2.0f64; (super::MMAP_THRESHOLD / 8) + 1];
         assert_eq!(small[5] + large[7], 3.0);
+    }
+
+    #[test]
+    fn huge_page_advice_is_for_large_buffers_only_and_keeps_their_contents() {
+        let mut small = Vec::<u8>::with_capacity(1 << 20);
+        assert!(!super::huge_pages(&mut small));
+        let mut large = Vec::<u8>::with_capacity(super::MMAP_THRESHOLD + 12345);
+        large.extend_from_slice(b"kept");
+        super::huge_pages(&mut large); // false where THP is off: not an error
+        large.resize(large.capacity(), 7);
+        assert_eq!(&large[..4], b"kept");
+        assert!(large[4..].iter().all(|&b| b == 7));
     }
 }

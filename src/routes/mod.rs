@@ -96,6 +96,7 @@ async fn collect(body: Body, limit: usize, declared: Option<u64>) -> Result<Byte
     use http_body_util::BodyExt;
     let mut body = body;
     let mut buf = Vec::with_capacity(declared.map_or(0, |n| n.min(limit as u64) as usize));
+    lossd_kernels::alloc::huge_pages(&mut buf);
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(Collect::Body)?.into_data() else {
             continue; // trailers
