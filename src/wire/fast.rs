@@ -17,6 +17,10 @@
 //! the slow path gives (same shape, same dtype rule: integers stay `i64` until the first
 //! number that is not one, same rounding); the tests compare the two.
 //!
+//! A large body (1 MiB and up) whose tensors are top-level nested arrays has them decoded at
+//! once, one per core ([`parallel`]); it falls back to the sequential walk for anything
+//! else, and gives exactly what that walk gives (the tests run every case both ways).
+//!
 //! Placeholders start with a NUL character, which the walk refuses to find escaped anywhere
 //! in the body, so a client cannot forge one.
 
@@ -66,6 +70,162 @@ pub fn take(s: &str) -> Option<Tensor> {
 /// elements) and returns the body with placeholders; `None` when there is nothing to gain or
 /// the body is not a JSON object this walk follows (then spend nothing: decode `body`).
 pub fn prepare(body: &[u8]) -> Option<Prepared> {
+    prepare_with(body, PARALLEL_FROM)
+}
+
+/// Bodies of at least this many bytes with two or more top-level arrays have those arrays
+/// decoded at once on rayon's pool (one per core), the rest as [`sequential`] does it.
+const PARALLEL_FROM: usize = 1 << 20;
+
+/// [`prepare`], with the parallel path from `parallel_from` bytes (the tests force it).
+fn prepare_with(body: &[u8], parallel_from: usize) -> Option<Prepared> {
+    if body.len() >= parallel_from
+        && let Some(done) = parallel(body)
+    {
+        return done;
+    }
+    sequential(body)
+}
+
+/// Elements left to the parallel walks of one body, taken in blocks.
+struct Reservoir(std::sync::atomic::AtomicUsize);
+
+impl Reservoir {
+    /// Elements per block.
+    const BLOCK: usize = 1 << 16;
+
+    /// Takes up to a block (at least one element); `None` when none are left. `held` is what
+    /// the walk holds already (a walk's first block is small, for small arrays).
+    fn take(&self, held: usize) -> Option<usize> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let want = Self::BLOCK.min(held.max(1024));
+        let got = self
+            .0
+            .fetch_update(Relaxed, Relaxed, |left| {
+                (left > 0).then(|| left - left.min(want))
+            })
+            .ok()?;
+        Some(got.min(want))
+    }
+
+    /// Returns elements taken and not used.
+    fn give_back(&self, n: usize) {
+        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The parallel path of [`prepare_with`]: `None` when it does not apply (then the sequential
+/// walk decides everything), else what the sequential walk would give. It applies to a body
+/// whose top-level values are two or more arrays (at most [`MAX_SLOTS`]) and values that are
+/// not tensors; it finds each array's end by its brackets (no strings inside: a numeric
+/// tensor has none), decodes the arrays in parallel drawing on one shared element budget,
+/// then takes them in body order as the sequential walk would. Anything unusual (a tensor
+/// object, a string inside an array, the budget running out) sends the body to the
+/// sequential walk, so errors and budget accounting stay exactly the sequential ones and
+/// the memory held never exceeds the budget by more than a block per array.
+fn parallel(b: &[u8]) -> Option<Option<Prepared>> {
+    use rayon::prelude::*;
+    let mut p = ws(b, 0);
+    if at(b, p) != b'{' {
+        return None;
+    }
+    p = ws(b, p + 1);
+    let mut arrays: Vec<(usize, usize)> = Vec::new();
+    if at(b, p) != b'}' {
+        loop {
+            if at(b, p) != b'"' {
+                return None;
+            }
+            p = ws(b, skip_string(b, p)?);
+            if at(b, p) != b':' {
+                return None;
+            }
+            p = ws(b, p + 1);
+            p = match at(b, p) {
+                b'[' => {
+                    let end = array_end(b, p)?;
+                    arrays.push((p, end));
+                    end
+                }
+                b'{' => return None,
+                _ => skip_value(b, p)?,
+            };
+            p = ws(b, p);
+            match at(b, p) {
+                b',' => p = ws(b, p + 1),
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    }
+    if ws(b, p + 1) != b.len() || arrays.len() < 2 || arrays.len() > MAX_SLOTS {
+        return None;
+    }
+    let (max_rank, left) = (Budget::max_rank(), Budget::left());
+    let reservoir = Reservoir(left.into());
+    let walks: Vec<_> = arrays
+        .par_iter()
+        .map(|&(start, end)| {
+            let r = numbers(b, start, max_rank, left, Some(&reservoir));
+            // Out of budget: some walk may have failed for want of elements another took.
+            let starved =
+                r.is_none() && reservoir.0.load(std::sync::atomic::Ordering::Relaxed) == 0;
+            (r.filter(|r| r.3 == end), starved)
+        })
+        .collect();
+    if walks.iter().any(|w| w.1) {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut copied = 0;
+    let mut tensors = Vec::new();
+    for (&(start, end), (walk, _)) in arrays.iter().zip(walks) {
+        let Some((shape, buf, count, _)) = walk else {
+            continue;
+        };
+        if count > Budget::left() {
+            return None;
+        }
+        Budget::spend(count);
+        out.extend_from_slice(&b[copied..start]);
+        out.extend_from_slice(format!("\"\\u0000lossd:{}\"", tensors.len()).as_bytes());
+        tensors.push(Tensor {
+            shape,
+            data: buf.into_data(),
+            form: Form::Nested,
+        });
+        copied = end;
+    }
+    if tensors.is_empty() {
+        return Some(None);
+    }
+    out.extend_from_slice(&b[copied..]);
+    Some(Some(Prepared { body: out, tensors }))
+}
+
+/// The position after the array at `p` by its brackets alone; `None` when a string (or an
+/// unbalanced bracket) is met first.
+fn array_end(b: &[u8], p: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut q = p;
+    loop {
+        q += memchr::memchr3(b'[', b']', b'"', b.get(q..)?)?;
+        match b[q] {
+            b'[' => depth += 1,
+            b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(q + 1);
+                }
+            }
+            _ => return None,
+        }
+        q += 1;
+    }
+}
+
+/// The sequential walk of [`prepare`].
+fn sequential(body: &[u8]) -> Option<Prepared> {
     let b = body;
     let mut p = ws(b, 0);
     if at(b, p) != b'{' {
@@ -277,7 +437,7 @@ fn number(b: &[u8], mut p: usize) -> Option<(Num, usize)> {
 /// elements the budget has left, no empty arrays): the tensor and the position after it.
 /// Spends its elements.
 fn nested(b: &[u8], p: usize) -> Option<(Tensor, usize)> {
-    let (shape, buf, count, end) = numbers(b, p, Budget::max_rank(), Budget::left())?;
+    let (shape, buf, count, end) = numbers(b, p, Budget::max_rank(), Budget::left(), None)?;
     Budget::spend(count).then_some(())?;
     Some((
         Tensor {
@@ -295,7 +455,14 @@ fn numbers(
     mut p: usize,
     max_rank: usize,
     limit: usize,
+    shared: Option<&Reservoir>,
 ) -> Option<(Vec<usize>, Buf, usize, usize)> {
+    // With a shared reservoir (parallel decodes), elements are taken from it in blocks as
+    // the count grows; `limit` is what this walk holds so far.
+    let mut limit = match shared {
+        Some(r) => r.take(0)?,
+        None => limit,
+    };
     const UNSET: usize = usize::MAX;
     let max_rank = max_rank.min(64);
     // Per depth: the size every array there must have (once one closed), and the count so
@@ -330,7 +497,7 @@ fn numbers(
             let (n, q) = number(b, p)?;
             total += 1;
             if total > limit {
-                return None;
+                limit += shared?.take(limit)?;
             }
             match n {
                 Num::Int(i) => buf.push_i64(i),
@@ -355,6 +522,9 @@ fn numbers(
             }
             open = k;
             if open == 0 {
+                if let Some(r) = shared {
+                    r.give_back(limit - total);
+                }
                 return Some((sizes[..rank].to_vec(), buf, total, p));
             }
             counts[open - 1] += 1;
@@ -481,7 +651,7 @@ fn flat(b: &[u8], p: usize, n: usize) -> Option<(Buf, usize)> {
     if at(b, p) != b'[' || n > Budget::left() {
         return None;
     }
-    let (shape, buf, count, end) = numbers(b, p, 1, n)?;
+    let (shape, buf, count, end) = numbers(b, p, 1, n, None)?;
     (count == n && shape == [n]).then_some((buf, end))
 }
 

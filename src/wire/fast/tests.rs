@@ -27,10 +27,30 @@ fn slow(body: &str) -> (Result<Req, String>, bool) {
     budget().run(|| serde_json::from_str::<Req>(body).map_err(|e| e.to_string()))
 }
 
-/// The fast path as `losses::decode` runs it: `None` when it does not apply or fails.
+/// The fast path as `losses::decode` runs it: `None` when it does not apply or fails. Run
+/// with the parallel path off and forced on: both must give the same.
 fn fast(body: &str) -> (Option<Req>, bool) {
+    let seq = fast_with(body, usize::MAX);
+    let par = fast_with(body, 0);
+    assert_eq!(seq.1, par.1, "budget overrun differs: {body}");
+    match (&seq.0, &par.0) {
+        (Some(s), Some(p)) => {
+            assert_eq!(bits(&s.input), bits(&p.input), "{body}");
+            assert_eq!(
+                s.target.as_ref().map(bits),
+                p.target.as_ref().map(bits),
+                "{body}"
+            );
+        }
+        (None, None) => {}
+        _ => panic!("the parallel path differs from the sequential one: {body}"),
+    }
+    seq
+}
+
+fn fast_with(body: &str, parallel_from: usize) -> (Option<Req>, bool) {
     budget().run(|| {
-        let p = prepare(body.as_bytes())?;
+        let p = prepare_with(body.as_bytes(), parallel_from)?;
         with_tensors(p.tensors, || serde_json::from_slice::<Req>(&p.body).ok())?
     })
 }
@@ -338,6 +358,66 @@ fn random_tensors_agree() {
         taken += usize::from(agree(&body));
     }
     assert!(taken > 2000, "the fast path took only {taken} of 3000");
+}
+
+/// Two nested arrays at the top level (what the parallel path takes), often well-formed,
+/// sometimes broken, sometimes over the element budget together but not alone.
+#[test]
+fn random_pairs_of_arrays_agree() {
+    let mut r = Lcg(11);
+    let mut taken = 0;
+    for case in 0..2000 {
+        let mut arrays = Vec::new();
+        for _ in 0..2 {
+            let rank = 1 + r.below(3) as usize;
+            let shape: Vec<usize> = (0..rank).map(|_| 1 + r.below(6) as usize).collect();
+            let n: usize = shape.iter().product();
+            let nums: Vec<String> = (0..n).map(|_| number_text(&mut r)).collect();
+            let mut text = nest(&nums, &shape, r.below(3) == 0);
+            if case % 5 == 4 {
+                let i = r.below(text.len() as u64) as usize;
+                text.replace_range(i..=i, ["]", "[", "\"", "1", "-", " "][r.below(6) as usize]);
+            }
+            arrays.push(text);
+        }
+        let body = match case % 3 {
+            0 => format!(r#"{{"input": {}, "target": {}}}"#, arrays[0], arrays[1]),
+            1 => format!(
+                r#"{{"reduction": "sum", "target": {}, "input": {}}}"#,
+                arrays[0], arrays[1]
+            ),
+            _ => format!(r#" {{ "input" : {} ,"target":{} }} "#, arrays[0], arrays[1]),
+        };
+        taken += usize::from(agree(&body));
+    }
+    assert!(taken > 1000, "the fast path took only {taken} of 2000");
+    // Over the budget (10,000 elements) together, not alone; and within it.
+    for (a, b) in [
+        (6000, 5000),
+        (9999, 1),
+        (10_000, 1),
+        (5000, 5000),
+        (1, 10_001),
+        (300, 200),
+    ] {
+        let body = format!(
+            r#"{{"input": [{}], "target": [{}]}}"#,
+            vec!["1.5"; a].join(","),
+            vec!["2"; b].join(",")
+        );
+        agree(&body);
+        let (_, over) = fast(&body);
+        assert_eq!(over, a + b > 10_000, "{a} + {b}");
+        // Well within the budget the parallel walk takes both; past it, it leaves the body
+        // to the sequential walk (near it, it may: blocks are reserved ahead of use).
+        let (walked, _) = budget().run(|| parallel(body.as_bytes()));
+        match walked {
+            Some(Some(p)) => assert!(a + b <= 10_000 && p.tensors.len() == 2, "{a} + {b}"),
+            // A walk of c elements holds at most max(1024, c) more than it uses.
+            None => assert!(a + b + a.max(1024) + b.max(1024) > 10_000, "{a} + {b}"),
+            Some(None) => panic!("nothing taken from {a} + {b}"),
+        }
+    }
 }
 
 fn nest(nums: &[String], shape: &[usize], spaced: bool) -> String {
