@@ -330,14 +330,26 @@ def main():
             "MBps_lower_bound": full["body_bytes"] / extra / 1e6 if extra > 0 else None,
             "MBps_kernel_subtracted": full["body_bytes"] / (extra - k) / 1e6 if k and extra > k else None,
         }
+        # Per core: the server's CPU time per request, whole minus floor (large decodes run on
+        # several threads, so the wall-clock difference is not a per-core figure).
+        cpu = (full["server_cpu_us_per_req"] - floor["server_cpu_us_per_req"]) / 1e6
+        est[name]["decode_cpu_s"] = cpu
+        est[name]["MBps_per_core"] = full["body_bytes"] / cpu / 1e6 if cpu > 0 else None
     lines += ["", "lossd, one request at a time (1 connection), p50:", ""]
     lines += ["| body | whole request | same bytes, refused at byte 0 (transfer floor) | difference | "
-              "decode MB/s (difference) | decode MB/s (difference − kernel) |", "|---|--:|--:|--:|--:|--:|"]
+              "decode MB/s (difference) | decode MB/s (difference − kernel) | server CPU, difference | "
+              "decode MB/s per core (CPU difference) |", "|---|--:|--:|--:|--:|--:|--:|--:|"]
     for name, e in est.items():
         lb = f"{e['MBps_lower_bound']:.0f}" if e["MBps_lower_bound"] else "—"
         ks = f"{e['MBps_kernel_subtracted']:.0f}" if e["MBps_kernel_subtracted"] else "—"
+        pc = f"{e['MBps_per_core']:.0f}" if e["MBps_per_core"] else "—"
         lines.append(f"| {name}, {e['body_bytes'] / 1e6:.1f} MB | {e['p50_s'] * 1e3:.1f} ms | "
-                     f"{e['floor_p50_s'] * 1e3:.1f} ms | {e['decode_and_kernel_s'] * 1e3:.1f} ms | {lb} | {ks} |")
+                     f"{e['floor_p50_s'] * 1e3:.1f} ms | {e['decode_and_kernel_s'] * 1e3:.1f} ms | {lb} | {ks} | "
+                     f"{e['decode_cpu_s'] * 1e3:.1f} ms | {pc} |")
+    lines.append("")
+    lines.append("Large bodies decode on several threads (base64 in chunks, top-level arrays one per "
+                 "thread), so the wall-clock difference is not per core; the last column divides the body "
+                 "by the extra CPU time the server spent (it includes the kernel and the thread hand-offs).")
     lines.append("")
     lines.append(f"kernel (mse_loss f64 forward, 1e6 elements, estimated as divan's 1e7 median / 10): "
                  + (f"{k * 1e3:.2f} ms" if k else "not available (run bench/compare_torch.sh first)"))
@@ -355,10 +367,12 @@ def main():
         ratio = a["rps"] / r["rps"]
         lines.append(f"  - mse_1m_json: ≥ 5× the reference's throughput (2 connections): {ratio:.1f}× "
                      f"→ {'holds' if ratio >= 5 else 'does not hold'}")
-    dj = est["json"]["MBps_kernel_subtracted"] or est["json"]["MBps_lower_bound"] or 0
-    lines.append(f"  - JSON decode ≥ 400 MB/s per core: ≈ {dj:.0f} MB/s → {'holds' if dj >= 400 else 'does not hold'}")
-    db = est["base64"]["MBps_kernel_subtracted"] or est["base64"]["MBps_lower_bound"] or 0
-    lines.append(f"  - base64 decode ≥ 2 GB/s: ≈ {db:.0f} MB/s → {'holds' if db >= 2000 else 'does not hold'}")
+    dj = est["json"]["MBps_per_core"] or 0
+    lines.append(f"  - JSON decode ≥ 400 MB/s per core: ≈ {dj:.0f} MB/s per core (CPU difference) → "
+                 f"{'holds' if dj >= 400 else 'does not hold'}")
+    db = est["base64"]["MBps_per_core"] or 0
+    lines.append(f"  - base64 decode ≥ 2 GB/s: ≈ {db:.0f} MB/s per core (CPU difference) → "
+                 f"{'holds' if db >= 2000 else 'does not hold'}")
     whole = est["base64"]["p50_s"] * 1e3
     lines.append(f"  - base64 1M-float request < 10 ms: p50 {whole:.1f} ms → {'holds' if whole < 10 else 'does not hold'}"
                  f" (the transfer floor alone is {est['base64']['floor_p50_s'] * 1e3:.1f} ms)")

@@ -76,6 +76,30 @@ fn decode_nested_json(b: divan::Bencher) {
     });
 }
 
+/// The same on one core: rayon's work inside a one-thread pool (the per-core figure; the
+/// service decodes the two top-level arrays of a large body on two threads).
+#[divan::bench(sample_count = 20)]
+fn decode_nested_json_one_core(b: divan::Bencher) {
+    let body = nested_body();
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    b.counter(BytesCount::new(body.len())).bench(|| {
+        one.install(|| {
+            let mut budget = budget();
+            let req: losses::mse_loss::MseLoss = losses::decode(
+                black_box(&body),
+                &mut budget,
+                &losses::mse_loss::MseLoss::INFO,
+                None,
+            )
+            .unwrap();
+            black_box(req)
+        })
+    });
+}
+
 #[divan::bench(sample_count = 20)]
 fn decode_base64(b: divan::Bencher) {
     let body = base64_body();
