@@ -44,7 +44,7 @@ pub fn keep_freed_memory() -> bool {
 pub fn huge_pages(buf: &mut Vec<u8>) -> bool {
     #[cfg(target_os = "linux")]
     {
-        if buf.capacity() < MMAP_THRESHOLD {
+        if buf.capacity() < MMAP_THRESHOLD || buf.capacity() - buf.len() < 2 << 20 {
             return false;
         }
         const PAGE: usize = 4096;

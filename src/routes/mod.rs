@@ -96,7 +96,9 @@ async fn collect(body: Body, limit: usize, declared: Option<u64>) -> Result<Byte
     use http_body_util::BodyExt;
     let mut body = body;
     let mut buf = Vec::with_capacity(declared.map_or(0, |n| n.min(limit as u64) as usize));
-    lossd_kernels::alloc::huge_pages(&mut buf);
+    // Huge pages for the rest of a large buffer once 4 MiB have really arrived (a client
+    // that declares a large body and sends little holds 4 KiB pages only).
+    let mut advised = false;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(Collect::Body)?.into_data() else {
             continue; // trailers
@@ -105,6 +107,10 @@ async fn collect(body: Body, limit: usize, declared: Option<u64>) -> Result<Byte
             return Err(Collect::TooLarge);
         }
         buf.extend_from_slice(&data);
+        if !advised && buf.len() >= 4 << 20 {
+            advised = true;
+            lossd_kernels::alloc::huge_pages(&mut buf);
+        }
     }
     Ok(Bytes::from(buf))
 }

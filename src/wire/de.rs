@@ -702,6 +702,17 @@ fn decode_into(text: &[u8], out: &mut [std::mem::MaybeUninit<u8>]) -> Result<(),
             .len();
         if got == want { Ok(()) } else { Err(Some(got)) }
     };
+    // The precondition, checked: a whole number of 4-character groups whose padding says
+    // exactly `out.len()` bytes (so no chunk's decode can overrun its part of `out`).
+    let pad = text
+        .iter()
+        .rev()
+        .take(2)
+        .take_while(|&&c| c == b'=')
+        .count();
+    if !text.len().is_multiple_of(4) || (text.len() / 4 * 3).checked_sub(pad) != Some(out.len()) {
+        return Err(None);
+    }
     if text.len() < BASE64_PARALLEL {
         return one(text, out);
     }
@@ -958,6 +969,11 @@ mod tests {
             }
             assert!(decode_into(&bad[..bad.len() - 4], &mut out).is_err());
             assert!(decode_into(&bad[4..], &mut out).is_err());
+        }
+        // A text that says more or fewer bytes than the output has is refused, not a panic.
+        let mut three = vec![std::mem::MaybeUninit::new(0u8); 3];
+        for text in [&b"AAAAAAAA"[..], b"AA==", b"AAA", b"AAAAA", b""] {
+            assert_eq!(decode_into(text, &mut three), Err(None), "{text:?}");
         }
         // Through `decode_base64`, as the service calls it: the same f64s either way.
         let n = BASE64_PARALLEL / 8 + 3;

@@ -88,7 +88,11 @@ fn prepare_with(body: &[u8], parallel_from: usize) -> Option<Prepared> {
 }
 
 /// Elements left to the parallel walks of one body, taken in blocks.
-struct Reservoir(std::sync::atomic::AtomicUsize);
+struct Reservoir {
+    left: std::sync::atomic::AtomicUsize,
+    /// Whether a walk was refused elements (it failed for want of budget).
+    starved: std::sync::atomic::AtomicBool,
+}
 
 impl Reservoir {
     /// Elements per block.
@@ -96,21 +100,30 @@ impl Reservoir {
 
     /// Takes up to a block (at least one element); `None` when none are left. `held` is what
     /// the walk holds already (a walk's first block is small, for small arrays).
+    fn new(left: usize) -> Self {
+        Self {
+            left: left.into(),
+            starved: false.into(),
+        }
+    }
+
     fn take(&self, held: usize) -> Option<usize> {
         use std::sync::atomic::Ordering::Relaxed;
         let want = Self::BLOCK.min(held.max(1024));
-        let got = self
-            .0
-            .fetch_update(Relaxed, Relaxed, |left| {
-                (left > 0).then(|| left - left.min(want))
-            })
-            .ok()?;
-        Some(got.min(want))
+        match self.left.fetch_update(Relaxed, Relaxed, |left| {
+            (left > 0).then(|| left - left.min(want))
+        }) {
+            Ok(got) => Some(got.min(want)),
+            Err(_) => {
+                self.starved.store(true, Relaxed);
+                None
+            }
+        }
     }
 
     /// Returns elements taken and not used.
     fn give_back(&self, n: usize) {
-        self.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        self.left.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -121,8 +134,10 @@ impl Reservoir {
 /// tensor has none), decodes the arrays in parallel drawing on one shared element budget,
 /// then takes them in body order as the sequential walk would. Anything unusual (a tensor
 /// object, a string inside an array, the budget running out) sends the body to the
-/// sequential walk, so errors and budget accounting stay exactly the sequential ones and
-/// the memory held never exceeds the budget by more than a block per array.
+/// sequential walk, so errors and budget accounting stay exactly the sequential ones; the
+/// walks together never hold more elements than the budget has left. The walks run on
+/// rayon's threads and touch none of the thread-local state (budget, placeholder slots),
+/// which stays on the calling thread.
 fn parallel(b: &[u8]) -> Option<Option<Prepared>> {
     use rayon::prelude::*;
     let mut p = ws(b, 0);
@@ -142,11 +157,12 @@ fn parallel(b: &[u8]) -> Option<Option<Prepared>> {
             }
             p = ws(b, p + 1);
             p = match at(b, p) {
-                b'[' => {
+                b'[' if arrays.len() < MAX_SLOTS => {
                     let end = array_end(b, p)?;
                     arrays.push((p, end));
                     end
                 }
+                b'[' => return None,
                 b'{' => return None,
                 _ => skip_value(b, p)?,
             };
@@ -162,24 +178,21 @@ fn parallel(b: &[u8]) -> Option<Option<Prepared>> {
         return None;
     }
     let (max_rank, left) = (Budget::max_rank(), Budget::left());
-    let reservoir = Reservoir(left.into());
+    let reservoir = Reservoir::new(left);
     let walks: Vec<_> = arrays
         .par_iter()
         .map(|&(start, end)| {
-            let r = numbers(b, start, max_rank, left, Some(&reservoir));
-            // Out of budget: some walk may have failed for want of elements another took.
-            let starved =
-                r.is_none() && reservoir.0.load(std::sync::atomic::Ordering::Relaxed) == 0;
-            (r.filter(|r| r.3 == end), starved)
+            numbers(b, start, max_rank, left, Some(&reservoir)).filter(|r| r.3 == end)
         })
         .collect();
-    if walks.iter().any(|w| w.1) {
+    // Out of budget: some walk may have failed for want of elements another held.
+    if reservoir.starved.load(std::sync::atomic::Ordering::Relaxed) {
         return None;
     }
     let mut out = Vec::new();
     let mut copied = 0;
     let mut tensors = Vec::new();
-    for (&(start, end), (walk, _)) in arrays.iter().zip(walks) {
+    for (&(start, end), walk) in arrays.iter().zip(walks) {
         let Some((shape, buf, count, _)) = walk else {
             continue;
         };
@@ -452,17 +465,32 @@ fn nested(b: &[u8], p: usize) -> Option<(Tensor, usize)> {
 /// The walk of [`nested`]: shape, numbers, their count and the position after the array.
 fn numbers(
     b: &[u8],
-    mut p: usize,
+    p: usize,
     max_rank: usize,
     limit: usize,
     shared: Option<&Reservoir>,
 ) -> Option<(Vec<usize>, Buf, usize, usize)> {
-    // With a shared reservoir (parallel decodes), elements are taken from it in blocks as
-    // the count grows; `limit` is what this walk holds so far.
-    let mut limit = match shared {
-        Some(r) => r.take(0)?,
-        None => limit,
+    let Some(shared) = shared else {
+        let mut limit = limit;
+        return walk(b, p, max_rank, &mut limit, None);
     };
+    // With a shared reservoir (parallel decodes), elements are taken from it in blocks as
+    // the count grows; whatever the walk holds and does not keep goes back, whether it
+    // succeeds or fails.
+    let mut held = 0;
+    let r = walk(b, p, max_rank, &mut held, Some(shared));
+    shared.give_back(held - r.as_ref().map_or(0, |r| r.2));
+    r
+}
+
+/// The walk of [`numbers`]: `limit` elements at most, more taken from `shared` when given.
+fn walk(
+    b: &[u8],
+    mut p: usize,
+    max_rank: usize,
+    limit: &mut usize,
+    shared: Option<&Reservoir>,
+) -> Option<(Vec<usize>, Buf, usize, usize)> {
     const UNSET: usize = usize::MAX;
     let max_rank = max_rank.min(64);
     // Per depth: the size every array there must have (once one closed), and the count so
@@ -496,8 +524,8 @@ fn numbers(
         loop {
             let (n, q) = number(b, p)?;
             total += 1;
-            if total > limit {
-                limit += shared?.take(limit)?;
+            if total > *limit {
+                *limit += shared?.take(*limit)?;
             }
             match n {
                 Num::Int(i) => buf.push_i64(i),
@@ -522,9 +550,6 @@ fn numbers(
             }
             open = k;
             if open == 0 {
-                if let Some(r) = shared {
-                    r.give_back(limit - total);
-                }
                 return Some((sizes[..rank].to_vec(), buf, total, p));
             }
             counts[open - 1] += 1;

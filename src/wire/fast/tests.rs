@@ -391,6 +391,19 @@ fn random_pairs_of_arrays_agree() {
         taken += usize::from(agree(&body));
     }
     assert!(taken > 1000, "the fast path took only {taken} of 2000");
+    // More top-level arrays than placeholders, and a broken array beside good ones: the
+    // parallel walk gives way or leaves the broken one, as the sequential walk does.
+    let many: Vec<String> = (0..17).map(|i| format!(r#""k{i}": [{i}, 1]"#)).collect();
+    let body = format!(r#"{{"input": [1, 2], {}}}"#, many.join(", "));
+    assert!(budget().run(|| parallel(body.as_bytes())).0.is_none());
+    agree(&body);
+    for body in [
+        r#"{"input": [1, 2, 3], "target": [[1, 2], [3]]}"#,
+        r#"{"input": [1, 2, 3], "target": [1, 2, {}]}"#,
+        r#"{"input": [[1e999, 2]], "target": [[1, 2]]}"#,
+    ] {
+        agree(body);
+    }
     // Over the budget (10,000 elements) together, not alone; and within it.
     for (a, b) in [
         (6000, 5000),
@@ -412,7 +425,11 @@ fn random_pairs_of_arrays_agree() {
         // to the sequential walk (near it, it may: blocks are reserved ahead of use).
         let (walked, _) = budget().run(|| parallel(body.as_bytes()));
         match walked {
-            Some(Some(p)) => assert!(a + b <= 10_000 && p.tensors.len() == 2, "{a} + {b}"),
+            Some(Some(p)) => assert!(
+                a + b <= 10_000 && p.tensors.len() == 2,
+                "{a} + {b}: {}",
+                p.tensors.len()
+            ),
             // A walk of c elements holds at most max(1024, c) more than it uses.
             None => assert!(a + b + a.max(1024) + b.max(1024) > 10_000, "{a} + {b}"),
             Some(None) => panic!("nothing taken from {a} + {b}"),
