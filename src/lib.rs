@@ -10,6 +10,7 @@
 //! - [`compute`]: the bounded compute pool on tokio's blocking threads.
 //! - [`catalog`], [`openapi`]: the catalog and the OpenAPI document, from the registry.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`log`]: log output, the access log buffered off the request path.
 //!
 //! The math lives in the `lossd-kernels` crate. [`app`] builds the router (tests use it with a
 //! listener on port 0); [`serve`] runs it until SIGTERM or SIGINT, then drains.
@@ -19,6 +20,7 @@ pub mod compute;
 pub mod config;
 pub mod custom;
 pub mod error;
+pub mod log;
 pub mod losses;
 pub mod metrics;
 pub mod openapi;

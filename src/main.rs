@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use lossd::config::{Command, Config, LogFormat};
+use lossd::log::BufferedLog;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
@@ -23,9 +24,19 @@ fn main() -> std::process::ExitCode {
         Some(Command::Serve) | None => {}
     }
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    // The access log's lines are buffered and written by a thread of their own; the guard
+    // writes out the rest when `main` returns.
+    let (writer, _log_guard) = match BufferedLog::new(std::io::stdout()) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("lossd: cannot start the log writer: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     // Colours only for a terminal, not for a log file or a collector.
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     match config.log_format {
         LogFormat::Json => fmt.json().init(),
