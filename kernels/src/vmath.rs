@@ -1,5 +1,5 @@
-//! Branch-free `exp`, `ln` and `ln_1p` that the loop vectoriser takes, and the runtime AVX2
-//! dispatch that makes the vectorised loops use 256-bit registers.
+//! Branch-free `exp`, `ln` and `ln_1p` that the loop vectoriser takes, and the runtime
+//! dispatch that makes the vectorised loops use 512-bit (AVX-512) or 256-bit (AVX2) registers.
 //!
 //! The scalar functions of `std` are libm calls: a loop calling them runs one element at a
 //! time. The functions here are plain arithmetic, integer bit manipulation and selects (no
@@ -18,7 +18,7 @@
 //!
 //! Measured against `std` (the tests below, millions of random bit patterns): at most 1 ulp.
 //!
-//! The same operations in the same order run on either path, so the AVX2 path is
+//! The same operations in the same order run on every path, so the AVX-512 and AVX2 paths are
 //! bit-identical to the SSE2 one (tested).
 
 // The constants are fdlibm's/musl's, written with all the digits they are published with.
@@ -278,44 +278,94 @@ pub fn sigmoid<T: Real>(z: T) -> T {
     num / (T::one() + e)
 }
 
-/// Whether the AVX2 path is taken (checked once by `std`, cached).
-#[inline(always)]
-pub fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2")
+/// The instruction sets the vectorised loops are compiled for. Each path performs the same
+/// IEEE operations in the same order (no FMA contraction), so all give the same bits; only the
+/// vector width differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// As built: SSE2 on x86_64.
+    Baseline,
+    /// 256-bit vectors.
+    Avx2,
+    /// 512-bit vectors (AVX-512 F, VL, DQ, BW).
+    Avx512,
+}
+
+impl Isa {
+    /// Whether this CPU runs the path (checked by `std` once, cached).
+    #[inline(always)]
+    pub fn supported(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            match self {
+                Isa::Baseline => true,
+                Isa::Avx2 => has!("avx2"),
+                Isa::Avx512 => {
+                    has!("avx512f") && has!("avx512vl") && has!("avx512dq") && has!("avx512bw")
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Isa::Baseline
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+
+    /// The widest path this CPU runs.
+    #[inline(always)]
+    pub fn best() -> Isa {
+        if Isa::Avx512.supported() {
+            Isa::Avx512
+        } else if Isa::Avx2.supported() {
+            Isa::Avx2
+        } else {
+            Isa::Baseline
+        }
     }
 }
 
-/// Runs `f` compiled for AVX2 when the CPU has it, else as built (SSE2 on x86_64).
+/// Whether the CPU has AVX2 (and so a vector path other than the baseline).
+#[inline(always)]
+pub fn has_avx2() -> bool {
+    Isa::Avx2.supported()
+}
+
+/// Runs `f` compiled for the widest vector instructions the CPU has (AVX-512, else AVX2),
+/// else as built (SSE2 on x86_64).
 ///
 /// `f` should be an `#[inline(always)]` closure (see [`vectorised!`]) calling an
 /// `#[inline(always)]` function that holds the loops: both are then inlined into, and
-/// vectorised for, the AVX2 wrapper. Both
-/// paths perform the same IEEE operations in the same order (no FMA is enabled), so their
-/// results are bit-identical.
+/// vectorised for, the wrapper of that instruction set. All paths perform the same IEEE
+/// operations in the same order (no FMA contraction), so their results are bit-identical.
 #[inline(always)]
 pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
-    dispatch_with(has_avx2(), f)
+    dispatch_isa(Isa::best(), f)
 }
 
-/// [`dispatch`], with the choice of path made by the caller (`avx2` is ignored when the CPU
-/// lacks it); for tests comparing the two paths.
+/// [`dispatch`], with the choice made by the caller: the widest vector path (`vector`) or the
+/// baseline; for tests comparing the two.
 #[inline(always)]
-pub fn dispatch_with<R>(avx2: bool, f: impl FnOnce() -> R) -> R {
+pub fn dispatch_with<R>(vector: bool, f: impl FnOnce() -> R) -> R {
+    dispatch_isa(if vector { Isa::best() } else { Isa::Baseline }, f)
+}
+
+/// Runs `f` compiled for `isa`, or as built when the CPU lacks it.
+#[inline(always)]
+pub fn dispatch_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
-        if avx2 && has_avx2() {
-            // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of
-            // calling a function compiled with `target_feature(enable = "avx2")`.
-            return unsafe { with_avx2(f) };
+        if isa.supported() {
+            match isa {
+                // SAFETY: the CPU supports the features each wrapper is compiled with (checked
+                // just above), the only requirement of calling such a function.
+                Isa::Avx512 => return unsafe { with_avx512(f) },
+                Isa::Avx2 => return unsafe { with_avx2(f) },
+                Isa::Baseline => {}
+            }
         }
     }
-    let _ = avx2;
+    let _ = isa;
     f()
 }
 
@@ -323,6 +373,13 @@ pub fn dispatch_with<R>(avx2: bool, f: impl FnOnce() -> R) -> R {
 #[target_feature(enable = "avx2")]
 #[inline(never)]
 unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw")]
+#[inline(never)]
+unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 

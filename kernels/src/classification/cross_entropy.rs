@@ -204,8 +204,7 @@ impl<'w, T: Real> RowMath<'w, T> {
         }
         let t = t as usize;
         let mut gx = gx;
-        let m = row_max(x);
-        let sum = sum_exp(x, m, gx.as_deref_mut());
+        let (m, sum) = max_and_sum_exp(x, gx.as_deref_mut());
         let lns = T::of(sum.ln());
         let logp_t = (x[t] - m) - lns;
         let wt = self.weight.map_or(T::one(), |w| w[t]);
@@ -412,15 +411,20 @@ pub(crate) fn row_max<T: Real>(x: &[T]) -> T {
         .fold(T::neg_infinity(), |a, &b| if b > a { b } else { a })
 }
 
-/// `Σ exp(x_c − m)` accumulated in `f64` (element `c` to lane `c mod 8`); each
-/// `exp(x_c − m)` is stored into `e` when given. The exponentials use the vectorisable
-/// [`crate::vmath`] `exp`, AVX2-dispatched.
+/// The row's maximum `m` ([`row_max`]) and `Σ exp(x_c − m)` accumulated in `f64` (element
+/// `c` to lane `c mod 8`); each `exp(x_c − m)` is stored into `e` when given. Both in one call
+/// compiled for the widest vector instructions the CPU has ([`crate::vmath::dispatch`]), with
+/// the vectorisable [`crate::vmath`] `exp`.
 #[inline]
-pub(crate) fn sum_exp<T: Real>(x: &[T], m: T, e: Option<&mut [T]>) -> f64 {
-    vectorised!(sum_exp_body(x, m, e))
+pub(crate) fn max_and_sum_exp<T: Real>(x: &[T], e: Option<&mut [T]>) -> (T, f64) {
+    vectorised!({
+        let m = row_max(x);
+        (m, sum_exp_body(x, m, e))
+    })
 }
 
-/// Row chunk of [`sum_exp`] without an output (a multiple of 8, small: rows are often short).
+/// Row chunk of [`max_and_sum_exp`] without an output (a multiple of 8, small: rows are often
+/// short).
 const EXP_CHUNK: usize = 64;
 
 #[inline(always)]

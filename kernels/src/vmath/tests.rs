@@ -375,11 +375,15 @@ fn softplus_and_sigmoid_match_their_scalar_forms() {
     assert_eq!(softplus(-1000.0f64), 0.0);
 }
 
-/// The slice functions give the same bits through the AVX2 path and the baseline path, and
-/// the same bits as the scalar functions.
+/// The slice functions give the same bits through the AVX-512, AVX2 and baseline paths (those
+/// this CPU has), and the same bits as the scalar functions.
 #[test]
-fn avx2_and_baseline_paths_are_bit_identical() {
-    if !has_avx2() {
+fn every_vector_path_is_bit_identical_to_the_baseline() {
+    let paths: Vec<Isa> = [Isa::Avx512, Isa::Avx2]
+        .into_iter()
+        .filter(|i| i.supported())
+        .collect();
+    if paths.is_empty() {
         eprintln!("no AVX2 on this CPU: only the baseline path is tested");
     }
     let mut rng = Rng::new(31);
@@ -387,25 +391,25 @@ fn avx2_and_baseline_paths_are_bit_identical() {
     x64.extend((0..4099).map(|_| f64::from_bits(rng.next_u64())));
     x64.extend(special64());
     let x32: Vec<f32> = x64.iter().map(|&x| x as f32).collect();
-    fn run<T: Real>(x: &[T], avx2: bool) -> [Vec<T>; 3] {
+    fn run<T: Real>(x: &[T], isa: Isa) -> [Vec<T>; 3] {
         let mut out = [
             vec![T::zero(); x.len()],
             vec![T::zero(); x.len()],
             vec![T::zero(); x.len()],
         ];
         let [a, b, c] = &mut out;
-        dispatch_with(
-            avx2,
+        dispatch_isa(
+            isa,
             #[inline(always)]
             || map_into(x, a, T::vexp),
         );
-        dispatch_with(
-            avx2,
+        dispatch_isa(
+            isa,
             #[inline(always)]
             || map_into(x, b, T::vln),
         );
-        dispatch_with(
-            avx2,
+        dispatch_isa(
+            isa,
             #[inline(always)]
             || map_into(x, c, T::vln_1p),
         );
@@ -413,18 +417,30 @@ fn avx2_and_baseline_paths_are_bit_identical() {
     }
     let bits64 = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let bits32 = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    let (a, b) = (run(&x64, true), run(&x64, false));
-    for k in 0..3 {
-        assert_eq!(bits64(&a[k]), bits64(&b[k]), "f64 function {k}");
+    let base64 = run(&x64, Isa::Baseline);
+    let base32 = run(&x32, Isa::Baseline);
+    for &isa in &paths {
+        let a = run(&x64, isa);
+        for k in 0..3 {
+            assert_eq!(
+                bits64(&a[k]),
+                bits64(&base64[k]),
+                "{isa:?} f64 function {k}"
+            );
+        }
+        let a = run(&x32, isa);
+        for k in 0..3 {
+            assert_eq!(
+                bits32(&a[k]),
+                bits32(&base32[k]),
+                "{isa:?} f32 function {k}"
+            );
+        }
     }
     let scalar: Vec<f64> = x64.iter().map(|&x| exp_f64(x)).collect();
-    assert_eq!(bits64(&scalar), bits64(&b[0]));
-    let (a, b) = (run(&x32, true), run(&x32, false));
-    for k in 0..3 {
-        assert_eq!(bits32(&a[k]), bits32(&b[k]), "f32 function {k}");
-    }
+    assert_eq!(bits64(&scalar), bits64(&base64[0]));
     let scalar: Vec<f32> = x32.iter().map(|&x| ln_1p_f32(x)).collect();
-    assert_eq!(bits32(&scalar), bits32(&b[2]));
+    assert_eq!(bits32(&scalar), bits32(&base32[2]));
 }
 
 /// Every `f32` (run with `cargo test --release -p lossd-kernels -- --ignored exhaustive`).
