@@ -52,6 +52,33 @@ impl Sum8 {
         self.next = (self.next + 1) & 7;
     }
 
+    /// Adds the values in order: the same lanes, the same bits as calling [`Sum8::add`] on
+    /// each, but whole groups of eight go to the eight lanes without the rotating index
+    /// (which keeps the lanes in memory and each add waiting on the last).
+    #[inline]
+    pub fn extend(&mut self, xs: &[f64]) {
+        let mut xs = xs;
+        while self.next != 0 {
+            let Some((&x, rest)) = xs.split_first() else {
+                return;
+            };
+            self.add(x);
+            xs = rest;
+        }
+        let chunks = xs.chunks_exact(8);
+        let rest = chunks.remainder();
+        let mut lanes = self.lanes;
+        for c in chunks {
+            for k in 0..8 {
+                lanes[k] += c[k];
+            }
+        }
+        self.lanes = lanes;
+        for &x in rest {
+            self.add(x);
+        }
+    }
+
     /// The total.
     pub fn total(&self) -> f64 {
         let l = &self.lanes;
@@ -130,6 +157,27 @@ mod tests {
         let mut s = Sum8::new();
         xs.iter().for_each(|&x| s.add(x));
         assert_eq!(sum(&xs), s.total());
+    }
+
+    #[test]
+    fn extend_gives_the_bits_of_adding_one_by_one_from_any_start() {
+        let xs: Vec<f64> = (0..203).map(|i| (i as f64 * 0.37).sin() * 1e3).collect();
+        for before in 0..10 {
+            for cut in [0, 1, 5, 8, 13, 64, 203] {
+                let (mut a, mut b) = (Sum8::new(), Sum8::new());
+                for &x in &xs[..before] {
+                    a.add(x);
+                    b.add(x);
+                }
+                let tail = &xs[before..];
+                let (p, q) = tail.split_at(cut.min(tail.len()));
+                b.extend(p);
+                b.extend(q);
+                tail.iter().for_each(|&x| a.add(x));
+                assert_eq!(a.lanes.map(f64::to_bits), b.lanes.map(f64::to_bits));
+                assert_eq!(a.next, b.next);
+            }
+        }
     }
 
     #[test]

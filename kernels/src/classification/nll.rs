@@ -180,7 +180,10 @@ pub(crate) fn check_index_target<'a, T: Real>(
     let c = layout.classes;
     let w = check_class_weight(weight, c)?;
     let targets = contiguous(target, ts);
+    // Σ weights of the counted targets; without weights that is their count (the same bits:
+    // a sum of ones is exact in any order).
     let mut total = Sum8::new();
+    let mut counted = 0usize;
     for (i, &t) in targets.iter().enumerate() {
         if t == ignore_index {
             continue;
@@ -195,13 +198,20 @@ pub(crate) fn check_index_target<'a, T: Real>(
             )
             .at(&unravel(i, ts)));
         }
-        total.add(w.as_deref().map_or(1.0, |w| w[t as usize].f64()));
+        match w.as_deref() {
+            Some(w) => total.add(w[t as usize].f64()),
+            None => counted += 1,
+        }
     }
+    let total_weight = match w {
+        Some(_) => total.total(),
+        None => counted as f64,
+    };
     Ok(IndexTargets {
         layout,
         weight: w,
         targets,
-        total_weight: total.total(),
+        total_weight,
     })
 }
 
@@ -265,6 +275,7 @@ pub fn nll_loss<T: Real>(
     const IGNORED: usize = usize::MAX;
     let mut at = [0usize; BLOCK];
     let mut vals = [T::zero(); BLOCK];
+    let mut sums = [0.0f64; BLOCK];
     let (mut base, mut sp) = (0usize, 0usize);
     let targets = &checked.targets[..];
     for (b, start) in (0..positions).step_by(BLOCK).enumerate() {
@@ -290,6 +301,8 @@ pub fn nll_loss<T: Real>(
                 *v = x[a];
             }
         }
+        // The block's losses, in order, for the ordered sum (one `extend` per block).
+        let mut counted = 0;
         for k in 0..len {
             if at[k] == IGNORED {
                 if keep {
@@ -302,7 +315,8 @@ pub fn nll_loss<T: Real>(
                 Some(w) => -w[t] * vals[k],
                 None => -vals[k],
             };
-            total.add(l.f64());
+            sums[counted] = l.f64();
+            counted += 1;
             if keep {
                 losses.push(l);
             }
@@ -312,6 +326,7 @@ pub fn nll_loss<T: Real>(
                 dx[at[k]] = wt * -g_hat;
             }
         }
+        total.extend(&sums[..counted]);
     }
     let loss = match reduction {
         Reduction::None => {
