@@ -12,7 +12,7 @@
 //! - [`broadcast`]: PyTorch's broadcasting rules and the unbroadcast of gradients.
 //! - [`error`]: [`LossError`], naming the argument at fault.
 //! - [`output`]: [`LossOutput`], a loss with its gradients and warnings.
-//! - [`vmath`]: vectorisable `exp`/`ln`/`ln_1p` and the AVX2 dispatch of kernel loops.
+//! - [`vmath`]: vectorisable `exp`/`ln`/`ln_1p` and the run-time AVX-512 / AVX2 dispatch of kernel loops.
 //! - [`cancel`]: cooperative cancellation checkpoints for long kernels.
 //! - [`alloc`]: malloc settings under which freed output buffers are reused.
 //! - [`regression`], [`classification`], [`probabilistic`], [`ranking`]: one module per loss.

@@ -164,8 +164,9 @@ mod tests {
         }
     }
 
-    /// The AVX2-compiled pass gives the same bits as the baseline one (loss sum, losses and
-    /// gradients), f32 and f64, over a length that is not a multiple of the block.
+    /// The vector-compiled pass (AVX-512 or AVX2, the widest the CPU has) gives the same bits as
+    /// the baseline one (loss sum, losses and gradients), f32 and f64, over a length that is not a
+    /// multiple of the block.
     #[test]
     fn avx2_and_baseline_passes_are_bit_identical() {
         fn run<T: Real>(x: &[T], y: &[T], avx2: bool) -> (u64, Vec<T>, Vec<T>) {

@@ -289,8 +289,8 @@ mod tests {
         if t.is_nan() { f64::NAN } else { t }.to_bits()
     }
 
-    /// Runs the pass with the given writes on the AVX2 (`avx2`) or baseline path; returns the
-    /// total, the losses and the gradient (empty where not written).
+    /// Runs the pass with the given writes on the widest vector path (`avx2`) or the baseline;
+    /// returns the total, the losses and the gradient (empty where not written).
     fn run_pass<T: Real>(
         [x, y]: &[Vec<T>; 2],
         m: T,
@@ -383,8 +383,9 @@ mod tests {
         }
     }
 
-    /// The AVX2-compiled pass gives the same bits as the baseline one (total, losses and
-    /// gradient), f32 and f64, over a length that is not a multiple of the block.
+    /// The vector-compiled pass (AVX-512 or AVX2, the widest the CPU has) gives the same bits as
+    /// the baseline one (total, losses and gradient), f32 and f64, over a length that is not a
+    /// multiple of the block.
     #[test]
     fn avx2_and_baseline_passes_are_bit_identical() {
         fn check<T: Real>(data: &[Vec<T>; 2]) {

@@ -450,8 +450,8 @@ mod tests {
         if t.is_nan() { f64::NAN } else { t }.to_bits()
     }
 
-    /// Runs the pass with the given writes on the AVX2 (`avx2`) or baseline path; returns the
-    /// total's bits, the losses and the gradients (empty where not written).
+    /// Runs the pass with the given writes on the widest vector path (`avx2`) or the baseline;
+    /// returns the total's bits, the losses and the gradients (empty where not written).
     #[allow(clippy::type_complexity)]
     fn run_pass<T: Real>(
         [x1, x2, y]: &[Vec<T>; 3],
@@ -550,8 +550,9 @@ mod tests {
         }
     }
 
-    /// The AVX2-compiled pass gives the same bits as the baseline one (total, losses and
-    /// gradients), f32 and f64, over a length that is not a multiple of the block.
+    /// The vector-compiled pass (AVX-512 or AVX2, the widest the CPU has) gives the same bits as
+    /// the baseline one (total, losses and gradients), f32 and f64, over a length that is not a
+    /// multiple of the block.
     #[test]
     fn avx2_and_baseline_passes_are_bit_identical() {
         fn check<T: Real>(data: &[Vec<T>; 3]) {
