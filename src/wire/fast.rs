@@ -140,41 +140,17 @@ impl Reservoir {
 /// which stays on the calling thread.
 fn parallel(b: &[u8]) -> Option<Option<Prepared>> {
     use rayon::prelude::*;
-    let mut p = ws(b, 0);
-    if at(b, p) != b'{' {
-        return None;
-    }
-    p = ws(b, p + 1);
     let mut arrays: Vec<(usize, usize)> = Vec::new();
-    if at(b, p) != b'}' {
-        loop {
-            if at(b, p) != b'"' {
-                return None;
-            }
-            p = ws(b, skip_string(b, p)?);
-            if at(b, p) != b':' {
-                return None;
-            }
-            p = ws(b, p + 1);
-            p = match at(b, p) {
-                b'[' if arrays.len() < MAX_SLOTS => {
-                    let end = array_end(b, p)?;
-                    arrays.push((p, end));
-                    end
-                }
-                b'[' => return None,
-                b'{' => return None,
-                _ => skip_value(b, p)?,
-            };
-            p = ws(b, p);
-            match at(b, p) {
-                b',' => p = ws(b, p + 1),
-                b'}' => break,
-                _ => return None,
-            }
+    members(b, |p| match at(b, p) {
+        b'[' if arrays.len() < MAX_SLOTS => {
+            let end = array_end(b, p)?;
+            arrays.push((p, end));
+            Some(end)
         }
-    }
-    if ws(b, p + 1) != b.len() || arrays.len() < 2 || arrays.len() > MAX_SLOTS {
+        b'[' | b'{' => None,
+        _ => skip_value(b, p),
+    })?;
+    if arrays.len() < 2 {
         return None;
     }
     let (max_rank, left) = (Budget::max_rank(), Budget::left());
@@ -240,14 +216,44 @@ fn array_end(b: &[u8], p: usize) -> Option<usize> {
 /// The sequential walk of [`prepare`].
 fn sequential(body: &[u8]) -> Option<Prepared> {
     let b = body;
+    let mut out = Vec::new();
+    let mut copied = 0;
+    let mut tensors = Vec::new();
+    members(b, |p| {
+        let found = match at(b, p) {
+            _ if tensors.len() == MAX_SLOTS => None,
+            b'[' => nested(b, p),
+            b'{' => object(b, p),
+            _ => None,
+        };
+        match found {
+            Some((t, end)) => {
+                out.extend_from_slice(&b[copied..p]);
+                out.extend_from_slice(format!("\"\\u0000lossd:{}\"", tensors.len()).as_bytes());
+                tensors.push(t);
+                copied = end;
+                Some(end)
+            }
+            None => skip_value(b, p),
+        }
+    })?;
+    if tensors.is_empty() {
+        return None;
+    }
+    out.extend_from_slice(&b[copied..]);
+    Some(Prepared { body: out, tensors })
+}
+
+/// Walks the members of the body's top-level object: `value` is called at the first byte of
+/// each member's value and returns where that value ends (`None`: give up). `None` unless the
+/// whole body is one object of that shape (keys plain strings, nothing after the `}` but
+/// whitespace).
+fn members(b: &[u8], mut value: impl FnMut(usize) -> Option<usize>) -> Option<()> {
     let mut p = ws(b, 0);
     if at(b, p) != b'{' {
         return None;
     }
     p = ws(b, p + 1);
-    let mut out = Vec::new();
-    let mut copied = 0;
-    let mut tensors = Vec::new();
     if at(b, p) != b'}' {
         loop {
             if at(b, p) != b'"' {
@@ -257,24 +263,7 @@ fn sequential(body: &[u8]) -> Option<Prepared> {
             if at(b, p) != b':' {
                 return None;
             }
-            p = ws(b, p + 1);
-            let found = match at(b, p) {
-                _ if tensors.len() == MAX_SLOTS => None,
-                b'[' => nested(b, p),
-                b'{' => object(b, p),
-                _ => None,
-            };
-            p = match found {
-                Some((t, end)) => {
-                    out.extend_from_slice(&b[copied..p]);
-                    out.extend_from_slice(format!("\"\\u0000lossd:{}\"", tensors.len()).as_bytes());
-                    tensors.push(t);
-                    copied = end;
-                    end
-                }
-                None => skip_value(b, p)?,
-            };
-            p = ws(b, p);
+            p = ws(b, value(ws(b, p + 1))?);
             match at(b, p) {
                 b',' => p = ws(b, p + 1),
                 b'}' => break,
@@ -282,14 +271,7 @@ fn sequential(body: &[u8]) -> Option<Prepared> {
             }
         }
     }
-    if ws(b, p + 1) != b.len() {
-        return None;
-    }
-    if tensors.is_empty() {
-        return None;
-    }
-    out.extend_from_slice(&b[copied..]);
-    Some(Prepared { body: out, tensors })
+    (ws(b, p + 1) == b.len()).then_some(())
 }
 
 /// The byte at `p`, or 0 past the end (0 is no JSON token's first byte).
