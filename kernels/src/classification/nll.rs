@@ -284,16 +284,28 @@ pub fn nll_loss<T: Real>(
         }
         let ts = &targets[start..(start + BLOCK).min(positions)];
         let len = ts.len();
-        for (a, &t) in at.iter_mut().zip(ts) {
-            *a = if t == ignore_index {
-                IGNORED
-            } else {
-                base + t as usize * s + sp
-            };
-            sp += 1;
-            if sp == s {
-                sp = 0;
-                base += c * s;
+        if s == 1 {
+            // (N, C): position i's entry is at i·C + t, no counters to carry.
+            for (k, (a, &t)) in at.iter_mut().zip(ts).enumerate() {
+                let row = (start + k) * c;
+                *a = if t == ignore_index {
+                    IGNORED
+                } else {
+                    row + t as usize
+                };
+            }
+        } else {
+            for (a, &t) in at.iter_mut().zip(ts) {
+                *a = if t == ignore_index {
+                    IGNORED
+                } else {
+                    base + t as usize * s + sp
+                };
+                sp += 1;
+                if sp == s {
+                    sp = 0;
+                    base += c * s;
+                }
             }
         }
         for (v, &a) in vals.iter_mut().zip(&at[..len]) {
@@ -303,6 +315,15 @@ pub fn nll_loss<T: Real>(
         }
         // The block's losses, in order, for the ordered sum (one `extend` per block).
         let mut counted = 0;
+        if w.is_none() && !keep && !grad {
+            // The plain forward: nothing but the sum (the same values as below).
+            for (&a, &v) in at[..len].iter().zip(&vals[..len]) {
+                sums[counted] = (-v).f64();
+                counted += usize::from(a != IGNORED);
+            }
+            total.extend(&sums[..counted]);
+            continue;
+        }
         for k in 0..len {
             if at[k] == IGNORED {
                 if keep {
@@ -577,6 +598,45 @@ mod tests {
             .unwrap_err();
             assert_eq!((e.kind, e.arg), (ErrorKind::Shape, "weight"));
             assert!(e.message.contains("[4]") || e.message.contains("[1, 3]"));
+        }
+    }
+
+    /// The forward-only sum (no weight, no unreduced losses, no gradient) takes a path of its
+    /// own; it gives the bits of the general path, ignored positions anywhere in the blocks,
+    /// for (N, C) and K-dimensional inputs.
+    #[test]
+    fn the_plain_forward_gives_the_bits_of_the_general_path() {
+        fn check<T: Real>(shape: &[usize], rng: &mut Rng) {
+            let x: Vec<T> = (0..shape.iter().product::<usize>())
+                .map(|_| T::of(rng.range(-3.0, 1.0)))
+                .collect();
+            let x = ArrayD::from_shape_vec(IxDyn(shape), x).unwrap();
+            let mut tshape = shape.to_vec();
+            let c = tshape.remove(1);
+            let n: usize = tshape.iter().product();
+            let t: Vec<i64> = (0..n)
+                .map(|i| {
+                    if i % 7 == 3 || (250..262).contains(&(i % 512)) {
+                        -100
+                    } else {
+                        (rng.next_u64() % c as u64) as i64
+                    }
+                })
+                .collect();
+            let t = ArrayD::from_shape_vec(IxDyn(&tshape), t).unwrap();
+            for reduction in [Reduction::Sum, Reduction::Mean] {
+                let fast = nll_loss(x.view(), t.view(), None, -100, reduction, false).unwrap();
+                let general = nll_loss(x.view(), t.view(), None, -100, reduction, true).unwrap();
+                let bits = |o: &LossOutput<T>| {
+                    o.loss.iter().map(|v| v.f64().to_bits()).collect::<Vec<_>>()
+                };
+                assert_eq!(bits(&fast), bits(&general), "{shape:?} {reduction:?}");
+            }
+        }
+        let mut rng = Rng::new(21);
+        for shape in [&[1000, 10][..], &[3, 5, 301], &[517, 1], &[0, 4]] {
+            check::<f32>(shape, &mut rng);
+            check::<f64>(shape, &mut rng);
         }
     }
 
