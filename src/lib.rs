@@ -24,6 +24,7 @@ pub mod log;
 pub mod losses;
 pub mod metrics;
 pub mod openapi;
+pub mod request_id;
 pub mod routes;
 pub mod wire;
 
@@ -39,7 +40,7 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::compute::Pool;
 use crate::config::Config;
@@ -107,7 +108,7 @@ pub fn app(state: AppState) -> Router {
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(
                     X_REQUEST_ID.clone(),
-                    MakeRequestUuid,
+                    request_id::MakeUuid,
                 ))
                 .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
                 .layer(CatchPanicLayer::custom(|p| {

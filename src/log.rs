@@ -16,6 +16,9 @@ use std::time::Duration;
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 
+mod format;
+pub use format::{Fast, Style};
+
 /// How often buffered lines are written out.
 pub const INTERVAL: Duration = Duration::from_millis(100);
 /// The most bytes held for the writer thread; past this, `info` lines are dropped.

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use lossd::config::{Command, Config, LogFormat};
-use lossd::log::BufferedLog;
+use lossd::log::{BufferedLog, Fast, Style};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
@@ -38,9 +38,14 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(filter)
         .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    // The default formats' lines, written by lossd's own formatter (see `log::Fast`).
+    let format = tracing_subscriber::fmt::format();
     match config.log_format {
-        LogFormat::Json => fmt.json().init(),
-        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt
+            .json()
+            .event_format(Fast::new(Style::Json, format.json()))
+            .init(),
+        LogFormat::Text => fmt.event_format(Fast::new(Style::Text, format)).init(),
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
