@@ -195,6 +195,19 @@ impl<'w, T: Real> RowMath<'w, T> {
     /// `ℓ = (1−ε)·(−w_t·logp_t) + (ε/C)·(−Σ_c w_c·logp_c)`; 0 for an ignored row.
     #[inline]
     pub(crate) fn index_row(&self, x: &[T], t: i64, gx: Option<&mut [T]>) -> IndexLoss<T> {
+        self.index_row_in::<true>(x, t, gx)
+    }
+
+    /// [`Self::index_row`], its vector loops dispatched here (`DISPATCH`) or compiled into
+    /// the caller, which has dispatched a whole loop of rows (one dispatch per call, not per
+    /// row: rows are often short).
+    #[inline(always)]
+    fn index_row_in<const DISPATCH: bool>(
+        &self,
+        x: &[T],
+        t: i64,
+        gx: Option<&mut [T]>,
+    ) -> IndexLoss<T> {
         debug_assert_eq!(x.len(), self.classes);
         if t == self.ignore_index {
             if let Some(gx) = gx {
@@ -204,7 +217,11 @@ impl<'w, T: Real> RowMath<'w, T> {
         }
         let t = t as usize;
         let mut gx = gx;
-        let (m, sum) = max_and_sum_exp(x, gx.as_deref_mut());
+        let (m, sum) = if DISPATCH {
+            max_and_sum_exp(x, gx.as_deref_mut())
+        } else {
+            max_and_sum_exp_in(x, gx.as_deref_mut())
+        };
         let lns = T::of(sum.ln());
         let logp_t = (x[t] - m) - lns;
         let wt = self.weight.map_or(T::one(), |w| w[t]);
@@ -389,7 +406,7 @@ fn ignored_row_grad<T: Real>(x: &[T], gx: &mut [T]) {
 }
 
 /// The largest element (NaNs skipped: they make the row's sum NaN anyway); `−inf` when empty.
-#[inline]
+#[inline(always)]
 pub(crate) fn row_max<T: Real>(x: &[T]) -> T {
     let mut lanes = [T::neg_infinity(); 8];
     let chunks = x.chunks_exact(8);
@@ -417,10 +434,14 @@ pub(crate) fn row_max<T: Real>(x: &[T]) -> T {
 /// the vectorisable [`crate::vmath`] `exp`.
 #[inline]
 pub(crate) fn max_and_sum_exp<T: Real>(x: &[T], e: Option<&mut [T]>) -> (T, f64) {
-    vectorised!({
-        let m = row_max(x);
-        (m, sum_exp_body(x, m, e))
-    })
+    vectorised!(max_and_sum_exp_in(x, e))
+}
+
+/// [`max_and_sum_exp`] compiled into its caller (which has dispatched).
+#[inline(always)]
+fn max_and_sum_exp_in<T: Real>(x: &[T], e: Option<&mut [T]>) -> (T, f64) {
+    let m = row_max(x);
+    (m, sum_exp_body(x, m, e))
 }
 
 /// Row chunk of [`max_and_sum_exp`] without an output (a multiple of 8, small: rows are often
@@ -478,6 +499,7 @@ struct Rows<'r, T> {
 ///
 /// Without spatial dimensions the rows are slices of the buffers themselves; otherwise tiles of
 /// positions are transposed into scratch rows and the gradient rows transposed back.
+#[inline(always)]
 fn for_each_row<T: Real>(
     layout: &ClassLayout,
     x: &[T],
@@ -671,20 +693,22 @@ pub fn cross_entropy<T: Real>(
                 Vec::new()
             };
             let targets = &checked.targets;
-            for_each_row(
+            // The whole loop of rows compiled for the widest vector instructions at once.
+            vectorised!(for_each_row(
                 layout,
                 &x,
                 None,
                 grad.then_some(&mut dx[..]),
                 None,
+                #[inline(always)]
                 |pos, rows| {
-                    let l = math.index_row(rows.x, targets[pos], rows.gx);
+                    let l = math.index_row_in::<false>(rows.x, targets[pos], rows.gx);
                     totals.add(&l);
                     if keep {
                         losses.push(l.loss);
                     }
                 },
-            )?;
+            ))?;
             let loss = finish_loss(
                 reduction,
                 &layout.out_shape,
