@@ -18,7 +18,8 @@ pub const TRIM_THRESHOLD: usize = 128 << 20;
 
 /// Sets glibc's malloc to reuse freed blocks below [`MMAP_THRESHOLD`] and to keep up to
 /// [`TRIM_THRESHOLD`] of free heap, instead of its dynamic defaults. Call it once at start-up,
-/// before other threads exist (the service's `main` and the benchmarks do). Returns whether
+/// before other threads exist (the benchmarks do; the service allocates with mimalloc and
+/// does not need it). Returns whether
 /// the settings were applied: `false` on other C libraries, where it does nothing.
 pub fn keep_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -36,7 +37,8 @@ pub fn keep_freed_memory() -> bool {
 }
 
 /// Asks Linux to back the spare capacity of `buf` with transparent huge pages when the buffer
-/// is mapped on its own (capacity at or above [`MMAP_THRESHOLD`]): one fault per 2 MiB
+/// is large enough to be mapped on its own (capacity at or above [`MMAP_THRESHOLD`], by glibc
+/// or mimalloc alike): one fault per 2 MiB
 /// instead of one per 4 KiB while it is filled. A large request body is such a buffer, new
 /// for each request; on machines whose THP setting is `madvise` (Debian's default) its page
 /// faults were a tenth of the CPU time of a 41 MB request. Returns whether the advice was

@@ -200,9 +200,20 @@ impl Visit for Fields<'_> {
                 }
             }
             Style::Json => {
-                let mut text = String::new();
-                let _ = write!(text, "{value:?}");
-                json_str(self.out, &text);
+                // Written in place, then quoted; re-escaped only when it needs escaping.
+                self.out.push(b'"');
+                let _ = write!(Bytes(self.out), "{value:?}");
+                if self.out[start + 1..]
+                    .iter()
+                    .any(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                {
+                    let text = self.out.split_off(start + 1);
+                    self.out.truncate(start);
+                    // Written from `&str` pieces only: valid UTF-8.
+                    json_str(self.out, std::str::from_utf8(&text).unwrap_or_default());
+                } else {
+                    self.out.push(b'"');
+                }
             }
         }
     }

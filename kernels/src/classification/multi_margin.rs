@@ -141,40 +141,23 @@ pub fn multi_margin_loss<T: Real>(
         // In range: checked above.
         let k = t[r] as usize;
         let (xt, wt) = (row[k], w.as_ref().map(|w| w[k]));
+        let hinge = |z: T| {
+            let mut h = if squared { z * z } else { z };
+            if let Some(wt) = wt {
+                h *= wt;
+            }
+            h
+        };
         let mut s = 0.0f64;
-        if !grad {
-            // The forward alone without branches on the data (a hinge is active at random on
-            // random inputs, so a branch mispredicts about every other class): inactive terms
-            // add 0.0, which leaves the sum's bits as they were (the sum is never −0.0).
+        if grad {
+            let mut gt = 0.0f64;
             for (d, &xd) in row.iter().enumerate() {
+                if d == k {
+                    continue;
+                }
                 let z = margin - xt + xd;
-                let mut h = if squared { z * z } else { z };
-                if let Some(wt) = wt {
-                    h *= wt;
-                }
-                // A mask rather than a select, which the compiler turns back into a branch
-                // for f32.
-                let on = ((z > T::zero()) & (d != k)) as u64;
-                s += f64::from_bits(h.f64().to_bits() & on.wrapping_neg());
-            }
-            let l = T::of(s) / classes;
-            total.add(l.f64());
-            losses.push(l);
-            continue;
-        }
-        let mut gt = 0.0f64;
-        for (d, &xd) in row.iter().enumerate() {
-            if d == k {
-                continue;
-            }
-            let z = margin - xt + xd;
-            if z > T::zero() {
-                let mut h = if squared { z * z } else { z };
-                if let Some(wt) = wt {
-                    h *= wt;
-                }
-                s += h.f64();
-                if grad {
+                if z > T::zero() {
+                    s += hinge(z).f64();
                     let mut hg = if squared { two_g * z } else { g };
                     if let Some(wt) = wt {
                         hg *= wt;
@@ -183,9 +166,17 @@ pub fn multi_margin_loss<T: Real>(
                     gt -= hg.f64();
                 }
             }
-        }
-        if grad {
             dx[r * c + k] = T::of(gt);
+        } else {
+            // The forward alone without branches on the data (a hinge is active at random on
+            // random inputs, so a branch mispredicts about every other class): inactive terms
+            // are masked to +0.0, which leaves the sum's bits as they were (the sum is never
+            // −0.0). The f32 build still branches here whatever the source says (BENCHMARKS.md).
+            for (d, &xd) in row.iter().enumerate() {
+                let z = margin - xt + xd;
+                let on = ((z > T::zero()) & (d != k)) as u64;
+                s += f64::from_bits(hinge(z).f64().to_bits() & on.wrapping_neg());
+            }
         }
         let l = T::of(s) / classes;
         total.add(l.f64());
