@@ -24,8 +24,9 @@ use super::margin_ranking::{CHUNK, hinge, hinge_grad, reduce};
 use crate::broadcast::{broadcast_pair, broadcast_shape, unbroadcast};
 use crate::cancel::checkpoint;
 use crate::error::fmt_shape;
-use crate::reduction::{Sum8, sum, upstream};
+use crate::reduction::{Sum8, add_to_lanes, lanes_total, upstream};
 use crate::regression::{contiguous, sign};
+use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
 
 /// `F.triplet_margin_loss(anchor, positive, negative, margin, p, eps, swap, reduction)`.
@@ -214,6 +215,7 @@ impl<T: Real> Pair<T> {
     }
 
     /// The distance between rows `x` and `y`.
+    #[inline(always)]
     fn forward(&mut self, m: &Metric<T>, x: &[T], y: &[T]) -> T {
         let d = self.d;
         let x: &[T] = if x.len() == d {
@@ -304,6 +306,7 @@ impl<T: Real> Pair<T> {
 
     /// Adds `g · ∂distance/∂x` to `dx` and `g · ∂distance/∂y` to `dy` for the rows of the last
     /// [`Pair::forward`] (`dx`, `dy` have the lengths of those rows).
+    #[inline(always)]
     fn backward(&mut self, m: &Metric<T>, g: T, x: &[T], y: &[T], dx: &mut [T], dy: &mut [T]) {
         let d = self.d;
         if let Metric::Norm {
@@ -412,6 +415,20 @@ fn scatter<T: Real>(gx: &mut [T], gy: &mut [T], u: &[T], f: impl Fn(T) -> T) {
 }
 
 /// The shape of one tensor's rows: the full batch shape and the tensor's own last dimension.
+/// Calls `f`; with an `#[inline(always)]` closure, its body is inlined into the caller.
+#[inline(always)]
+fn inlined<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// [`crate::reduction::sum`] (same lanes, same order), inlined into the vector build.
+#[inline(always)]
+fn sum<T: Real>(xs: &[T]) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    add_to_lanes(&mut lanes, xs);
+    lanes_total(&lanes)
+}
+
 fn rows_shape(batch: &[usize], x: &[usize]) -> Vec<usize> {
     match x.last() {
         None => Vec::new(),
@@ -532,52 +549,60 @@ pub(crate) fn triplet_loss<T: Real>(
     let (mut ga, mut gp, mut gn) = (zeros(rows * da_), zeros(rows * dp_), zeros(rows * dn_));
     let widest = dims.iter().copied().max().unwrap_or(1).max(1);
     let every = (CHUNK / widest).max(1);
-    for r in 0..rows {
-        if r % every == 0 {
-            checkpoint()?;
-        }
-        let ar = &a[r * da_..(r + 1) * da_];
-        let pr = &p[r * dp_..(r + 1) * dp_];
-        let nr = &n[r * dn_..(r + 1) * dn_];
-        let d_ap = ap.forward(&metric, ar, pr);
-        let d_an = an.forward(&metric, ar, nr);
-        let d_pn = if swap {
-            pn.forward(&metric, pr, nr)
-        } else {
-            zero
-        };
-        let d_neg = if swap { minimum(d_an, d_pn) } else { d_an };
-        let z = m + d_ap - d_neg;
-        let l = hinge(z);
-        total.add(l.f64());
-        if keep {
-            losses.push(l);
-        }
-        if grad {
-            let gz = hinge_grad(z, up);
-            let g_neg = -gz;
-            let ga_r = &mut ga[r * da_..(r + 1) * da_];
-            let gp_r = &mut gp[r * dp_..(r + 1) * dp_];
-            let gn_r = &mut gn[r * dn_..(r + 1) * dn_];
-            ap.backward(&metric, gz, ar, pr, ga_r, gp_r);
-            if swap {
-                // torch.minimum's backward: ½ each on a tie, and a NaN sends the full gradient
-                // to both sides.
-                let (g_an, g_pn) = if d_an == d_pn {
-                    (g_neg * half, g_neg * half)
+    // The loop over rows runs in the widest vector build the CPU has (`vectorised!`): the
+    // distances' loops are inlined into it. Same operations in the same order, same bits.
+    vectorised!(inlined(
+        #[inline(always)]
+        || -> Result<(), LossError> {
+            for r in 0..rows {
+                if r % every == 0 {
+                    checkpoint()?;
+                }
+                let ar = &a[r * da_..(r + 1) * da_];
+                let pr = &p[r * dp_..(r + 1) * dp_];
+                let nr = &n[r * dn_..(r + 1) * dn_];
+                let d_ap = ap.forward(&metric, ar, pr);
+                let d_an = an.forward(&metric, ar, nr);
+                let d_pn = if swap {
+                    pn.forward(&metric, pr, nr)
                 } else {
-                    (
-                        if d_an > d_pn { zero } else { g_neg },
-                        if d_an < d_pn { zero } else { g_neg },
-                    )
+                    zero
                 };
-                an.backward(&metric, g_an, ar, nr, ga_r, gn_r);
-                pn.backward(&metric, g_pn, pr, nr, gp_r, gn_r);
-            } else {
-                an.backward(&metric, g_neg, ar, nr, ga_r, gn_r);
+                let d_neg = if swap { minimum(d_an, d_pn) } else { d_an };
+                let z = m + d_ap - d_neg;
+                let l = hinge(z);
+                total.add(l.f64());
+                if keep {
+                    losses.push(l);
+                }
+                if grad {
+                    let gz = hinge_grad(z, up);
+                    let g_neg = -gz;
+                    let ga_r = &mut ga[r * da_..(r + 1) * da_];
+                    let gp_r = &mut gp[r * dp_..(r + 1) * dp_];
+                    let gn_r = &mut gn[r * dn_..(r + 1) * dn_];
+                    ap.backward(&metric, gz, ar, pr, ga_r, gp_r);
+                    if swap {
+                        // torch.minimum's backward: ½ each on a tie, and a NaN sends the full gradient
+                        // to both sides.
+                        let (g_an, g_pn) = if d_an == d_pn {
+                            (g_neg * half, g_neg * half)
+                        } else {
+                            (
+                                if d_an > d_pn { zero } else { g_neg },
+                                if d_an < d_pn { zero } else { g_neg },
+                            )
+                        };
+                        an.backward(&metric, g_an, ar, nr, ga_r, gn_r);
+                        pn.backward(&metric, g_pn, pr, nr, gp_r, gn_r);
+                    } else {
+                        an.backward(&metric, g_neg, ar, nr, ga_r, gn_r);
+                    }
+                }
             }
+            Ok(())
         }
-    }
+    ))?;
     let mut out = LossOutput::new(reduce(reduction, &batch, losses, total.total(), rows));
     if grad {
         let back = |g: Vec<T>, rs: &[usize], s: &[usize]| {
