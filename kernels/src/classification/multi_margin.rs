@@ -131,6 +131,7 @@ pub fn multi_margin_loss<T: Real>(
     };
     let mut total = Sum8::new();
     let mut work = 0usize;
+    let mut terms = vec![0.0f64; if grad { 0 } else { c }];
     for r in 0..n {
         work += c;
         if work >= WORK {
@@ -169,13 +170,18 @@ pub fn multi_margin_loss<T: Real>(
             dx[r * c + k] = T::of(gt);
         } else {
             // The forward alone without branches on the data (a hinge is active at random on
-            // random inputs, so a branch mispredicts about every other class): inactive terms
-            // are masked to +0.0, which leaves the sum's bits as they were (the sum is never
-            // −0.0). The f32 build still branches here whatever the source says (BENCHMARKS.md).
-            for (d, &xd) in row.iter().enumerate() {
+            // random inputs, so a branch mispredicts about every other class): the row's terms
+            // first, inactive ones as +0.0, in a loop the vectoriser takes (written as one sum,
+            // the f32 build kept a branch per class); then their sum in the order above, which
+            // +0.0 terms leave as it was (the sum is never −0.0).
+            for (h, &xd) in terms.iter_mut().zip(row) {
                 let z = margin - xt + xd;
-                let on = ((z > T::zero()) & (d != k)) as u64;
-                s += f64::from_bits(hinge(z).f64().to_bits() & on.wrapping_neg());
+                let v = hinge(z).f64();
+                *h = if z > T::zero() { v } else { 0.0 };
+            }
+            terms[k] = 0.0;
+            for &h in terms.iter() {
+                s += h;
             }
         }
         let l = T::of(s) / classes;
