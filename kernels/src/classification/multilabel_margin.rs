@@ -84,6 +84,7 @@ pub fn multilabel_margin_loss<T: Real>(
     let mut is_target = vec![false; c];
     let mut count = vec![0i64; if grad { c } else { 0 }];
     let mut raw_total = Sum8::new();
+    let mut terms = vec![0.0f64; if grad { 0 } else { c }];
     let mut work = 0usize;
     for r in 0..n {
         let row = &x[r * c..(r + 1) * c];
@@ -100,20 +101,34 @@ pub fn multilabel_margin_loss<T: Real>(
             work = 0;
         }
         let mut s = 0.0f64;
-        for &j in labels {
-            let j = j as usize;
-            let xj = row[j];
-            for (i, &xi) in row.iter().enumerate() {
-                if is_target[i] {
-                    continue;
-                }
-                let z = one - xj + xi;
-                if z > T::zero() {
-                    s += z.f64();
-                    if grad {
+        if grad {
+            for &j in labels {
+                let j = j as usize;
+                let xj = row[j];
+                for (i, &xi) in row.iter().enumerate() {
+                    if is_target[i] {
+                        continue;
+                    }
+                    let z = one - xj + xi;
+                    if z > T::zero() {
+                        s += z.f64();
                         count[j] -= 1;
                         count[i] += 1;
                     }
+                }
+            }
+        } else {
+            // The forward alone without branches on the data (as `multi_margin_loss`'s): each
+            // label's terms into a scratch row, inactive pairs as +0.0, then summed in the
+            // order above, which the +0.0 terms leave as it was (the sum is never −0.0).
+            for &j in labels {
+                let xj = row[j as usize];
+                for ((h, &xi), &skip) in terms.iter_mut().zip(row).zip(&is_target) {
+                    let z = one - xj + xi;
+                    *h = if z > T::zero() && !skip { z.f64() } else { 0.0 };
+                }
+                for &h in terms.iter() {
+                    s += h;
                 }
             }
         }
@@ -300,6 +315,43 @@ mod tests {
             mlm(&x, &t, Reduction::None, false).unwrap().loss.shape(),
             &[0]
         );
+    }
+
+    #[test]
+    fn the_forward_alone_gives_the_bits_of_the_forward_with_gradient() {
+        let mut rng = Rng::new(12);
+        let mut x = rng.randn(&[64, 7]);
+        x[[3, 2]] = f64::NAN;
+        x[[5, 0]] = f64::INFINITY;
+        x[[6, 4]] = f64::NEG_INFINITY;
+        x[[7, 1]] = 1e200;
+        x[[8, 3]] = x[[8, 1]] + 1.0; // a hinge at exactly 0
+        // Rows with 0 to 7 labels (some repeated), then −1 and filler.
+        let t = ndarray::Array2::from_shape_fn((64, 7), |(r, i)| {
+            let labels = r % 8;
+            if i < labels {
+                ((r * 3 + i * 5) % 7) as i64
+            } else if i == labels {
+                -1
+            } else {
+                (i % 7) as i64
+            }
+        })
+        .into_dyn();
+        let bits = |o: LossOutput<f64>| o.loss.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let a = multilabel_margin_loss(x.view(), t.view(), Reduction::None, false).unwrap();
+        let b = multilabel_margin_loss(x.view(), t.view(), Reduction::None, true).unwrap();
+        assert_eq!(bits(a), bits(b));
+        let x32 = x.mapv(|v| v as f32);
+        let run = |grad| {
+            multilabel_margin_loss(x32.view(), t.view(), Reduction::None, grad)
+                .unwrap()
+                .loss
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(false), run(true));
     }
 
     #[test]
