@@ -318,6 +318,29 @@ pub fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 mod tests {
     use super::*;
 
+    /// Starts a job that computes until `release` is sent, and waits until it runs; the job
+    /// answers 1.
+    async fn occupy(
+        pool: &Arc<Pool>,
+    ) -> (
+        tokio::task::JoinHandle<Result<i32, ApiError>>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let p = pool.clone();
+        let job = tokio::spawn(async move {
+            p.run(move || {
+                gate.recv().ok();
+                Ok(1)
+            })
+            .await
+        });
+        while pool.gauges.running.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        (job, release)
+    }
+
     #[tokio::test]
     async fn a_panic_becomes_a_500_and_the_pool_goes_on() {
         let pool = Pool::new(1, 4, Duration::from_secs(5));
@@ -330,18 +353,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_is_overloaded() {
         let pool = Arc::new(Pool::new(1, 1, Duration::from_secs(30)));
-        let (release, gate) = std::sync::mpsc::channel::<()>();
-        let p = pool.clone();
-        let first = tokio::spawn(async move {
-            p.run(move || {
-                gate.recv().ok();
-                Ok(1)
-            })
-            .await
-        });
-        while pool.gauges.running.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
+        let (first, release) = occupy(&pool).await;
         let p = pool.clone();
         let second = tokio::spawn(async move { p.run(|| Ok(2)).await });
         while pool.gauges.queued.load(Ordering::SeqCst) == 0 {
@@ -414,18 +426,7 @@ mod tests {
     #[tokio::test]
     async fn a_job_whose_request_is_gone_is_skipped() {
         let pool = Arc::new(Pool::new(1, 4, Duration::from_secs(30)));
-        let (release, gate) = std::sync::mpsc::channel::<()>();
-        let p = pool.clone();
-        let first = tokio::spawn(async move {
-            p.run(move || {
-                gate.recv().ok();
-                Ok(1)
-            })
-            .await
-        });
-        while pool.gauges.running.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
+        let (first, release) = occupy(&pool).await;
         let ran = Arc::new(AtomicBool::new(false));
         let r = ran.clone();
         let p = pool.clone();
