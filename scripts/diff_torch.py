@@ -23,8 +23,10 @@ Disagreement classes found with this tester (lossd 0.x vs torch 2.15, Dec 2026),
     empty (or mixes +-inf): torch NaN/inf (it reduces the upstream gradient first, then multiplies by a
     non-finite local derivative), lossd 0 / NaN;
   * (fixed) triplet losses, last dim of size 1: torch's norm of one element is |x| (no overflow), lossd squared;
-  * cross_entropy / linear_cross_entropy probability target with an infinite entry where the logit is 0:
-    torch -inf, lossd NaN (inf * 0);
+  * (fixed) cross_entropy / linear_cross_entropy probability target with an infinite entry: torch +-inf
+    (elementwise -sum(log_softmax * p)), lossd NaN (its one-pass form met inf - inf);
+  * (fixed) triplet_margin_with_distance_loss with the cosine distance, last dim of size 1: torch's norm of one
+    element is |x|, lossd squared it (float32 overflow at |x| > 1.8e19: cosine 0 instead of +-1);
   * (fixed) mse_loss gradient: lossd formed 2 (x - y) before the 1/N scale and overflowed for |x - y| > max/2.
 """
 

@@ -331,7 +331,18 @@ impl<'w, T: Real> RowMath<'w, T> {
         let m = row_max(x);
         let (sum, shifted, q) = self.prob_pass(x, p, m, gx.as_deref_mut());
         let lns = T::of(sum.ln());
-        let loss = T::of(-(shifted - q * lns.f64()));
+        let mut loss = T::of(-(shifted - q * lns.f64()));
+        if loss.is_nan() {
+            // The one-pass form can meet ∞ − ∞ or ∞·0 (an infinite probability) where PyTorch's
+            // elementwise −Σ log_softmax_c·p'_c·w_c is ±∞: recompute that way, only then.
+            let mut total = Sum8::new();
+            for c in 0..x.len() {
+                let lp = (x[c] - m) - lns;
+                let t = lp * self.smoothed(p[c]);
+                total.add(self.weight.map_or(t, |w| t * w[c]).f64());
+            }
+            loss = T::of(-total.total());
+        }
         if gx.is_none() && gp.is_none() && gw.is_none() {
             return loss;
         }
@@ -1920,6 +1931,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn infinite_probabilities_give_pytorchs_infinities_not_nan() {
+        // torch 2.15: -(log_softmax(x) * p' * w).sum(1) elementwise, so an infinite probability
+        // gives ±inf where a one-pass Σ(x−m)p − Σp·lse would meet ∞ − ∞.
+        let inf = f64::INFINITY;
+        let x = array![
+            [2.389899969100952, 0.6690000295639038],
+            [0.15690000355243683, -1.7970999479293823]
+        ]
+        .into_dyn();
+        let t = array![[1.0, 0.5], [-inf, 0.25]].into_dyn();
+        let w = array![2.0, 0.0].into_dyn();
+        let loss = |t: &ArrayD<f64>, w: Option<&ArrayD<f64>>, eps: f64| {
+            ce(
+                &x,
+                &CeTarget::Probs(t.view()),
+                w,
+                -100,
+                eps,
+                Reduction::None,
+                false,
+            )
+            .loss
+        };
+        let close = |got: ArrayD<f64>, first: f64| {
+            assert!((got[0] - first).abs() < 1e-4, "{got}");
+            assert_eq!(got[1], -inf, "{got}");
+        };
+        close(loss(&t, None, 0.0), 1.1073);
+        close(loss(&t, None, 0.2), 1.0909);
+        close(loss(&t, Some(&w), 0.0), 0.3292);
+        // inf·(−0.17) + (−inf)·(−1.89) is NaN in torch too; 0·lp + inf·lp is −(−inf).
+        let t2 = array![[inf, -inf], [0.0, inf]].into_dyn();
+        let got = loss(&t2, None, 0.0);
+        assert!(got[0].is_nan() && got[1] == inf, "{got}");
     }
 
     #[test]

@@ -289,10 +289,17 @@ impl<T: Real> Pair<T> {
             }
             Metric::Cosine { eps } => {
                 let tmp = &mut self.tmp;
-                tmp.iter_mut().zip(x).for_each(|(t, &v)| *t = v * v);
-                let n1 = T::of(sum(tmp).sqrt());
-                tmp.iter_mut().zip(y).for_each(|(t, &v)| *t = v * v);
-                let n2 = T::of(sum(tmp).sqrt());
+                // ATen's vector norm over one element is |x| (no square to overflow), as for
+                // the p-norm above; over more the squares are formed in T.
+                let mut norm = |v: &[T]| {
+                    if d == 1 {
+                        v[0].abs()
+                    } else {
+                        tmp.iter_mut().zip(v).for_each(|(t, &v)| *t = v * v);
+                        T::of(sum(tmp).sqrt())
+                    }
+                };
+                let (n1, n2) = (norm(x), norm(y));
                 let (c1, c2) = (clamp_min(n1, eps), clamp_min(n2, eps));
                 for ((t, &a), &b) in tmp.iter_mut().zip(x).zip(y) {
                     *t = (a / c1) * (b / c2);
@@ -385,11 +392,13 @@ impl<T: Real> Pair<T> {
                     *t = -(gs * (a / c1)) * (b / c2 / c2);
                 }
                 let dn2 = T::of(sum(tmp));
+                // Each term added on its own, as autograd accumulates them: the division's
+                // first, then the norm's.
                 for (((ga, gb), &a), &b) in gx.iter_mut().zip(gy.iter_mut()).zip(x).zip(y) {
                     let na = if n1 == zero { zero } else { a / n1 };
                     let nb = if n2 == zero { zero } else { b / n2 };
-                    *ga += gs * (b / c2) / c1 + dn1 * na;
-                    *gb += gs * (a / c1) / c2 + dn2 * nb;
+                    *ga = (*ga + gs * (b / c2) / c1) + dn1 * na;
+                    *gb = (*gb + gs * (a / c1) / c2) + dn2 * nb;
                 }
             }
         }
@@ -581,7 +590,9 @@ pub(crate) fn triplet_loss<T: Real>(
                     let ga_r = &mut ga[r * da_..(r + 1) * da_];
                     let gp_r = &mut gp[r * dp_..(r + 1) * dp_];
                     let gn_r = &mut gn[r * dn_..(r + 1) * dn_];
-                    ap.backward(&metric, gz, ar, pr, ga_r, gp_r);
+                    // Autograd's order: the distance computed last is differentiated first
+                    // (swap's, then (a, n), then (a, p)); with the cosine distance a tensor
+                    // gets two terms from each, so the order decides the last bit.
                     if swap {
                         // torch.minimum's backward: ½ each on a tie, and a NaN sends the full gradient
                         // to both sides.
@@ -593,11 +604,12 @@ pub(crate) fn triplet_loss<T: Real>(
                                 if d_an < d_pn { zero } else { g_neg },
                             )
                         };
-                        an.backward(&metric, g_an, ar, nr, ga_r, gn_r);
                         pn.backward(&metric, g_pn, pr, nr, gp_r, gn_r);
+                        an.backward(&metric, g_an, ar, nr, ga_r, gn_r);
                     } else {
                         an.backward(&metric, g_neg, ar, nr, ga_r, gn_r);
                     }
+                    ap.backward(&metric, gz, ar, pr, ga_r, gp_r);
                 }
             }
             Ok(())

@@ -201,6 +201,77 @@ mod tests {
     }
 
     #[test]
+    fn cosine_over_one_element_takes_its_norm_as_the_absolute_value() {
+        // torch 2.15: linalg.vector_norm of one element is |x|, so a huge value (whose square
+        // overflows) still has cosine ±1 with a non-zero one, and 0 with a zero one (whose
+        // gradient divides by eps). triplet_margin_with_distance_loss(a, p, n,
+        // distance_function=lambda x, y: 1 - F.cosine_similarity(x, y), reduction='none'),
+        // then .sum().backward(), in float64 with big = -1e200 and float32 with -8.21e21:
+        // loss [2, 1]; gradients 0 but ∂/∂n[0] = -1e8.
+        fn check<T: Real + std::fmt::Debug>(big: T) {
+            let t = |v: [f64; 2]| ArrayD::from_shape_vec(IxDyn(&[2, 1]), v.map(T::of).to_vec());
+            let a = ArrayD::from_shape_vec(IxDyn(&[2, 1]), vec![big, T::of(3.0)]).unwrap();
+            let p = ArrayD::from_shape_vec(IxDyn(&[2, 1]), vec![T::of(3.0), -big]).unwrap();
+            let n = t([0.0, 5.0]).unwrap();
+            let out = triplet_margin_with_distance_loss(
+                a.view(),
+                p.view(),
+                n.view(),
+                DistanceFunction::CosineDistance,
+                1.0,
+                false,
+                Reduction::None,
+                true,
+            )
+            .unwrap();
+            let f = |v: &ArrayD<T>| v.iter().map(|x| x.f64()).collect::<Vec<f64>>();
+            assert_eq!(f(&out.loss), [2.0, 1.0]);
+            assert_eq!(f(out.grad("anchor").unwrap()), [0.0, 0.0]);
+            assert_eq!(f(out.grad("positive").unwrap()), [0.0, 0.0]);
+            assert_eq!(f(out.grad("negative").unwrap()), [-1e8, 0.0]);
+        }
+        check(-1e200f64);
+        check(-8.21e21f32);
+    }
+
+    #[test]
+    fn cosine_gradient_terms_accumulate_in_autograds_order() {
+        // torch 2.15, float32, swap=True, reduction='mean': over one element every cosine is
+        // ±1, so every gradient is 0 in exact arithmetic; torch's rounding gives exactly 0
+        // because autograd differentiates (p, n), then (a, n), then (a, p), adding each
+        // division's term and then each norm's to the running gradient. Summed in another
+        // order the terms (~3e4 each) leave a 1-ulp residue (-0.0009765625).
+        let col = |v: [f64; 3]| {
+            ArrayD::from_shape_vec(IxDyn(&[3, 1]), v.map(|x| x as f32).to_vec()).unwrap()
+        };
+        let a = col([
+            1.114904080168344e-05,
+            1.386179633300344e-06,
+            1.607406829862157e-07,
+        ]);
+        let n = col([2537.70849609375, 14045.69140625, -9195.0234375]);
+        let out = triplet_margin_with_distance_loss(
+            a.view(),
+            a.view(),
+            n.view(),
+            DistanceFunction::CosineDistance,
+            1.0,
+            true,
+            Reduction::Mean,
+            true,
+        )
+        .unwrap();
+        assert_eq!(out.loss.first(), Some(&(2.0f32 / 3.0)));
+        for name in ["anchor", "positive", "negative"] {
+            assert!(
+                out.grad(name).unwrap().iter().all(|&v| v == 0.0),
+                "{name}: {:?}",
+                out.grad(name)
+            );
+        }
+    }
+
+    #[test]
     fn cosine_distance_accepts_an_empty_last_dimension() {
         let e = ArrayD::<f64>::zeros(IxDyn(&[3, 0]));
         let out = triplet_margin_with_distance_loss(
