@@ -29,6 +29,7 @@ pub mod broadcast;
 pub mod cancel;
 pub mod classification;
 pub mod error;
+pub(crate) mod matmul;
 pub mod output;
 pub mod probabilistic;
 pub mod ranking;

@@ -27,7 +27,6 @@
 //! and `linear_bias`, not for a probability target or the class weights (PyTorch's chunked path
 //! does not give them either).
 
-use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, IxDyn, s};
 
 use super::cross_entropy::{
@@ -36,6 +35,7 @@ use super::cross_entropy::{
 };
 use super::nll::{check_class_weight, check_index_target};
 use crate::error::fmt_shape;
+use crate::matmul::matmul;
 use crate::reduction::Sum8;
 use crate::regression::contiguous;
 use crate::{LossError, LossOutput, Real, Reduction};
@@ -286,7 +286,7 @@ pub fn linear_cross_entropy<T: Real>(
         let lg = &mut logits[..m * per_sample];
         {
             let mut lgv = ArrayViewMut2::from_shape((m, per_sample), &mut *lg).expect("chunk");
-            general_mat_mul(T::one(), &xs, &wl.t(), T::zero(), &mut lgv);
+            matmul(xs, wl.t(), &mut lgv, false);
         }
         if let Some(b) = &bias {
             for row in lg.chunks_exact_mut(per_sample.max(1)) {
@@ -331,8 +331,8 @@ pub fn linear_cross_entropy<T: Real>(
         if grad {
             let glv = ArrayView2::from_shape((m, per_sample), &*lg).expect("chunk");
             let mut dxs = dx.slice_mut(s![r0..r0 + m, ..]);
-            general_mat_mul(T::one(), &glv, &wl, T::zero(), &mut dxs);
-            general_mat_mul(T::one(), &glv.t(), &xs, T::one(), &mut dw);
+            matmul(glv, wl, &mut dxs, false);
+            matmul(glv.t(), xs, &mut dw.view_mut(), true);
             if !db.is_empty() {
                 for row in lg.chunks_exact(per_sample) {
                     db.iter_mut().zip(row).for_each(|(acc, &g)| *acc += g.f64());
