@@ -215,9 +215,15 @@ pub fn gaussian_nll_loss<T: Real>(
         if let (Some(view), Var::Tensor(orig)) = (&var_view, &var) {
             let dv = ArrayD::from_shape_vec(IxDyn(&shape), dv).expect("n elements");
             // Sum over the broadcast dimensions, then drop the trailing 1 PyTorch unsqueezed.
-            let dv = unbroadcast(dv, view.shape())
+            let mut dv = unbroadcast(dv, view.shape())
                 .into_shape_with_order(IxDyn(orig.shape()))
                 .expect("the same number of elements");
+            if n == 0 {
+                // Over an empty input autograd still applies log(var)'s derivative to the
+                // (zero) summed gradient: 0 / max(var, eps), NaN where that is NaN or 0, as in
+                // torch 2.15.
+                dv.zip_mut_with(orig, |d, &v| *d = T::zero() / clamp_min(v, eps));
+            }
             out.grads.push(("var", dv));
         }
     }
@@ -460,6 +466,39 @@ mod tests {
         )
         .unwrap();
         assert!(out.loss.first().unwrap().is_nan());
+    }
+
+    #[test]
+    fn an_empty_input_gives_var_the_derivative_of_its_log_times_zero() {
+        // torch 2.15, input and target (4, 0), var (4, 1) and (4,) = [NaN, 0.7861, 0, inf]:
+        // var.grad = 0 / max(var, eps): [NaN, 0, 0, 0] with eps 1e-6, [NaN, 0, NaN, 0] with 0.
+        let e = ArrayD::<f64>::zeros(IxDyn(&[4, 0]));
+        let vals = [f64::NAN, 0.7861, 0.0, f64::INFINITY];
+        for shape in [&[4, 1][..], &[4]] {
+            let v = ArrayD::from_shape_vec(IxDyn(shape), vals.to_vec()).unwrap();
+            for (eps, want) in [
+                (1e-6, [f64::NAN, 0.0, 0.0, 0.0]),
+                (0.0, [f64::NAN, 0.0, f64::NAN, 0.0]),
+            ] {
+                for reduction in [Reduction::Sum, Reduction::Mean, Reduction::None] {
+                    let out = gaussian_nll_loss(
+                        e.view(),
+                        e.view(),
+                        Var::Tensor(v.view()),
+                        true,
+                        eps,
+                        reduction,
+                        true,
+                    )
+                    .unwrap();
+                    let got = out.grad("var").unwrap();
+                    assert_eq!(got.shape(), shape);
+                    for (g, w) in got.iter().zip(want) {
+                        assert!(g.is_nan() == w.is_nan() && (w.is_nan() || *g == w), "{got}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -214,7 +214,20 @@ pub fn kl_div<T: Real>(
         let dx = ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n elements");
         let dy = ArrayD::from_shape_vec(IxDyn(&shape), dy).expect("n elements");
         out.grads.push(("input", unbroadcast(dx, &xs)));
-        out.grads.push(("target", unbroadcast(dy, &ys)));
+        let mut dy = unbroadcast(dy, &ys);
+        if n == 0 {
+            // Over an empty broadcast autograd still applies the target's own derivative to
+            // the (zero) summed gradient: xlogy(y, y)'s 0·y/y, or exp(y)'s 0·exp(y). NaN where
+            // y is 0, ±inf or NaN (log_target: +inf or NaN), as in torch 2.15.
+            dy.zip_mut_with(&target, |d, &y| {
+                *d = if log_target {
+                    T::zero() * y.exp()
+                } else {
+                    T::zero() * y / y
+                }
+            });
+        }
+        out.grads.push(("target", dy));
     }
     Ok(out)
 }
@@ -232,6 +245,29 @@ mod tests {
         let x = array![[-1.0, -0.5, -2.0], [-0.1, -3.0, -1.5]].into_dyn();
         let y = array![[0.0, 0.6, 0.4], [0.5, 0.25, 0.25]].into_dyn();
         (x, y)
+    }
+
+    #[test]
+    fn an_empty_input_gives_the_target_its_own_derivative_times_zero() {
+        // torch 2.15: input (0, 6), target [0, -1, 0.5, inf, NaN, -inf]: target.grad is
+        // [NaN, 0, 0, NaN, NaN, NaN], and with log_target [0, 0, 0, NaN, NaN, 0], whatever the
+        // reduction.
+        let nan = f64::NAN;
+        let x = ArrayD::<f64>::zeros(IxDyn(&[0, 6]));
+        let y = array![0.0, -1.0, 0.5, f64::INFINITY, nan, f64::NEG_INFINITY].into_dyn();
+        for (log_target, want) in [
+            (false, [nan, 0.0, 0.0, nan, nan, nan]),
+            (true, [0.0, 0.0, 0.0, nan, nan, 0.0]),
+        ] {
+            for reduction in [KlReduction::Sum, KlReduction::BatchMean, KlReduction::None] {
+                let out = kl_div(x.view(), y.view(), log_target, reduction, true).unwrap();
+                let got = out.grad("target").unwrap();
+                for (g, w) in got.iter().zip(want) {
+                    assert!(g.is_nan() == w.is_nan() && (w.is_nan() || *g == w), "{got}");
+                }
+                assert_eq!(out.grad("input").unwrap().shape(), &[0, 6]);
+            }
+        }
     }
 
     #[test]
