@@ -19,8 +19,8 @@ result on the same float32 inputs.  Residual noise mismatches (rare, < 1 in 10^4
 mixed 1e-6 / 1e4 scales.
 
 Disagreement classes found with this tester (lossd 0.x vs torch 2.15, Dec 2026), still reported (not skipped):
-  * (fixed for an empty broadcast) gradient w.r.t. a broadcast kl_div target / gaussian var when the
-    broadcast result is empty: torch NaN (it reduces the upstream gradient first, then multiplies by a
+  * (fixed for an empty broadcast) gradient w.r.t. a broadcast kl_div target / gaussian var / poisson input
+    when the broadcast result is empty: torch NaN (it reduces the upstream gradient first, then multiplies by a
     non-finite local derivative), lossd 0; still open where a broadcast operand's local derivative is
     infinite and the per-element terms mix +-inf (poisson_nll_loss, input 0 with eps 0 broadcast over
     targets on both sides of 1: torch inf, lossd NaN);

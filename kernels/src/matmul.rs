@@ -32,7 +32,8 @@ pub(crate) fn matmul<T: Real>(
         c.dim()
     );
     if TypeId::of::<T>() != TypeId::of::<f32>() && TypeId::of::<T>() != TypeId::of::<f64>() {
-        // gemm implements f32 and f64 only (and panics on anything else).
+        // gemm implements f32 and f64 (and its own complex and f16 types) and panics on
+        // anything else; `Real` is only f32 and f64 today, this keeps any other one correct.
         let beta = if accumulate { T::one() } else { T::zero() };
         general_mat_mul(T::one(), &a, &b, beta, c);
         return;
@@ -95,6 +96,8 @@ mod tests {
             (1, 256, 1000),
             (3, 5, 7),
             (17, 33, 9),
+            (3, 1500, 5),
+            (40, 600, 70),
             (0, 4, 3),
             (4, 0, 3),
             (5, 4, 0),
@@ -125,6 +128,25 @@ mod tests {
                     assert!(
                         (g - (w + 1.5)).abs() <= 1e-13 * (2.0 + w.abs()),
                         "{g} vs {w} + 1.5"
+                    );
+                }
+            }
+            // Into a transposed c and into c with its rows reversed (a negative stride).
+            let mut ct = Array2::from_elem((n, m), f64::NAN);
+            matmul(a.view(), b, &mut ct.view_mut().reversed_axes(), false);
+            let mut cr = Array2::from_elem((m, n), 0.25);
+            matmul(a.view(), b, &mut cr.slice_mut(s![..;-1, ..]), true);
+            for i in 0..m {
+                for j in 0..n {
+                    let w = want[[i, j]];
+                    assert!(
+                        (ct[[j, i]] - w).abs() <= 1e-13 * (1.0 + w.abs()),
+                        "transposed c"
+                    );
+                    let r = cr[[m - 1 - i, j]];
+                    assert!(
+                        (r - (w + 0.25)).abs() <= 1e-13 * (2.0 + w.abs()),
+                        "reversed c"
                     );
                 }
             }

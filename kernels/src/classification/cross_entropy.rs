@@ -334,7 +334,10 @@ impl<'w, T: Real> RowMath<'w, T> {
         let mut loss = T::of(-(shifted - q * lns.f64()));
         if loss.is_nan() {
             // The one-pass form can meet ∞ − ∞ or ∞·0 (an infinite probability) where PyTorch's
-            // elementwise −Σ log_softmax_c·p'_c·w_c is ±∞: recompute that way, only then.
+            // elementwise −Σ log_softmax_c·p'_c·w_c is ±∞: recompute that way, only then, with
+            // the log of the sum rounded to T as PyTorch sums in T (a 0 log-probability where
+            // the other terms vanish, so 0·∞ stays NaN as in torch).
+            let lns = T::of(sum).ln();
             let mut total = Sum8::new();
             for c in 0..x.len() {
                 let lp = (x[c] - m) - lns;
@@ -1968,6 +1971,35 @@ mod tests {
         let t2 = array![[inf, -inf], [0.0, inf]].into_dyn();
         let got = loss(&t2, None, 0.0);
         assert!(got[0].is_nan() && got[1] == inf, "{got}");
+        // A confident row: torch's log_softmax of the top class is exactly 0 (float32: the
+        // other exp(x − m) vanish in the float32 sum; float64 likewise at a gap of 40), so an
+        // infinite probability there gives 0·∞ = NaN, not ∓∞.
+        let x32 = array![[20.0f32, 0.0]].into_dyn();
+        let t32 = array![[f32::INFINITY, 0.0]].into_dyn();
+        let out = cross_entropy(
+            x32.view(),
+            CeTarget::Probs(t32.view()),
+            None,
+            -100,
+            0.0,
+            Reduction::None,
+            false,
+        )
+        .unwrap();
+        assert!(out.loss[0].is_nan(), "{}", out.loss);
+        let x64 = array![[40.0, 0.0]].into_dyn();
+        let t64 = array![[inf, 0.0]].into_dyn();
+        let got = ce(
+            &x64,
+            &CeTarget::Probs(t64.view()),
+            None,
+            -100,
+            0.0,
+            Reduction::None,
+            false,
+        )
+        .loss;
+        assert!(got[0].is_nan(), "{got}");
     }
 
     #[test]

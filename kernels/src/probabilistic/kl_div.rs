@@ -218,7 +218,8 @@ pub fn kl_div<T: Real>(
         if n == 0 {
             // Over an empty broadcast autograd still applies the target's own derivative to
             // the (zero) summed gradient: xlogy(y, y)'s 0·y/y, or exp(y)'s 0·exp(y). NaN where
-            // y is 0, ±inf or NaN (log_target: +inf or NaN), as in torch 2.15.
+            // y is 0, ±inf or NaN (log_target: where exp(y) overflows, or y is NaN), as in
+            // torch 2.15.
             dy.zip_mut_with(&target, |d, &y| {
                 *d = if log_target {
                     T::zero() * y.exp()

@@ -77,7 +77,21 @@ pub fn poisson_nll_loss<T: Real>(
     let mut out = LossOutput::new(loss);
     if grad {
         let dx = ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n elements");
-        out.grads.push(("input", unbroadcast(dx, &xs)));
+        let mut dx = unbroadcast(dx, &xs);
+        if n == 0 {
+            // Over an empty broadcast autograd still applies the input's own derivative to the
+            // (zero) summed gradient: exp(x)'s 0·exp(x), or log(x + eps)'s 0/(x + eps). NaN
+            // where exp(x) overflows or x is NaN (without log_input: x + eps = 0 or NaN), as
+            // in torch 2.15.
+            dx.zip_mut_with(&input, |d, &x| {
+                *d = if log_input {
+                    T::zero() * x.exp()
+                } else {
+                    T::zero() / (x + eps)
+                }
+            });
+        }
+        out.grads.push(("input", dx));
     }
     Ok(out)
 }
@@ -148,6 +162,43 @@ mod tests {
     use crate::ErrorKind;
     use crate::testing::{Rng, assert_close, assert_grad, scalar};
     use ndarray::array;
+
+    #[test]
+    fn an_empty_broadcast_gives_the_input_its_own_derivative_times_zero() {
+        // torch 2.15: input [0, -1, 0.5, inf, NaN, -inf, 1000], target (0, 7), any reduction
+        // and `full`: input.grad is 0·exp(x) with log_input ([0, 0, 0, NaN, NaN, 0, NaN]),
+        // else 0/(x + eps) ([NaN at x = 0 only with eps = 0, NaN at NaN, else 0]).
+        let nan = f64::NAN;
+        let x = array![
+            0.0,
+            -1.0,
+            0.5,
+            f64::INFINITY,
+            nan,
+            f64::NEG_INFINITY,
+            1000.0
+        ]
+        .into_dyn();
+        let y = ArrayD::<f64>::zeros(IxDyn(&[0, 7]));
+        let cases = [
+            (true, 1e-8, [0.0, 0.0, 0.0, nan, nan, 0.0, nan]),
+            (false, 1e-8, [0.0, 0.0, 0.0, 0.0, nan, 0.0, 0.0]),
+            (false, 0.0, [nan, 0.0, 0.0, 0.0, nan, 0.0, 0.0]),
+        ];
+        for (log_input, eps, want) in cases {
+            for full in [false, true] {
+                for reduction in [Reduction::Sum, Reduction::Mean, Reduction::None] {
+                    let out =
+                        poisson_nll_loss(x.view(), y.view(), log_input, full, eps, reduction, true)
+                            .unwrap();
+                    let got = out.grad("input").unwrap();
+                    for (g, w) in got.iter().zip(want) {
+                        assert!(g.is_nan() == w.is_nan() && (w.is_nan() || *g == w), "{got}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn log_input_full_matches_the_worked_example_of_losses_md() {
