@@ -334,6 +334,7 @@ impl<'w, T: Real> RowMath<'w, T> {
                 let g_t = wt * -(self.keep * self.g_hat);
                 let k = (g_t + self.smooth_gsum) * inv;
                 let b = self.smooth_b;
+                let e_t = gx[t];
                 match self.weight {
                     Some(w) => gx
                         .iter_mut()
@@ -341,7 +342,10 @@ impl<'w, T: Real> RowMath<'w, T> {
                         .for_each(|(g, &wc)| *g = b * wc - *g * k),
                     None => gx.iter_mut().for_each(|g| *g = b - *g * k),
                 }
-                gx[t] += g_t;
+                // The target's g_c = b·w_t + g_t whole before the softmax term, as autograd
+                // accumulates it: with one class that is g − 1·g = 0 exactly, as in PyTorch
+                // (adding g_t afterwards left a rounding residue).
+                gx[t] = (b * wt + g_t) - e_t * k;
             } else {
                 let g_t = wt * -self.g_hat;
                 let k = g_t * inv;
@@ -436,9 +440,10 @@ impl<'w, T: Real> RowMath<'w, T> {
         let (sum, shifted, q) = self.prob_pass(x, p, m, gx.as_deref_mut());
         let lns = T::of(sum.ln());
         let mut loss = T::of(-(shifted - q * lns.f64()));
-        if loss.is_nan() {
+        if !loss.is_finite() {
             // The one-pass form can meet ∞ − ∞ or ∞·0 (an infinite probability) where PyTorch's
-            // elementwise −Σ log_softmax_c·p'_c·w_c is ±∞: recompute that way, only then, with
+            // elementwise −Σ log_softmax_c·p'_c·w_c is ±∞, or overflow in Σp' where that sum is
+            // finite (probabilities near the largest float): recompute that way, only then, with
             // the log of the sum rounded to T as PyTorch sums in T (a 0 log-probability where
             // the other terms vanish, so 0·∞ stays NaN as in torch).
             let lns = T::of(sum).ln();
@@ -2213,6 +2218,102 @@ mod tests {
         )
         .loss;
         assert!(got[0].is_nan(), "{got}");
+    }
+
+    #[test]
+    fn huge_finite_probabilities_keep_pytorchs_finite_loss() {
+        // torch 2.15, x = [[0, 0]], p = [[1e308, 1e308]]: the elementwise sum −Σ lp·p' is
+        // 2·ln2·1e308, finite, while the one-pass Σp' overflows (ℓ = inf); gradient
+        // −p' + softmax·Σp' = [inf, inf] in torch as well. Smoothing with weight [1, .5]:
+        // 9.35748693755926e307. Float32 with 3e38: inf (the sum overflows in float32 too),
+        // and 2.807245923005356e38 smoothed and weighted.
+        let x = array![[0.0, 0.0]].into_dyn();
+        let p = array![[1e308, 1e308]].into_dyn();
+        let w = array![1.0, 0.5].into_dyn();
+        let run = |w: Option<&ArrayD<f64>>, eps: f64, grad: bool| {
+            ce(
+                &x,
+                &CeTarget::Probs(p.view()),
+                w,
+                -100,
+                eps,
+                Reduction::Mean,
+                grad,
+            )
+        };
+        let out = run(None, 0.0, true);
+        assert_close(
+            "loss",
+            &[out.loss[[]]],
+            &[1.3862943611198905e308],
+            1e-15,
+            0.0,
+        );
+        assert_eq!(flat(out.grad("input").unwrap()), vec![f64::INFINITY; 2]);
+        let out = run(Some(&w), 0.1, false);
+        assert_close(
+            "smoothed",
+            &[out.loss[[]]],
+            &[9.35748693755926e307],
+            1e-15,
+            0.0,
+        );
+        let run32 = |w: Option<ArrayViewD<'_, f32>>, eps: f64| {
+            let x = array![[0.0f32, 0.0]].into_dyn();
+            let p = array![[3e38f32, 3e38]].into_dyn();
+            let out = cross_entropy(
+                x.view(),
+                CeTarget::Probs(p.view()),
+                w,
+                -100,
+                eps,
+                Reduction::Mean,
+                false,
+            );
+            f64::from(out.unwrap().loss[[]])
+        };
+        assert_eq!(run32(None, 0.0), f64::INFINITY);
+        let w32 = array![1.0f32, 0.5].into_dyn();
+        let got = run32(Some(w32.view()), 0.1);
+        assert_close("f32 smoothed", &[got], &[2.807245923005356e38], 1e-6, 0.0);
+    }
+
+    #[test]
+    fn one_class_gradients_are_exactly_zero_with_smoothing() {
+        // torch 2.15: with C = 1 the log-softmax is 0 whatever the logit, and its backward
+        // g − exp(0)·Σg is exactly 0 (found by diff_torch.py through linear_cross_entropy,
+        // where a residue of 1e-7 times a weight of −1e6 made 0.12).
+        let x = array![[0.0458], [1.1231], [-3.7]].into_dyn();
+        let t = idx(&[0, 0, 0]);
+        let w = array![1.6314].into_dyn();
+        for weight in [None, Some(&w)] {
+            for reduction in [Reduction::Sum, Reduction::Mean] {
+                let out = ce(
+                    &x,
+                    &CeTarget::Indices(t.view()),
+                    weight,
+                    1,
+                    0.1,
+                    reduction,
+                    true,
+                );
+                assert_eq!(flat(&out.loss), vec![0.0]);
+                assert!(out.grad("input").unwrap().iter().all(|&g| g == 0.0));
+                let xf = x.mapv(|v| v as f32);
+                let wf = w.mapv(|v| v as f32);
+                let out = cross_entropy(
+                    xf.view(),
+                    CeTarget::Indices(t.view()),
+                    weight.map(|_| wf.view()),
+                    1,
+                    0.1,
+                    reduction,
+                    true,
+                )
+                .unwrap();
+                assert!(out.grad("input").unwrap().iter().all(|&g| g == 0.0));
+            }
+        }
     }
 
     #[test]
