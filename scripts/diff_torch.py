@@ -21,9 +21,9 @@ mixed 1e-6 / 1e4 scales.
 Disagreement classes found with this tester (lossd 0.x vs torch 2.15, Dec 2026), still reported (not skipped):
   * (fixed for an empty broadcast) gradient w.r.t. a broadcast kl_div target / gaussian var / poisson input
     when the broadcast result is empty: torch NaN (it reduces the upstream gradient first, then multiplies by a
-    non-finite local derivative), lossd 0; still open where a broadcast operand's local derivative is
-    infinite and the per-element terms mix +-inf (poisson_nll_loss, input 0 with eps 0 broadcast over
-    targets on both sides of 1: torch inf, lossd NaN);
+    non-finite local derivative), lossd 0; (fixed for poisson_nll_loss's input) where a broadcast operand's
+    local derivative is infinite and the per-element terms mix +-inf (input 0 with eps 0 broadcast over
+    targets on both sides of 1: torch -inf, lossd NaN): lossd now sums the upstream gradient first too;
   * (fixed) triplet losses, last dim of size 1: torch's norm of one element is |x| (no overflow), lossd squared;
   * (fixed) cross_entropy / linear_cross_entropy probability target with an infinite entry: torch +-inf
     (elementwise -sum(log_softmax * p)), lossd NaN (its one-pass form met inf - inf);

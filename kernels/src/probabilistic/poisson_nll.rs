@@ -50,12 +50,19 @@ pub fn poisson_nll_loss<T: Real>(
     });
 
     let keep = reduction == Reduction::None;
+    // A broadcast input's gradient is formed after the pass, as autograd forms it (below).
+    let broadcast = xs != shape;
+    let elementwise_grad = grad && !broadcast;
     let mut losses = if keep { vec![T::zero(); n] } else { Vec::new() };
-    let mut dx = if grad { vec![T::zero(); n] } else { Vec::new() };
+    let mut dx = if elementwise_grad {
+        vec![T::zero(); n]
+    } else {
+        Vec::new()
+    };
     let (l, d) = (&mut losses[..], &mut dx[..]);
     macro_rules! go {
         ($($a:literal $b:literal $c:literal $d:literal),*) => {
-            match (log_input, full, keep, grad) {
+            match (log_input, full, keep, elementwise_grad) {
                 $(($a, $b, $c, $d) => vectorised!(pass::<T, $a, $b, $c, $d>(&x, &y, eps, g, l, d)),)*
             }
         };
@@ -76,24 +83,56 @@ pub fn poisson_nll_loss<T: Real>(
     };
     let mut out = LossOutput::new(loss);
     if grad {
-        let dx = ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n elements");
-        let mut dx = unbroadcast(dx, &xs);
-        if n == 0 {
-            // Over an empty broadcast autograd still applies the input's own derivative to the
-            // (zero) summed gradient: exp(x)'s 0·exp(x), or log(x + eps)'s 0/(x + eps). NaN
-            // where exp(x) overflows or x is NaN (without log_input: x + eps = 0 or NaN), as
-            // in torch 2.15.
-            dx.zip_mut_with(&input, |d, &x| {
-                *d = if log_input {
-                    T::zero() * x.exp()
-                } else {
-                    T::zero() / (x + eps)
-                }
-            });
-        }
+        let dx = if broadcast {
+            broadcast_input_grad(&input, &y, &shape, log_input, eps, g)
+        } else {
+            ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n elements")
+        };
         out.grads.push(("input", dx));
     }
     Ok(out)
+}
+
+/// The gradient of an input broadcast to `shape` (the target `y` laid out in `shape`), formed
+/// as autograd forms it from PyTorch's `exp(x) − y·x` / `x − y·log(x + eps)`: the upstream
+/// gradients summed to the input's shape first, then the input's own derivative applied —
+/// `(Σĝ)·exp(x) + Σ(−ĝ·y)`, or `Σĝ + Σ(−ĝ·y) / (x + eps)` — not the element-wise derivative
+/// summed. The two differ in rounding, and where the local derivative is infinite: rate
+/// input 0 with eps 0 over targets on both sides of 1 is `1 − Σy/0 = ∓inf` in torch, while
+/// the element-wise terms `1 − y_i/0` mix `±inf` into NaN. Over an empty broadcast the sums
+/// are 0, so the gradient is `0·exp(x)` or `0/(x + eps)` (NaN where that is), as in torch.
+fn broadcast_input_grad<T: Real>(
+    input: &ArrayViewD<'_, T>,
+    y: &[T],
+    shape: &[usize],
+    log_input: bool,
+    eps: T,
+    g: T,
+) -> ArrayD<T> {
+    let xs = input.shape();
+    // Each input element stands for the same number of broadcast elements.
+    let copies = if input.is_empty() {
+        0
+    } else {
+        shape.iter().product::<usize>() / input.len()
+    };
+    // Σĝ over the copies (none over an empty broadcast, where a mean's ĝ = 1/0).
+    let g_sum = if copies == 0 {
+        T::zero()
+    } else {
+        T::of(copies as f64 * g.f64())
+    };
+    let neg_gy: Vec<T> = y.iter().map(|&v| (-g) * v).collect();
+    let neg_gy = ArrayD::from_shape_vec(IxDyn(shape), neg_gy).expect("the broadcast shape");
+    let mut dx = unbroadcast(neg_gy, xs);
+    dx.zip_mut_with(input, |d, &x| {
+        *d = if log_input {
+            g_sum * x.exp() + *d
+        } else {
+            g_sum + *d / (x + eps)
+        }
+    });
+    dx
 }
 
 /// The pass over the elements in blocks of [`BLOCK`], specialised on `log_input` (`LOG`),
@@ -198,6 +237,50 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_broadcast_input_sums_the_upstream_gradient_before_its_derivative() {
+        // torch 2.15, rate input, eps 0: x = [0] over y = [0.5, 2] ('sum') has gradient
+        // 2 + (−2.5)/0 = −inf (element-wise 1 − y_i/0 would mix ±inf into NaN); x = [[0], [1.5]]
+        // over y = [[0.5, 2, −1], [3, 0.25, 1]] ('mean'): [−inf, 0.027777777777777846]. Log
+        // input, x = [800, 1] over y = [[1e308, 2], [1e308, −3]] ('sum'): [NaN, 6.43656365691809].
+        let grad = |x: ArrayD<f64>, y: ArrayD<f64>, log_input: bool, reduction| {
+            let out = poisson_nll_loss(x.view(), y.view(), log_input, false, 0.0, reduction, true);
+            out.unwrap()
+                .grad("input")
+                .unwrap()
+                .iter()
+                .copied()
+                .collect::<Vec<_>>()
+        };
+        let g = grad(
+            array![0.0].into_dyn(),
+            array![0.5, 2.0].into_dyn(),
+            false,
+            Reduction::Sum,
+        );
+        assert_eq!(g, vec![f64::NEG_INFINITY]);
+        let g = grad(
+            array![[0.0], [1.5]].into_dyn(),
+            array![[0.5, 2.0, -1.0], [3.0, 0.25, 1.0]].into_dyn(),
+            false,
+            Reduction::Mean,
+        );
+        assert_close(
+            "rate",
+            &g,
+            &[f64::NEG_INFINITY, 0.027777777777777846],
+            1e-14,
+            0.0,
+        );
+        let g = grad(
+            array![800.0, 1.0].into_dyn(),
+            array![[1e308, 2.0], [1e308, -3.0]].into_dyn(),
+            true,
+            Reduction::Sum,
+        );
+        assert_close("log", &g, &[f64::NAN, 6.43656365691809], 1e-15, 0.0);
     }
 
     #[test]
