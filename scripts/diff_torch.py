@@ -23,7 +23,8 @@ Disagreement classes found with this tester (lossd 0.x vs torch 2.15, Dec 2026),
     when the broadcast result is empty: torch NaN (it reduces the upstream gradient first, then multiplies by a
     non-finite local derivative), lossd 0; (fixed for poisson_nll_loss's input) where a broadcast operand's
     local derivative is infinite and the per-element terms mix +-inf (input 0 with eps 0 broadcast over
-    targets on both sides of 1: torch -inf, lossd NaN): lossd now sums the upstream gradient first too;
+    targets of both signs: torch +-inf by the sign of sum(y), lossd NaN): lossd now sums the upstream
+    gradient first too;
   * (fixed) triplet losses, last dim of size 1: torch's norm of one element is |x| (no overflow), lossd squared;
   * (fixed) cross_entropy / linear_cross_entropy probability target with an infinite entry: torch +-inf
     (elementwise -sum(log_softmax * p)), lossd NaN (its one-pass form met inf - inf);

@@ -2070,6 +2070,61 @@ mod tests {
         }
     }
 
+    /// [`batched_rows_equal_single_rows`] for a K-dimensional input: batches of 64 rows that
+    /// cross the transposed tiles (163 positions of 100 classes each).
+    fn batched_k_dim_rows_equal_single_rows<T: Real>() {
+        let mut rng = Rng::new(20_261_205);
+        let (n, c, d) = (2, 100, 300);
+        let x = rng.randn(&[n, c, d]).mapv(|v| T::of(v * 5.0));
+        let t: Vec<i64> = (0..n * d)
+            .map(|i| {
+                if i % 7 == 3 {
+                    -100
+                } else {
+                    (i * 13 % c) as i64
+                }
+            })
+            .collect();
+        let t = ArrayD::from_shape_vec(IxDyn(&[n, d]), t).unwrap();
+        for eps in [0.0, 0.2] {
+            let run = |reduction, grad| {
+                let out = cross_entropy(
+                    x.view(),
+                    CeTarget::Indices(t.view()),
+                    None,
+                    -100,
+                    eps,
+                    reduction,
+                    grad,
+                );
+                out.unwrap().loss
+            };
+            let math = RowMath::new(c, None, -100, eps, T::one());
+            let out = run(Reduction::None, false);
+            for b in 0..n {
+                for j in 0..d {
+                    let row: Vec<T> = (0..c).map(|k| x[[b, k, j]]).collect();
+                    let single = math.index_row(&row, t[[b, j]], None).loss;
+                    assert_eq!(
+                        out[[b, j]].f64().to_bits(),
+                        single.f64().to_bits(),
+                        "{b} {j}"
+                    );
+                }
+            }
+            for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
+                let bits = |v: ArrayD<T>| v.iter().map(|x| x.f64().to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(run(reduction, false)), bits(run(reduction, true)));
+            }
+        }
+    }
+
+    #[test]
+    fn batched_k_dim_rows_equal_single_rows_both_precisions() {
+        batched_k_dim_rows_equal_single_rows::<f64>();
+        batched_k_dim_rows_equal_single_rows::<f32>();
+    }
+
     #[test]
     fn batched_rows_equal_single_rows_f64() {
         batched_rows_equal_single_rows::<f64>();

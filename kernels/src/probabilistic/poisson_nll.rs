@@ -26,8 +26,10 @@ fn stirling<T: Real>(y: T) -> T {
 ///
 /// `input` is the log-rate (`log_input = true`) or the rate. Any shapes that broadcast (else a
 /// `Shape` error on `"target"`); the unreduced loss has the broadcast shape. `eps` is used only
-/// without `log_input`, and never validated. Gradient: `"input"` only (`exp(x) − y`, or
-/// `1 − y/(x + eps)`), summed back to the input's shape.
+/// without `log_input`, and never validated. Gradient: `"input"` only, `ĝ·(exp(x) − y)` or
+/// `ĝ·(1 − y/(x + eps))` per element; an input broadcast to a larger target has the upstream
+/// gradient summed to its shape first, then its own derivative applied, as autograd does
+/// ([`broadcast_input_grad`]).
 pub fn poisson_nll_loss<T: Real>(
     input: ArrayViewD<'_, T>,
     target: ArrayViewD<'_, T>,
@@ -97,10 +99,11 @@ pub fn poisson_nll_loss<T: Real>(
 /// as autograd forms it from PyTorch's `exp(x) − y·x` / `x − y·log(x + eps)`: the upstream
 /// gradients summed to the input's shape first, then the input's own derivative applied —
 /// `(Σĝ)·exp(x) + Σ(−ĝ·y)`, or `Σĝ + Σ(−ĝ·y) / (x + eps)` — not the element-wise derivative
-/// summed. The two differ in rounding, and where the local derivative is infinite: rate
-/// input 0 with eps 0 over targets on both sides of 1 is `1 − Σy/0 = ∓inf` in torch, while
-/// the element-wise terms `1 − y_i/0` mix `±inf` into NaN. Over an empty broadcast the sums
-/// are 0, so the gradient is `0·exp(x)` or `0/(x + eps)` (NaN where that is), as in torch.
+/// summed. The two differ in rounding, and where the local derivative is infinite: rate input
+/// 0 with eps 0 over targets of both signs is `Σĝ + Σ(−ĝ·y)/0` in torch (−inf for Σy > 0, +inf
+/// for Σy < 0, NaN for Σy = 0), while the element-wise terms `ĝ − ĝ·y_i/0` mix `±inf` into
+/// NaN. Over an empty broadcast the sums are 0, so the gradient is `0·exp(x)` or
+/// `0/(x + eps)` (NaN where that is), as in torch.
 fn broadcast_input_grad<T: Real>(
     input: &ArrayViewD<'_, T>,
     y: &[T],
@@ -127,7 +130,7 @@ fn broadcast_input_grad<T: Real>(
     let mut dx = unbroadcast(neg_gy, xs);
     dx.zip_mut_with(input, |d, &x| {
         *d = if log_input {
-            g_sum * x.exp() + *d
+            g_sum * x.vexp() + *d
         } else {
             g_sum + *d / (x + eps)
         }
@@ -241,10 +244,11 @@ mod tests {
 
     #[test]
     fn a_broadcast_input_sums_the_upstream_gradient_before_its_derivative() {
-        // torch 2.15, rate input, eps 0: x = [0] over y = [0.5, 2] ('sum') has gradient
-        // 2 + (−2.5)/0 = −inf (element-wise 1 − y_i/0 would mix ±inf into NaN); x = [[0], [1.5]]
-        // over y = [[0.5, 2, −1], [3, 0.25, 1]] ('mean'): [−inf, 0.027777777777777846]. Log
-        // input, x = [800, 1] over y = [[1e308, 2], [1e308, −3]] ('sum'): [NaN, 6.43656365691809].
+        // torch 2.15, rate input, eps 0: x = [0] over y = [0.5, −2] ('sum') has gradient
+        // 2 + 1.5/0 = +inf (the element-wise terms 1 − 0.5/0 and 1 + 2/0 would mix ±inf into
+        // NaN); x = [[0], [1.5]] over y = [[0.5, 2, −1], [3, 0.25, 1]] ('mean'):
+        // [−inf, 0.027777777777777846]. Log input, x = [800, 1] over y = [[1e308, 2],
+        // [1e308, −3]] ('sum'): [NaN, 6.43656365691809].
         let grad = |x: ArrayD<f64>, y: ArrayD<f64>, log_input: bool, reduction| {
             let out = poisson_nll_loss(x.view(), y.view(), log_input, false, 0.0, reduction, true);
             out.unwrap()
@@ -256,11 +260,11 @@ mod tests {
         };
         let g = grad(
             array![0.0].into_dyn(),
-            array![0.5, 2.0].into_dyn(),
+            array![0.5, -2.0].into_dyn(),
             false,
             Reduction::Sum,
         );
-        assert_eq!(g, vec![f64::NEG_INFINITY]);
+        assert_eq!(g, vec![f64::INFINITY]);
         let g = grad(
             array![[0.0], [1.5]].into_dyn(),
             array![[0.5, 2.0, -1.0], [3.0, 0.25, 1.0]].into_dyn(),
