@@ -156,6 +156,8 @@ const LOG_BATCH: usize = 64;
 /// was an eighth of a forward pass over 100 classes), then finishes the rows in order.
 pub(crate) struct IndexRowBatch<T> {
     rows: [IndexRow<T>; LOG_BATCH],
+    /// The rows' `sum`s again, contiguous, so that the log loop loads vectors (from `rows`
+    /// it would gather).
     sums: [f64; LOG_BATCH],
     len: usize,
 }
@@ -2011,6 +2013,11 @@ mod tests {
         );
     }
 
+    /// The bits of each element (through `f64`, exact for both precisions).
+    fn loss_bits<T: Real>(v: &ArrayD<T>) -> Vec<u64> {
+        v.iter().map(|x| x.f64().to_bits()).collect()
+    }
+
     /// The batched logs ([`IndexRowBatch`], 64 rows at a time, vectorised) give the bits of a
     /// single row's [`RowMath::index_row`] (scalar `ln_f64`), and the gradient pass the bits of
     /// the forward pass: over batch boundaries, class counts around the vector widths, ignored
@@ -2061,9 +2068,7 @@ mod tests {
                     for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
                         let a = run(reduction, false).loss;
                         let b = run(reduction, true).loss;
-                        let bits =
-                            |v: &ArrayD<T>| v.iter().map(|x| x.f64().to_bits()).collect::<Vec<_>>();
-                        assert_eq!(bits(&a), bits(&b), "C {classes} {reduction:?}");
+                        assert_eq!(loss_bits(&a), loss_bits(&b), "C {classes} {reduction:?}");
                     }
                 }
             }
@@ -2113,8 +2118,8 @@ mod tests {
                 }
             }
             for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
-                let bits = |v: ArrayD<T>| v.iter().map(|x| x.f64().to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(run(reduction, false)), bits(run(reduction, true)));
+                let (a, b) = (run(reduction, false), run(reduction, true));
+                assert_eq!(loss_bits(&a), loss_bits(&b), "{reduction:?}");
             }
         }
     }
