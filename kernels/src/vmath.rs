@@ -2,10 +2,10 @@
 //! dispatch that makes the vectorised loops use 512-bit (AVX-512) or 256-bit (AVX2) registers.
 //!
 //! The scalar functions of `std` are libm calls: a loop calling them runs one element at a
-//! time. The functions here are plain arithmetic, integer bit manipulation and selects (no
-//! branches, no `f64 → i64` conversion that SSE2 lacks, no `mul_add`), so a loop applying
-//! them over a slice vectorises. `f32` is computed in `f32` arithmetic, as PyTorch computes a
-//! float32 tensor.
+//! time. The functions here are plain arithmetic, fused multiply-adds, integer bit
+//! manipulation and selects (no branches, no `f64 → i64` conversion that SSE2 lacks), so a
+//! loop applying them over a slice vectorises. `f32` is computed in `f32` arithmetic, as
+//! PyTorch computes a float32 tensor.
 //!
 //! - `exp`: Cody–Waite reduction `x = k·ln2 + r`, `|r| ≤ ln2/2` (`k` by the `1.5·2^p`
 //!   magic-add rounding, read back from the bits), a Taylor polynomial of `e^r` (degree 13 in
@@ -19,7 +19,13 @@
 //! Measured against `std` (the tests below, millions of random bit patterns): at most 1 ulp.
 //!
 //! The same operations in the same order run on every path, so the AVX-512 and AVX2 paths are
-//! bit-identical to the SSE2 one (tested).
+//! bit-identical to the SSE2 one (tested). The multiply-adds are explicit (`mul_add`, one
+//! rounding, never left to contraction), so they round alike everywhere: the AVX2 and AVX-512
+//! paths (compiled with FMA, which every CPU with AVX2 that lossd takes that path on has) use
+//! the instruction; the SSE2 baseline, which has none, calls libm's `fma`, exact but slower. A
+//! CPU without AVX2 and FMA (before 2013) gets the same bits, more slowly. The fused forms
+//! made the loops 7–24 % faster (`exp` 20 %: the `(1000, 100)` f32 `cross_entropy` forward
+//! 72.5 → 57.5 µs on Zen 4).
 
 // The constants are fdlibm's/musl's, written with all the digits they are published with.
 #![allow(clippy::excessive_precision)]
@@ -43,24 +49,24 @@ pub fn exp_f64(x: f64) -> f64 {
     // (the comparisons are false) and comes out NaN.
     let xc = if x < -746.0 { -746.0 } else { x };
     let xc = if xc > 710.0 { 710.0 } else { xc };
-    let t = xc * LOG2E_64 + SHIFT_64;
+    let t = xc.mul_add(LOG2E_64, SHIFT_64);
     let kf = t - SHIFT_64;
-    let r = (xc - kf * LN2_HI_64) - kf * LN2_LO_64;
+    let r = (-kf).mul_add(LN2_LO_64, (-kf).mul_add(LN2_HI_64, xc));
     // e^r = 1 + r + r²·p(r), p(r) = 1/2 + r/6 + … + r^11/13!, by Estrin's scheme (a short
     // dependency chain: Horner's would leave the vectorised loop latency-bound).
     let r2 = r * r;
     let r4 = r2 * r2;
-    let a0 = 0.5 + r * (1.0 / 6.0);
-    let a1 = 1.0 / 24.0 + r * (1.0 / 120.0);
-    let a2 = 1.0 / 720.0 + r * (1.0 / 5_040.0);
-    let a3 = 1.0 / 40_320.0 + r * (1.0 / 362_880.0);
-    let a4 = 1.0 / 3_628_800.0 + r * (1.0 / 39_916_800.0);
-    let a5 = 1.0 / 479_001_600.0 + r * (1.0 / 6_227_020_800.0);
-    let b0 = a0 + r2 * a1;
-    let b1 = a2 + r2 * a3;
-    let b2 = a4 + r2 * a5;
-    let p = (b0 + r4 * b1) + (r4 * r4) * b2;
-    let er = 1.0 + (r + r2 * p);
+    let a0 = r.mul_add(1.0 / 6.0, 0.5);
+    let a1 = r.mul_add(1.0 / 120.0, 1.0 / 24.0);
+    let a2 = r.mul_add(1.0 / 5_040.0, 1.0 / 720.0);
+    let a3 = r.mul_add(1.0 / 362_880.0, 1.0 / 40_320.0);
+    let a4 = r.mul_add(1.0 / 39_916_800.0, 1.0 / 3_628_800.0);
+    let a5 = r.mul_add(1.0 / 6_227_020_800.0, 1.0 / 479_001_600.0);
+    let b0 = r2.mul_add(a1, a0);
+    let b1 = r2.mul_add(a3, a2);
+    let b2 = r2.mul_add(a5, a4);
+    let p = (r4 * r4).mul_add(b2, r4.mul_add(b1, b0));
+    let er = 1.0 + r2.mul_add(p, r);
     // k + 2046 from the low bits of t (k ∈ [-1077, 1025], so this is positive), split in two
     // biased exponents e1 + e2 = k + 2046, each in the normal range.
     let s = t
@@ -104,10 +110,13 @@ pub fn ln_f64(x: f64) -> f64 {
     let s = f / (2.0 + f);
     let z = s * s;
     let w = z * z;
-    let t1 = w * (LG2_64 + w * (LG4_64 + w * LG6_64));
-    let t2 = z * (LG1_64 + w * (LG3_64 + w * (LG5_64 + w * LG7_64)));
+    let t1 = w * w.mul_add(w.mul_add(LG6_64, LG4_64), LG2_64);
+    let t2 = z * w.mul_add(w.mul_add(w.mul_add(LG7_64, LG5_64), LG3_64), LG1_64);
     let rr = t2 + t1;
-    let y = s * (hfsq + rr) + dk * LN2_LO_LOG_64 - hfsq + f + dk * LN2_HI_LOG_64;
+    let y = dk.mul_add(
+        LN2_HI_LOG_64,
+        (s.mul_add(hfsq + rr, dk * LN2_LO_LOG_64) - hfsq) + f,
+    );
     // Special values: ln(+inf) = inf, ln(0) = -inf, ln(x<0) = NaN, ln(NaN) = NaN.
     let y = if x == f64::INFINITY { x } else { y };
     let y = if x == 0.0 { f64::NEG_INFINITY } else { y };
@@ -149,16 +158,16 @@ const SHIFT_32: f32 = 12_582_912.0;
 pub fn exp_f32(x: f32) -> f32 {
     let xc = if x < -104.0 { -104.0 } else { x };
     let xc = if xc > 89.0 { 89.0 } else { xc };
-    let t = xc * LOG2E_32 + SHIFT_32;
+    let t = xc.mul_add(LOG2E_32, SHIFT_32);
     let kf = t - SHIFT_32;
-    let r = (xc - kf * LN2_HI_32) - kf * LN2_LO_32;
+    let r = (-kf).mul_add(LN2_LO_32, (-kf).mul_add(LN2_HI_32, xc));
     // p(r) = 1/2 + r/6 + … + r^5/7! (Estrin).
     let r2 = r * r;
-    let a0 = 0.5 + r * (1.0 / 6.0);
-    let a1 = 1.0 / 24.0 + r * (1.0 / 120.0);
-    let a2 = 1.0 / 720.0 + r * (1.0 / 5_040.0);
-    let p = a0 + r2 * (a1 + r2 * a2);
-    let er = 1.0 + (r + r2 * p);
+    let a0 = r.mul_add(1.0 / 6.0, 0.5);
+    let a1 = r.mul_add(1.0 / 120.0, 1.0 / 24.0);
+    let a2 = r.mul_add(1.0 / 5_040.0, 1.0 / 720.0);
+    let p = r2.mul_add(r2.mul_add(a2, a1), a0);
+    let er = 1.0 + r2.mul_add(p, r);
     // k ∈ [-151, 129]: k + 254 > 0, split into two normal biased exponents.
     let s = t
         .to_bits()
@@ -191,11 +200,14 @@ pub fn ln_f32(x: f32) -> f32 {
     let s = f / (2.0 + f);
     let z = s * s;
     let w = z * z;
-    let t1 = w * (LG2_32 + w * LG4_32);
-    let t2 = z * (LG1_32 + w * LG3_32);
+    let t1 = w * w.mul_add(LG4_32, LG2_32);
+    let t2 = z * w.mul_add(LG3_32, LG1_32);
     let rr = t2 + t1;
     let hfsq = 0.5 * f * f;
-    let y = s * (hfsq + rr) + dk * LN2_LO_LOG_32 - hfsq + f + dk * LN2_HI_LOG_32;
+    let y = dk.mul_add(
+        LN2_HI_LOG_32,
+        (s.mul_add(hfsq + rr, dk * LN2_LO_LOG_32) - hfsq) + f,
+    );
     let y = if x == f32::INFINITY { x } else { y };
     let y = if x == 0.0 { f32::NEG_INFINITY } else { y };
     if x < 0.0 || x.is_nan() { f32::NAN } else { y }
@@ -279,15 +291,15 @@ pub fn sigmoid<T: Real>(z: T) -> T {
 }
 
 /// The instruction sets the vectorised loops are compiled for. Each path performs the same
-/// IEEE operations in the same order (no FMA contraction), so all give the same bits; only the
-/// vector width differs.
+/// IEEE operations in the same order (fused multiply-adds only where written as `mul_add`,
+/// never by contraction), so all give the same bits; only the vector width differs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
     /// As built: SSE2 on x86_64.
     Baseline,
-    /// 256-bit vectors.
+    /// 256-bit vectors (AVX2 with FMA).
     Avx2,
-    /// 512-bit vectors (AVX-512 F, VL, DQ, BW).
+    /// 512-bit vectors (AVX-512 F, VL, DQ, BW, with FMA).
     Avx512,
 }
 
@@ -300,9 +312,13 @@ impl Isa {
             use std::arch::is_x86_feature_detected as has;
             match self {
                 Isa::Baseline => true,
-                Isa::Avx2 => has!("avx2"),
+                Isa::Avx2 => has!("avx2") && has!("fma"),
                 Isa::Avx512 => {
-                    has!("avx512f") && has!("avx512vl") && has!("avx512dq") && has!("avx512bw")
+                    has!("avx512f")
+                        && has!("avx512vl")
+                        && has!("avx512dq")
+                        && has!("avx512bw")
+                        && has!("fma")
                 }
             }
         }
@@ -325,7 +341,7 @@ impl Isa {
     }
 }
 
-/// Whether the CPU has AVX2 (and so a vector path other than the baseline).
+/// Whether the CPU has AVX2 and FMA (and so a vector path other than the baseline).
 #[inline(always)]
 pub fn has_avx2() -> bool {
     Isa::Avx2.supported()
@@ -337,7 +353,8 @@ pub fn has_avx2() -> bool {
 /// `f` should be an `#[inline(always)]` closure (see [`vectorised!`]) calling an
 /// `#[inline(always)]` function that holds the loops: both are then inlined into, and
 /// vectorised for, the wrapper of that instruction set. All paths perform the same IEEE
-/// operations in the same order (no FMA contraction), so their results are bit-identical.
+/// operations in the same order (explicit `mul_add`s, no contraction), so their results are
+/// bit-identical.
 #[inline(always)]
 pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
     dispatch_isa(Isa::best(), f)
@@ -370,14 +387,14 @@ pub fn dispatch_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 #[inline(never)]
 unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,fma")]
 #[inline(never)]
 unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
