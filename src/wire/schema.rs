@@ -65,8 +65,10 @@ impl PartialSchema for Tensor {
             .description(Some(
                 "Raw little-endian bytes, standard base64 with padding.",
             ));
+        let special = non_finite().description(Some("A 0-d non-finite tensor."));
         OneOfBuilder::new()
             .item(number)
+            .item(special)
             .item(nested)
             .item(flat)
             .item(b64)
