@@ -111,7 +111,7 @@ async fn every_pytorch_conformance_case_of_an_implemented_loss_passes() {
     assert!(passed > 0);
 }
 
-/// More cases made by `scripts/gen_torch_cases.py` with PyTorch 2.15: every option, shape
+/// More cases made by `tests/torch/gen_torch_cases.py` with PyTorch 2.15: every option, shape
 /// form, edge case and error path, gradients of every differentiable argument.
 #[tokio::test]
 async fn every_generated_pytorch_case_passes() {

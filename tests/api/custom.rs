@@ -1,5 +1,5 @@
 //! `POST /v1/losses/custom`: expressions checked against PyTorch's values and autograd
-//! gradients (`tests/fixtures/custom-cases.jsonl`, made by `scripts/gen_custom_cases.py`),
+//! gradients (`tests/fixtures/custom-cases.jsonl`, made by `tests/torch/gen_custom_cases.py`),
 //! hostile expressions, errors, limits, batches and the documentation.
 
 use std::time::{Duration, Instant};

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Generate tests/fixtures/torch-extra.jsonl: extra conformance cases for lossd.
 
-Run with the PyTorch 2.15 venv:  /work/torchenv/bin/python scripts/gen_torch_cases.py
+Run with the PyTorch 2.15 venv:  python tests/torch/gen_torch_cases.py
 
-Every case has the format of ../shared/conformance/pytorch-cases.jsonl:
+Every case has the format of tests/fixtures/pytorch-cases.jsonl:
     {"id", "loss", "body", "expect": {"status", "loss", "shape", "grad"} | {"status", "code"},
      "rtol", "atol"[, "note"]}
 Expected values are PyTorch 2.15 (CPU) results on the very inputs of the body, computed in the
@@ -38,8 +38,8 @@ torch.use_deterministic_algorithms(True)
 torch.set_num_threads(1)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-OUT = os.path.join(HERE, "..", "tests", "fixtures", "torch-extra.jsonl")
-SHARED = os.path.join(HERE, "..", "..", "shared", "conformance", "pytorch-cases.jsonl")
+OUT = os.path.join(HERE, "..", "fixtures", "torch-extra.jsonl")
+SHARED = os.path.join(HERE, "..", "fixtures", "pytorch-cases.jsonl")
 
 F64_TOL = (1e-7, 1e-10)
 F32_TOL = (1e-4, 1e-5)

@@ -14,8 +14,8 @@
 # Tools go into a venv under target/check-deploy (reused when the pins are unchanged).
 # Runs as any user; as root it may `apt-get download` nginx for the nginx check.
 #
-#   scripts/check-deploy.sh                        check this checkout
-#   CHECK_DEPLOY_ROOT=/some/copy scripts/...       check the files of another directory
+#   deploy/check.sh                                check this checkout
+#   CHECK_DEPLOY_ROOT=/some/copy deploy/check.sh       check the files of another directory
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)

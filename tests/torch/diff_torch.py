@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Randomized differential tester: lossd vs PyTorch 2.15 (CPU).
 
-    /work/torchenv/bin/python scripts/diff_torch.py --url http://127.0.0.1:18300 --seed 1 --cases 500 [--loss NAME]
+    python tests/torch/diff_torch.py --url http://127.0.0.1:18300 --seed 1 --cases 500 [--loss NAME]
 
 For each loss it draws random requests (shapes incl. 0-d, unbatched, size-0/1 dims, K-dim, broadcasting;
 options; reductions; float32/float64; json/flat/base64 tensor encodings; json/base64 response encoding;

@@ -4,7 +4,7 @@
 # checks but positive_data_acceptance (a schema cannot say that two tensors' shapes must
 # match, so some schema-valid requests are rightly refused).
 #
-# Usage: scripts/schemathesis.sh [path/to/lossd] [python]   (defaults: target/release/lossd, python3)
+# Usage: .ci/schemathesis.sh [path/to/lossd] [python]   (defaults: target/release/lossd, python3)
 # Needs: schemathesis (pip); CI installs it into a venv and passes that venv's python.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -5,7 +5,7 @@
 # PyTorch cases in tests/fixtures. Any crash, panic, timeout or out-of-memory fails (libFuzzer
 # exits non-zero and leaves the input in fuzz/artifacts/<target>/).
 #
-# Usage: scripts/fuzz.sh [seconds-per-target]
+# Usage: fuzz/run.sh [seconds-per-target]
 # Needs: cargo-fuzz (`cargo install cargo-fuzz --locked`); the stable toolchain with
 # RUSTC_BOOTSTRAP=1 for the nightly-only flags cargo-fuzz passes.
 set -euo pipefail
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 export RUSTC_BOOTSTRAP=1
 
-python3 scripts/fuzz_seeds.py fuzz/corpus
+python3 fuzz/seeds.py fuzz/corpus
 cargo fuzz build -O --sanitizer none
 for target in tensor_decode loss_request batch custom; do
   echo "=== fuzz $target for ${seconds}s"

@@ -2,7 +2,7 @@
 """Runs every curl example of README.md against a lossd and checks it returns what the README
 says: each ```sh block that starts with `curl` and is followed by a ```json block.
 
-Usage: scripts/check_readme.py [path/to/lossd]   (default: target/release/lossd)
+Usage: .ci/check_readme.py [path/to/lossd]   (default: target/release/lossd)
 """
 
 import json

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes seed corpora for the fuzz targets from the PyTorch cases in tests/fixtures.
 
-Usage: scripts/fuzz_seeds.py <corpus-dir>   (creates <dir>/{tensor_decode,loss_request,batch})
+Usage: fuzz/seeds.py <corpus-dir>   (creates <dir>/{tensor_decode,loss_request,batch})
 """
 
 import hashlib

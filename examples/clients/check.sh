@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the client examples of README.md (examples/clients/) against a lossd and checks that
 # they print what the README says they print.
-# Usage: scripts/check_clients.sh [path/to/lossd]
+# Usage: examples/clients/check.sh [path/to/lossd]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 binary=${1:-target/release/lossd}
 venv=target/clients-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

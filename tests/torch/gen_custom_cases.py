@@ -10,7 +10,7 @@ language's functions are bound to their torch equivalents below (`max(x)` is `x.
 
 Run once with PyTorch 2.15 and commit the output; the service's tests do not need PyTorch:
 
-    /work/torchenv/bin/python scripts/gen_custom_cases.py > tests/fixtures/custom-cases.jsonl
+    python tests/torch/gen_custom_cases.py > tests/fixtures/custom-cases.jsonl
 """
 
 import base64
