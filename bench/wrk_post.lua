@@ -1,5 +1,5 @@
 -- wrk script: POST the file named by $BODY_FILE as JSON to the URL given to wrk, and print
--- the results as one JSON line ("WRK_JSON {...}") for bench/http.py.
+-- the results as one JSON line ("WRK_JSON {...}") for bench/http_bench.py.
 local f = assert(io.open(os.getenv("BODY_FILE"), "rb"))
 wrk.method = "POST"
 wrk.body = f:read("*a")

@@ -8,18 +8,18 @@ Every case has the format of tests/fixtures/pytorch-cases.jsonl:
      "rtol", "atol"[, "note"]}
 Expected values are PyTorch 2.15 (CPU) results on the very inputs of the body, computed in the
 request's dtype (float64 unless "dtype": "float32").  The only exceptions are the places where
-LOSSES.md section 4 says lossd deliberately differs from PyTorch; those cases carry a "note".
+lossd deliberately differs from PyTorch (docs/differences.md); those cases carry a "note".
 
 The output is deterministic: one seeded generator, fixed case order, and no timestamps.
 
-Left out on purpose (behaviour LOSSES.md / API.md leave undefined, or a request form they do not
-pin down): NaN inputs to multi_margin_loss / multilabel_margin_loss (PyTorch skips NaN terms via
-`z > 0`); the gradient of nll_loss / cross_entropy with a (1,) target for a (C,) input (PyTorch's
-backward raises; the forward is kept); negative label_smoothing for linear_cross_entropy (the
-functional ignores it, the module rejects it); regression weights when the input is smaller than the
-broadcast shape; a 0-d var given as a {shape: [], ...} object; CTC padding entries that are not valid
-labels; CTC target_length > padded width / wrong concatenated length (code ambiguous); empty CTC
-inputs; gradients through hinges that are inactive at a non-finite input (PyTorch returns 0 * inf).
+Left out on purpose (behaviour docs/ leaves undefined, or a request form it does not pin down): NaN
+inputs to multi_margin_loss / multilabel_margin_loss (PyTorch skips NaN terms via `z > 0`); the
+gradient of nll_loss / cross_entropy with a (1,) target for a (C,) input (PyTorch's backward raises;
+the forward is kept); negative label_smoothing for linear_cross_entropy (the functional ignores it,
+the module rejects it); regression weights when the input is smaller than the broadcast shape; a 0-d
+var given as a {shape: [], ...} object; CTC padding entries that are not valid labels; CTC
+target_length > padded width / wrong concatenated length (code ambiguous); empty CTC inputs;
+gradients through hinges that are inactive at a non-finite input (PyTorch returns 0 * inf).
 """
 
 import base64
@@ -48,7 +48,7 @@ NAN = float("nan")
 
 G = torch.Generator().manual_seed(20150)
 
-# Differentiable tensor arguments for which lossd returns a gradient (LOSSES.md 1.5, section 4).
+# Differentiable tensor arguments for which lossd returns a gradient (docs/differences.md, Gradients).
 DIFF = {
     "l1_loss": ["input", "target", "weight"],
     "mse_loss": ["input", "target", "weight"],
@@ -290,7 +290,7 @@ def CX(cid, loss, args, opts, expect_loss, expect_shape, expect_grad, dtype="flo
 
 def E(cid, loss, args, opts, code, torch_raises=True, note=None, dtype="float64", enc=None):
     """A 422 case.  torch_raises=True: PyTorch must raise on the same call (checked here);
-    False: PyTorch accepts it but lossd rejects (LOSSES.md section 4, needs a note)."""
+    False: PyTorch accepts it but lossd rejects (docs/differences.md, needs a note)."""
     opts = dict(opts or {})
     targs = prepare(args, dtype)
     raised = None
@@ -506,7 +506,7 @@ def cross_entropy():
       {"label_smoothing": 0.3, "ignore_index": 255})
     C(p + "smooth-all-ignored-mean", loss, {"input": rn(3, Cc), "target": L([-100, -100, -100])},
       {"label_smoothing": 0.2})
-    # forward only: PyTorch's gradient here is all NaN, LOSSES.md 2.6's closed form gives +-inf
+    # forward only: PyTorch's gradient here is all NaN, the closed-form gradient gives +-inf
     C(p + "smooth-zero-weight-targets-mean", loss, {"input": rn(3, Cc), "target": L([1, 3, 1]), "weight": w},
       {"label_smoothing": 0.2}, grad=False)
     # K-dim
@@ -617,10 +617,10 @@ def cross_entropy():
       "invalid_option")
     E(p + "smoothing-negative", loss, {"input": rn(2, Cc), "target": ri(0, Cc, 2)}, {"label_smoothing": -0.1},
       "invalid_option", torch_raises=False,
-      note="LOSSES.md section 4 item 4: PyTorch silently ignores label_smoothing < 0; lossd rejects it")
+      note="docs/differences.md item 4: PyTorch silently ignores label_smoothing < 0; lossd rejects it")
     E(p + "smoothing-negative-prob", loss, {"input": rn(2, Cc), "target": probs(2, Cc)}, {"label_smoothing": -0.5},
       "invalid_option", torch_raises=False,
-      note="LOSSES.md section 4 item 4: PyTorch silently ignores label_smoothing < 0; lossd rejects it")
+      note="docs/differences.md item 4: PyTorch silently ignores label_smoothing < 0; lossd rejects it")
     E(p + "prob-ignore-index-1", loss, {"input": rn(2, Cc), "target": probs(2, Cc)}, {"ignore_index": 1},
       "invalid_option")
     ERAW(p + "fractional-index-target", loss, {"input": [[0.1, 0.2, 0.3], [0.3, 0.2, 0.1]], "target": [1, 0.5]},
@@ -858,11 +858,11 @@ def multi_margin():
     for red, val in (("mean", "NaN"), ("sum", 0.0)):
         CX(p + f"empty-batch-{red}", loss, {"input": rn(0, Cc), "target": ri(0, Cc, 0)}, {"reduction": red},
            val, [], {"input": []}, enc={"input": "flat"},
-           note=f"LOSSES.md section 4 item 1: PyTorch returns uninitialized memory; lossd gives {red} of nothing = {val}")
+           note=f"docs/differences.md item 1: PyTorch returns uninitialized memory; lossd gives {red} of nothing = {val}")
         CX(p + f"empty-batch-p2-weight-{red}", loss,
            {"input": rn(0, Cc), "target": ri(0, Cc, 0), "weight": ru(Cc)}, {"reduction": red, "p": 2},
            val, [], {"input": []}, enc={"input": "flat"},
-           note=f"LOSSES.md section 4 item 1: PyTorch returns uninitialized memory; lossd gives {red} of nothing = {val}")
+           note=f"docs/differences.md item 1: PyTorch returns uninitialized memory; lossd gives {red} of nothing = {val}")
     C(p + "empty-batch-none", loss, {"input": rn(0, Cc), "target": ri(0, Cc, 0)}, {"reduction": "none"},
       enc={"input": "flat"})
     x = rn(N, Cc, s=1e4)
@@ -915,7 +915,7 @@ def multilabel_margin():
     for red, val in (("mean", "NaN"), ("sum", 0.0)):
         CX(p + f"empty-batch-{red}", loss, {"input": rn(0, 4), "target": ri(0, 4, 0, 4)}, {"reduction": red},
            val, [], {"input": []}, enc={"input": "flat", "target": "flat"},
-           note=f"LOSSES.md section 4 item 1: PyTorch returns uninitialized memory; lossd gives {red} of nothing = {val}")
+           note=f"docs/differences.md item 1: PyTorch returns uninitialized memory; lossd gives {red} of nothing = {val}")
     C(p + "empty-batch-none", loss, {"input": rn(0, 4), "target": ri(0, 4, 0, 4)}, {"reduction": "none"},
       enc={"input": "flat", "target": "flat"})
     C(p + "large-1e4-f64-sum", loss, {"input": rn(3, 5, s=1e4), "target": tgt[:3]}, {"reduction": "sum"})
@@ -993,7 +993,7 @@ def soft_margin():
         red = opts.get("reduction", "mean")
         return l if red == "none" else (l.sum() if red == "sum" else l.mean())
 
-    note9 = "LOSSES.md section 4 item 9: PyTorch overflows log1p(exp(-y*x)) to inf; lossd computes softplus stably"
+    note9 = "docs/differences.md item 9: PyTorch overflows log1p(exp(-y*x)) to inf; lossd computes softplus stably"
     for red in ("mean", "sum", "none"):
         C(p + f"basic-{red}", loss, {"input": rn(3, 4, s=2), "target": sgn(3, 4)}, {"reduction": red})
     C(p + "target-bcast-row-none", loss, {"input": rn(3, 4, s=2), "target": sgn(4)}, {"reduction": "none"})
@@ -1235,7 +1235,7 @@ def gaussian():
                                {"reduction": "none"}, True)
         CX(p + f"var-integer-{v}", loss, {"input": T([0.5, -1.0, 2.0]), "target": T([0.0, 0.5, 2.5]), "var": v},
            {"reduction": "none"}, to_json_value(out), list(out.shape), {k: to_json_value(g) for k, g in grads.items()},
-           note="LOSSES.md section 4 item 12: lossd accepts an integer var (PyTorch raises TypeError); "
+           note="docs/differences.md item 12: lossd accepts an integer var (PyTorch raises TypeError); "
                 "expected = PyTorch with float(var)")
     C(p + "var-zero-clamp-grad-none", loss, {"input": T([1.0, 0.0, -2.0]), "target": T([0.0, 0.0, 0.0]),
                                             "var": T([0.0, 0.0, 1e-7])}, {"reduction": "none"})
@@ -1282,7 +1282,7 @@ def gaussian():
 def ctc():
     loss = "ctc_loss"
     p = loss + "/"
-    note2 = ("LOSSES.md section 4 item 2: the log_probs gradient is PyTorch's value as is "
+    note2 = ("docs/differences.md item 2: the log_probs gradient is PyTorch's value as is "
              "(exp(log_probs) - posterior), not the true partial derivative")
 
     def cc(cid, args, opts=None, **kw):
@@ -1345,7 +1345,7 @@ def ctc():
     cc("forward-only-sum", {"log_probs": logsm(T_, N, Cc), "targets": padded, "input_lengths": L([8, 7, 5]),
                             "target_lengths": L([4, 3, 2])}, {"reduction": "sum"}, grad=False)
     base = lambda: {"log_probs": logsm(6, 2, Cc), "input_lengths": L([6, 6]), "target_lengths": L([2, 2])}
-    note3 = "LOSSES.md section 4 item 3: PyTorch does not validate CTC label values; lossd rejects them"
+    note3 = "docs/differences.md item 3: PyTorch does not validate CTC label values; lossd rejects them"
     a = base(); a["targets"] = L([[1, 0], [2, 3]])
     E(p + "label-equals-blank", loss, a, {}, "invalid_value", torch_raises=False, note=note3)
     a = base(); a["targets"] = L([[1, 2], [2, 3]])
