@@ -6,6 +6,7 @@ mod conformance;
 mod custom;
 mod encodings;
 mod errors;
+mod fidelity;
 mod helpers;
 mod hostile;
 mod limits;

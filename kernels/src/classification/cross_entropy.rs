@@ -133,6 +133,9 @@ pub(crate) struct IndexRow<T> {
     wt: T,
     /// `Σ_c w_c·(x_c − m)` with smoothing, else 0.
     shifted: f64,
+    /// `smooth` summed element by element, for a row where the one-pass form is not reliable
+    /// ([`RowMath::index_row_start`]).
+    smooth_exact: Option<f64>,
     ignored: bool,
 }
 
@@ -143,6 +146,7 @@ impl<T: Real> IndexRow<T> {
             target_shifted: T::zero(),
             wt: T::one(),
             shifted: 0.0,
+            smooth_exact: None,
             ignored: true,
         }
     }
@@ -225,6 +229,10 @@ pub(crate) struct RowMath<'w, T> {
     /// target term), and `Σ_c b·w_c`.
     smooth_b: T,
     smooth_gsum: T,
+    /// `Σw·log C` is finite: the one-pass smoothing term cannot overflow through `Σw·log Σexp`.
+    one_pass_ok: bool,
+    /// Smoothing with a non-finite class weight: an ignored row's gradient is NaN.
+    ignored_nan: bool,
 }
 
 impl<'w, T: Real> RowMath<'w, T> {
@@ -266,6 +274,8 @@ impl<'w, T: Real> RowMath<'w, T> {
             g_hat,
             smooth_b,
             smooth_gsum,
+            one_pass_ok: (w_all * (classes as f64).ln()).is_finite(),
+            ignored_nan: smoothing && weight.is_some_and(|w| w.iter().any(|v| !v.is_finite())),
         }
     }
 
@@ -298,7 +308,13 @@ impl<'w, T: Real> RowMath<'w, T> {
         debug_assert_eq!(x.len(), self.classes);
         if t == self.ignore_index {
             if let Some(gx) = gx {
-                ignored_row_grad(x, gx);
+                if self.ignored_nan {
+                    // PyTorch's smoothing term covers ignored rows too, masked to 0 after:
+                    // its gradient 0·w_c is NaN at a non-finite weight, and then Σ_c g_c.
+                    gx.iter_mut().for_each(|g| *g = T::nan());
+                } else {
+                    ignored_row_grad(x, gx);
+                }
             }
             return IndexRow::ignored();
         }
@@ -329,6 +345,12 @@ impl<'w, T: Real> RowMath<'w, T> {
         } else {
             0.0
         };
+        // The one-pass form −(Σ w_c·(x_c − m) − Σw·log Σexp) meets 0·∞ (an infinite weight on
+        // the row's maximum) or ∞ − ∞ where PyTorch's −Σ w_c·logp_c is ±∞ or finite: such rows
+        // (a non-finite first sum, or weights whose sum times log C overflows) take the
+        // elementwise sum.
+        let smooth_exact = (self.smoothing && !(shifted.is_finite() && self.one_pass_ok))
+            .then(|| self.smooth_elementwise(x, m, sum));
         if let Some(gx) = gx {
             // gx holds exp(x_c − m); softmax_c = gx_c / sum.
             let inv = T::of(1.0 / sum);
@@ -360,8 +382,21 @@ impl<'w, T: Real> RowMath<'w, T> {
             target_shifted: x[t] - m,
             wt,
             shifted,
+            smooth_exact,
             ignored: false,
         }
+    }
+
+    /// `−Σ_c w_c·logp_c` as PyTorch sums it, `logp_c = (x_c − m) − log Σexp` in `T`.
+    #[cold]
+    fn smooth_elementwise(&self, x: &[T], m: T, sum: f64) -> f64 {
+        let lns = T::of(ln_f64(sum));
+        let mut s = Sum8::new();
+        for (c, &xc) in x.iter().enumerate() {
+            let lp = (xc - m) - lns;
+            s.add(self.weight.map_or(lp, |w| lp * w[c]).f64());
+        }
+        -s.total()
     }
 
     /// The loss of a row begun by [`Self::index_row_start`], from `ln_sum = ln Σexp(x_c − m)`
@@ -378,7 +413,9 @@ impl<'w, T: Real> RowMath<'w, T> {
             None => -logp_t,
         };
         if self.smoothing {
-            let smooth = -(row.shifted - self.w_all * lns.f64());
+            let smooth = row
+                .smooth_exact
+                .unwrap_or_else(|| -(row.shifted - self.w_all * lns.f64()));
             IndexLoss {
                 loss: T::of(self.keep.f64() * nll.f64() + self.spread.f64() * smooth),
                 nll: nll.f64(),
@@ -1546,6 +1583,76 @@ mod tests {
         .unwrap();
         assert!(out.loss[[]].is_nan());
         assert!(out.grad("input").unwrap().iter().all(|v| v.is_nan()));
+    }
+
+    /// torch 2.15 (issue 28): label smoothing with an infinite class weight. PyTorch's
+    /// `−Σ_c w_c·logp_c` is +inf (`inf · logp_1` with `logp_1 < 0`), where the one-pass form
+    /// met `inf · (x_1 − max) = inf · 0`.
+    #[test]
+    fn smoothing_with_an_infinite_weight_follows_pytorch() {
+        let (inf, nan) = (f64::INFINITY, f64::NAN);
+        let x = array![[0.0, 1.0], [2.0, 0.0]].into_dyn();
+        let w = array![1.0, inf].into_dyn();
+        let t = idx(&[0, 1]);
+        let t = CeTarget::Indices(t.view());
+        let out = ce(&x, &t, Some(&w), -100, 0.5, Reduction::None, true);
+        assert_eq!(flat(&out.loss), [inf, inf]);
+        // Gradients (torch: [[inf, nan], [inf, nan]]).
+        assert_close(
+            "dx",
+            &flat(out.grad("input").unwrap()),
+            &[inf, nan, inf, nan],
+            0.0,
+            0.0,
+        );
+        let t0 = idx(&[0, 0]);
+        for r in [Reduction::Sum, Reduction::Mean] {
+            let out = ce(
+                &x,
+                &CeTarget::Indices(t0.view()),
+                Some(&w),
+                -100,
+                0.5,
+                r,
+                false,
+            );
+            assert_eq!(flat(&out.loss), [inf], "{r:?}");
+        }
+        // An ignored row: loss 0, gradient NaN (0·inf in the masked smoothing term).
+        let out = ce(&x, &t, Some(&w), 1, 0.5, Reduction::None, true);
+        assert_eq!(flat(&out.loss), [inf, 0.0]);
+        assert_close(
+            "dx",
+            &flat(out.grad("input").unwrap()),
+            &[inf, nan, nan, nan],
+            0.0,
+            0.0,
+        );
+        // Finite weights whose sum overflows: the elementwise sum is finite where it is.
+        let w = array![1e308, 1e308].into_dyn();
+        let out = ce(&x, &t, Some(&w), -100, 0.5, Reduction::None, false);
+        assert_close(
+            "loss",
+            &flat(&out.loss),
+            &[1.0632616875182229e308, inf],
+            1e-15,
+            0.0,
+        );
+        // In float32 too.
+        let x32 = x.mapv(|v| v as f32);
+        let w32 = array![1.0f32, f32::INFINITY].into_dyn();
+        let t1 = idx(&[0]);
+        let out = cross_entropy(
+            x32.slice(ndarray::s![0..1, ..]).into_dyn(),
+            CeTarget::Indices(t1.view()),
+            Some(w32.view()),
+            -100,
+            0.5,
+            Reduction::None,
+            false,
+        )
+        .unwrap();
+        assert_eq!(out.loss.as_slice().unwrap(), &[f32::INFINITY]);
     }
 
     #[test]

@@ -1229,6 +1229,26 @@ mod tests {
         }
     }
 
+    /// torch 2.15 (issue 28): label smoothing with an infinite class weight gives +inf (the
+    /// logits [0, 1], `inf · logp_1`), not NaN; gradients input [[nan]], linear_weight
+    /// [[inf], [nan]].
+    #[test]
+    fn smoothing_with_an_infinite_weight_follows_pytorch() {
+        let (inf, nan) = (f64::INFINITY, f64::NAN);
+        let x = array![[1.0]].into_dyn();
+        let wl = array![[0.0], [1.0]].into_dyn();
+        let w = array![1.0, inf].into_dyn();
+        let t = array![0i64].into_dyn();
+        let t = CeTarget::Indices(t.view());
+        for r in [Reduction::None, Reduction::Sum] {
+            let out = lce(&x, &wl, &t, None, Some(&w), 0.5, r, true);
+            assert_eq!(flat(&out.loss), [inf], "{r:?}");
+            assert_close("input", &flat(out.grad("input").unwrap()), &[nan], 0.0, 0.0);
+            let dwl = flat(out.grad("linear_weight").unwrap());
+            assert_close("linear_weight", &dwl, &[inf, nan], 0.0, 0.0);
+        }
+    }
+
     #[test]
     fn smoothed_mean_with_zero_weight_targets_is_nan_as_in_pytorch() {
         // torch 2.15 (kdim_example, class weights [0, 0, 1], label_smoothing 0.2, mean): every

@@ -68,8 +68,12 @@ fn xlogy<T: Real>(x: T, y: T, ln_y: T) -> T {
 /// One block of [`kl_div`]'s element-wise pass, specialised on `log_target` and `grad` so that
 /// the loop has no branches and vectorises: the losses into `l`, the gradients (scaled by the
 /// upstream `g`) into `dx` and `dy`.
+///
+/// `SPLIT` (a target smaller than the broadcast shape): `dy` gets only the part of the target
+/// gradient that autograd sums over the broadcast before applying the target's own derivative
+/// (`−g·x`, or `g·(y − x)` with `log_target`); [`kl_div`] finishes it per target element.
 #[inline(always)]
-fn block<T: Real, const LOG: bool, const GRAD: bool>(
+fn block<T: Real, const LOG: bool, const GRAD: bool, const SPLIT: bool>(
     x: &[T],
     y: &[T],
     g: T,
@@ -91,20 +95,34 @@ fn block<T: Real, const LOG: bool, const GRAD: bool>(
             if GRAD {
                 // Autograd's order: mul, then exp's backward, plus the `(y − x)` branch.
                 dx[k] = -(g * e);
-                dy[k] = g * (yi - xi) * e + g * e;
+                dy[k] = if SPLIT {
+                    g * (yi - xi)
+                } else {
+                    g * (yi - xi) * e + g * e
+                };
             }
             e * (yi - xi)
         } else {
             let ln_y = yi.vln();
             if GRAD {
-                // `xlogy(y, y)` contributes `xlogy(y ≠ 0, y) + y/y` (NaN at y = 0, as in PyTorch).
-                let nonzero = if yi != T::zero() { T::one() } else { T::zero() };
                 dx[k] = -(g * yi);
-                dy[k] = g * xlogy(nonzero, yi, ln_y) + g * yi / yi + (-g) * xi;
+                dy[k] = if SPLIT {
+                    (-g) * xi
+                } else {
+                    xlogy_grad(g, yi, ln_y) + (-g) * xi
+                };
             }
             xlogy(yi, yi, ln_y) - yi * xi
         };
     }
+}
+
+/// The gradient of `xlogy(y, y)` for the upstream `g`: `xlogy(y ≠ 0, y) + y/y` (NaN at
+/// y = 0, as in PyTorch), each term times `g` before it is divided, as autograd forms it.
+#[inline(always)]
+fn xlogy_grad<T: Real>(g: T, y: T, ln_y: T) -> T {
+    let nonzero = if y != T::zero() { T::one() } else { T::zero() };
+    g * xlogy(nonzero, y, ln_y) + g * y / y
 }
 
 /// [`kl_div`]'s pass over the elements in blocks: each block's losses are summed in order into
@@ -118,6 +136,7 @@ fn pass<T: Real>(
     log_target: bool,
     keep: bool,
     grad: bool,
+    split: bool,
     losses: &mut [T],
     dx: &mut [T],
     dy: &mut [T],
@@ -136,11 +155,13 @@ fn pass<T: Real>(
         } else {
             (&mut dx[..0], &mut dy[..0])
         };
-        match (log_target, grad) {
-            (true, true) => block::<T, true, true>(xs, ys, g, l, gx, gy),
-            (true, false) => block::<T, true, false>(xs, ys, g, l, gx, gy),
-            (false, true) => block::<T, false, true>(xs, ys, g, l, gx, gy),
-            (false, false) => block::<T, false, false>(xs, ys, g, l, gx, gy),
+        match (log_target, grad, split) {
+            (true, true, false) => block::<T, true, true, false>(xs, ys, g, l, gx, gy),
+            (true, true, true) => block::<T, true, true, true>(xs, ys, g, l, gx, gy),
+            (true, false, _) => block::<T, true, false, false>(xs, ys, g, l, gx, gy),
+            (false, true, false) => block::<T, false, true, false>(xs, ys, g, l, gx, gy),
+            (false, true, true) => block::<T, false, true, true>(xs, ys, g, l, gx, gy),
+            (false, false, _) => block::<T, false, false, false>(xs, ys, g, l, gx, gy),
         }
         if keep {
             losses[start..end].copy_from_slice(l);
@@ -185,6 +206,10 @@ pub fn kl_div<T: Real>(
     let zeros = |on: bool| if on { vec![T::zero(); n] } else { Vec::new() };
     let (mut losses, mut dx, mut dy) = (zeros(keep), zeros(grad), zeros(grad));
     let g = upstream;
+    // A broadcast target: autograd sums the upstream gradient over the broadcast before the
+    // target's own derivative (`y/y`, `exp(y)`) applies, which matters where a per-element
+    // product underflows (a subnormal target under `mean`) or overflows.
+    let split = grad && n > 0 && ys != shape;
     let total = vectorised!(pass(
         &x,
         &y,
@@ -192,6 +217,7 @@ pub fn kl_div<T: Real>(
         log_target,
         keep,
         grad,
+        split,
         &mut losses,
         &mut dx,
         &mut dy
@@ -215,6 +241,21 @@ pub fn kl_div<T: Real>(
         let dy = ArrayD::from_shape_vec(IxDyn(&shape), dy).expect("n elements");
         out.grads.push(("input", unbroadcast(dx, &xs)));
         let mut dy = unbroadcast(dy, &ys);
+        if split {
+            // Each target element stands for n / |target| broadcast copies; the upstream
+            // summed over them as `unbroadcast` sums.
+            let copies = n / target.len();
+            let sum_copies = |v: T| T::of((0..copies).fold(0.0, |s, _| s + v.f64()));
+            let gsum = sum_copies(g);
+            dy.zip_mut_with(&target, |d, &y| {
+                *d = if log_target {
+                    let e = y.vexp();
+                    *d * e + sum_copies(g * e)
+                } else {
+                    xlogy_grad(gsum, y, y.vln()) + *d
+                }
+            });
+        }
         if n == 0 {
             // Over an empty broadcast autograd still applies the target's own derivative to
             // the (zero) summed gradient: xlogy(y, y)'s 0·y/y, or exp(y)'s 0·exp(y). NaN where
@@ -361,6 +402,49 @@ mod tests {
         assert!(out.grad("target").unwrap()[[2]].is_nan());
     }
 
+    /// torch 2.15 (issue 28): a subnormal target broadcast over the input. Autograd sums the
+    /// upstream 1/3 over the three copies before `y/y` (1·y/y = 1), where per element
+    /// (1/3)·y underflows to 0: the target gradient is log y + 1, not log y.
+    #[test]
+    fn a_broadcast_subnormal_target_gets_the_summed_upstream_gradient() {
+        let x = array![0.0, 0.0, 0.0].into_dyn();
+        let y = array![5e-324].into_dyn();
+        for reduction in [KlReduction::Mean, KlReduction::BatchMean] {
+            let out = kl_div(x.view(), y.view(), false, reduction, true).unwrap();
+            let dy = out.grad("target").unwrap();
+            assert_eq!(
+                dy.as_slice().unwrap(),
+                &[-743.4400719213812],
+                "{reduction:?}"
+            );
+        }
+        // log_target: the upstream times (y − x) summed, then times exp(y) (the smallest
+        // subnormal), plus the summed g·exp(y) (each (1/3)·exp(y) is 0). torch 2.15:
+        // −3.676e-321, where per element each third underflows on its own.
+        let y = array![-744.5].into_dyn();
+        let out = kl_div(x.view(), y.view(), true, KlReduction::Mean, true).unwrap();
+        assert_eq!(
+            out.grad("target").unwrap().as_slice().unwrap(),
+            &[-3.676e-321]
+        );
+        // Whatever the split, ordinary values agree with the unbroadcast computation.
+        let x = array![[-0.5, -1.0], [-2.0, -0.25]].into_dyn();
+        let y = array![0.3, 0.7].into_dyn();
+        let yb = array![[0.3, 0.7], [0.3, 0.7]].into_dyn();
+        for log_target in [false, true] {
+            let a = kl_div(x.view(), y.view(), log_target, KlReduction::Sum, true).unwrap();
+            let b = kl_div(x.view(), yb.view(), log_target, KlReduction::Sum, true).unwrap();
+            let want = unbroadcast(b.grad("target").unwrap().clone(), &[2]);
+            assert_close(
+                "dy",
+                a.grad("target").unwrap().as_slice().unwrap(),
+                want.as_slice().unwrap(),
+                1e-15,
+                0.0,
+            );
+        }
+    }
+
     #[test]
     fn batchmean_of_a_0_d_input_is_the_plain_sum() {
         let x = ndarray::arr0(-0.5).into_dyn();
@@ -467,7 +551,20 @@ mod tests {
             let t = crate::vmath::dispatch_with(
                 vector,
                 #[inline(always)]
-                || pass(x, y, T::of(0.25), log, true, true, &mut l, &mut dx, &mut dy),
+                || {
+                    pass(
+                        x,
+                        y,
+                        T::of(0.25),
+                        log,
+                        true,
+                        true,
+                        false,
+                        &mut l,
+                        &mut dx,
+                        &mut dy,
+                    )
+                },
             );
             let mut bits = vec![t.to_bits()];
             bits.extend(l.iter().chain(&dx).chain(&dy).map(|v| v.f64().to_bits()));

@@ -56,7 +56,31 @@ pub fn smooth_l1_loss<T: Real>(
             },
         );
     }
-    general(input, target, reduction, T::of(beta), grad)
+    let b = T::of(beta);
+    if b == T::zero() {
+        // A β that rounds to 0 in `T` (1e-300 in float32): ATen keeps its β > 0 kernel with
+        // β = 0 in `T`, so the loss is |d| − ½·0 and the gradient ±1 off zero, d itself at
+        // d = 0 or NaN (its scalar loop; `d / β` would be 0/0 here).
+        return distance_loss(
+            input,
+            target,
+            None,
+            reduction,
+            grad,
+            WeightedMean::Count,
+            1.0,
+            |d| {
+                let one = T::one();
+                let g = select_unpredictable(
+                    d < T::zero(),
+                    -one,
+                    select_unpredictable(d > T::zero(), one, d),
+                );
+                (d.abs(), g)
+            },
+        );
+    }
+    general(input, target, reduction, b, grad)
 }
 
 /// Any `β > 0`.
@@ -129,6 +153,32 @@ mod tests {
         assert_eq!(a, b);
         let e = smooth_l1_loss(x.view(), y.view(), Reduction::Sum, -1.0, false).unwrap_err();
         assert_eq!((e.kind, e.arg), (crate::ErrorKind::Option, "beta"));
+    }
+
+    /// torch 2.15 (issue 28): a β of 1e-300 is 0 in float32; `x = y` gives loss 0 and
+    /// gradients 0, not 0/0; off zero the gradient is ±1 and a NaN difference stays NaN.
+    #[test]
+    fn a_beta_that_rounds_to_zero_in_float32_gives_pytorchs_gradients() {
+        let x = array![0.5f32].into_dyn();
+        let out = smooth_l1_loss(x.view(), x.view(), Reduction::Mean, 1e-300, true).unwrap();
+        assert_eq!(out.loss.first(), Some(&0.0));
+        assert_eq!(out.grad("input").unwrap().as_slice().unwrap(), &[0.0]);
+        assert_eq!(out.grad("target").unwrap().as_slice().unwrap(), &[0.0]);
+        let x = array![0.5f32, 0.5, f32::NAN, 1e-45, -1e-45, f32::INFINITY].into_dyn();
+        let y = array![0.5f32, 0.0, 0.0, 0.0, 0.0, 0.0].into_dyn();
+        let out = smooth_l1_loss(x.view(), y.view(), Reduction::None, 1e-300, true).unwrap();
+        let l = out.loss.as_slice().unwrap();
+        assert_eq!(l[..2], [0.0, 0.5]);
+        assert!(l[2].is_nan());
+        assert_eq!(l[3..], [1e-45, 1e-45, f32::INFINITY]);
+        let g = out.grad("input").unwrap().as_slice().unwrap();
+        assert_eq!(g[..2], [0.0, 1.0]);
+        assert!(g[2].is_nan());
+        assert_eq!(g[3..], [1.0, -1.0, 1.0]);
+        // In float64 the same β is not 0: d / β at d = 0 is 0.
+        let x = array![0.5f64].into_dyn();
+        let out = smooth_l1_loss(x.view(), x.view(), Reduction::Sum, 1e-300, true).unwrap();
+        assert_eq!(out.grad("input").unwrap().as_slice().unwrap(), &[0.0]);
     }
 
     #[test]
