@@ -31,7 +31,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::AppState;
 use crate::error::{ApiError, Code};
-use crate::losses::{Category, Dtype, Info, Job, TensorArg, TensorKind};
+use crate::losses::{Dtype, Job, TensorArg, TensorKind};
 use crate::wire::ser::{Encoding, WireFloat, write_shape, write_str, write_tensor};
 use crate::wire::{Budget, Tensor};
 
@@ -179,22 +179,13 @@ pub struct CustomRequest {
 }
 
 /// What the decode error mapping needs to know of the custom route: `tensors` holds tensors.
-pub(crate) const INFO: Info = Info {
-    name: "custom",
-    module: "custom expression",
-    category: Category::Regression,
-    summary: "A loss written as an expression over the request's tensors.",
-    formula: "",
-    notes: "",
-    tensors: &[TensorArg {
-        name: "tensors",
-        kind: TensorKind::FloatOrInteger,
-        required: true,
-        differentiable: true,
-        shapes: "any",
-    }],
-    reductions: &[],
-};
+const TENSORS: &[TensorArg] = &[TensorArg {
+    name: "tensors",
+    kind: TensorKind::FloatOrInteger,
+    required: true,
+    differentiable: true,
+    shapes: "any",
+}];
 
 /// Computes a custom loss.
 pub async fn handler(
@@ -241,7 +232,7 @@ pub fn prepare(
     limits: &Limits,
 ) -> Result<Job, ApiError> {
     let start = *budget;
-    let req: CustomRequest = match crate::losses::decode(body, budget, &INFO, skip) {
+    let req: CustomRequest = match crate::losses::decode_fields(body, budget, TENSORS, skip) {
         Ok(r) => r,
         // Too large but otherwise valid JSON: a broken expression still gets its 422.
         Err(e) if e.code == Code::PayloadTooLarge => {

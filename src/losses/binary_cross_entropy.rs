@@ -4,7 +4,9 @@ use lossd_kernels::LossOutput;
 use lossd_kernels::classification::binary_cross_entropy::binary_cross_entropy;
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float};
+use super::{
+    Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -56,6 +58,8 @@ impl Loss for BinaryCrossEntropy {
             },
         ],
         reductions: &["none", "mean", "sum"],
+        none_shape: shape::input_shape,
+        layout: Layout::ELEMENTWISE,
     };
 
     fn common(&self) -> super::Common {

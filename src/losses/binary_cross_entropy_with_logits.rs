@@ -4,7 +4,9 @@ use lossd_kernels::LossOutput;
 use lossd_kernels::classification::binary_cross_entropy_with_logits::binary_cross_entropy_with_logits;
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use super::{
+    Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float, sample, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -67,6 +69,8 @@ impl Loss for BinaryCrossEntropyWithLogits {
             },
         ],
         reductions: &["none", "mean", "sum"],
+        none_shape: shape::input_shape,
+        layout: Layout::ELEMENTWISE,
     };
 
     fn common(&self) -> super::Common {

@@ -2,9 +2,12 @@
 
 use lossd_kernels::LossOutput;
 use lossd_kernels::ranking::cosine_embedding::cosine_embedding_loss;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use super::{
+    ArgShape, Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float,
+    sample, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -25,6 +28,25 @@ crate::loss_request! {
         pub margin: f64,
     }
     reduction: Reduction;
+}
+
+/// One loss per pair: the cosines (one per row of the broadcast embeddings) broadcast with
+/// `target`.
+fn none_shape(args: &[ArgShape], _: &Map<String, Value>) -> Result<Vec<usize>, String> {
+    let (a, b) = (shape::shape(args, "input1"), shape::shape(args, "input2"));
+    let y = shape::shape(args, "target");
+    let full = shape::broadcast("input1 and input2", &a, &b)?;
+    let rows: Vec<usize> = if y.len() == 1 && full.len() == 2 {
+        vec![full[0]]
+    } else {
+        vec![]
+    };
+    shape::broadcast("the cosines and target", &rows, &y)
+}
+
+/// The embeddings in rows along their last dimension.
+fn rows(arg: &str, args: &[ArgShape]) -> Option<Vec<usize>> {
+    matches!(arg, "input1" | "input2").then(|| shape::last_dim_rows(arg, args))?
 }
 
 impl Loss for CosineEmbeddingLoss {
@@ -59,6 +81,8 @@ impl Loss for CosineEmbeddingLoss {
             },
         ],
         reductions: &["none", "mean", "sum"],
+        none_shape,
+        layout: Layout::Rows(rows),
     };
 
     fn common(&self) -> super::Common {

@@ -6,7 +6,8 @@ use serde_json::json;
 
 use super::nll_loss::minus_100;
 use super::{
-    Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, index, sample,
+    ArgShape, Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float,
+    index, sample, shape,
 };
 use crate::error::ApiError;
 use crate::wire::Tensor;
@@ -64,6 +65,12 @@ impl<T> Target<T> {
     }
 }
 
+/// The logits, and probability targets (which have their shape), in rows along the class
+/// dimension; the class weights feed every output element.
+fn rows(arg: &str, args: &[ArgShape]) -> Option<Vec<usize>> {
+    matches!(arg, "input" | "target").then(|| shape::class_rows(arg, args))?
+}
+
 impl Loss for CrossEntropy {
     const INFO: Info = Info {
         name: "cross_entropy",
@@ -96,6 +103,8 @@ impl Loss for CrossEntropy {
             },
         ],
         reductions: &["none", "mean", "sum"],
+        none_shape: shape::without_class_dim,
+        layout: Layout::Rows(rows),
     };
 
     fn common(&self) -> super::Common {

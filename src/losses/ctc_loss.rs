@@ -2,9 +2,12 @@
 
 use lossd_kernels::LossOutput;
 use lossd_kernels::probabilistic::ctc::ctc_loss;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, index};
+use super::{
+    ArgShape, Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float,
+    index, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -34,6 +37,28 @@ crate::loss_request! {
         pub zero_infinity: bool,
     }
     reduction: Reduction;
+}
+
+/// One loss per sequence: `(N)` for `(T, N, C)` log-probabilities, `()` for `(T, C)`.
+fn none_shape(args: &[ArgShape], _: &Map<String, Value>) -> Result<Vec<usize>, String> {
+    match shape::shape(args, "log_probs").as_slice() {
+        [_, n, _] => Ok(vec![*n]),
+        [_, _] => Ok(vec![]),
+        other => Err(format!(
+            "log_probs has shape {}, but it must be (T, N, C), or (T, C) unbatched",
+            shape::fmt_shape(other)
+        )),
+    }
+}
+
+/// Each sequence's frames and classes of `log_probs` (time and class dimensions) belong to
+/// its own loss.
+fn rows(arg: &str, args: &[ArgShape]) -> Option<Vec<usize>> {
+    match (arg, shape::rank(args, arg)?) {
+        ("log_probs", 3) => Some(vec![0, 2]),
+        ("log_probs", 2) => Some(vec![0, 1]),
+        _ => None,
+    }
 }
 
 impl Loss for CtcLoss {
@@ -75,6 +100,8 @@ impl Loss for CtcLoss {
             },
         ],
         reductions: &["none", "mean", "sum"],
+        none_shape,
+        layout: Layout::Rows(rows),
     };
 
     fn common(&self) -> super::Common {

@@ -4,7 +4,9 @@ use lossd_kernels::LossOutput;
 use lossd_kernels::ranking::hinge_embedding::hinge_embedding_loss;
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float};
+use super::{
+    Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -54,6 +56,8 @@ impl Loss for HingeEmbeddingLoss {
             },
         ],
         reductions: &["none", "mean", "sum"],
+        none_shape: shape::input_and_target,
+        layout: Layout::ELEMENTWISE,
     };
 
     fn common(&self) -> super::Common {

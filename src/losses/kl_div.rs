@@ -5,7 +5,7 @@ use lossd_kernels::probabilistic::kl_div::{KlReduction, kl_div};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, TensorArg, TensorKind, float, sample};
+use super::{Category, Example, Info, Layout, Loss, TensorArg, TensorKind, float, sample, shape};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -78,6 +78,8 @@ impl Loss for KlDiv {
             },
         ],
         reductions: &["none", "mean", "sum", "batchmean"],
+        none_shape: shape::input_and_target,
+        layout: Layout::ELEMENTWISE,
     };
 
     fn common(&self) -> super::Common {

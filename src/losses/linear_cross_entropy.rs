@@ -3,10 +3,13 @@
 
 use lossd_kernels::LossOutput;
 use lossd_kernels::classification::linear_cross_entropy::linear_cross_entropy;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use super::cross_entropy::ce_target;
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use super::{
+    ArgShape, Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float,
+    sample, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -42,6 +45,32 @@ crate::loss_request! {
         pub label_smoothing: f64,
     }
     reduction: Reduction;
+}
+
+/// The logits' shape without the class dimension: `(N, d1..dK)` for `input` `(N, H)` and
+/// `linear_weight` `(C, d1..dK, H)`, `()` for `(H)`.
+fn none_shape(args: &[ArgShape], _: &Map<String, Value>) -> Result<Vec<usize>, String> {
+    let x = shape::shape(args, "input");
+    let w = shape::shape(args, "linear_weight");
+    let spatial = if w.len() >= 2 {
+        &w[1..w.len() - 1]
+    } else {
+        &[][..]
+    };
+    match x.as_slice() {
+        [_] => Ok(vec![]),
+        [n, _] => Ok(std::iter::once(*n).chain(spatial.iter().copied()).collect()),
+        _ => Err(format!(
+            "input has shape {}: expected (in_features) or (N, in_features)",
+            shape::fmt_shape(&x)
+        )),
+    }
+}
+
+/// The features in rows along their last dimension; the layer's weight and bias feed every
+/// output element.
+fn rows(arg: &str, args: &[ArgShape]) -> Option<Vec<usize>> {
+    (arg == "input").then(|| shape::last_dim_rows(arg, args))?
 }
 
 impl Loss for LinearCrossEntropy {
@@ -90,6 +119,8 @@ impl Loss for LinearCrossEntropy {
             },
         ],
         reductions: &["none", "mean", "sum"],
+        none_shape,
+        layout: Layout::Rows(rows),
     };
 
     fn common(&self) -> super::Common {

@@ -2,9 +2,12 @@
 
 use lossd_kernels::LossOutput;
 use lossd_kernels::ranking::margin_ranking::margin_ranking_loss;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use super::{
+    ArgShape, Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float,
+    sample, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -26,6 +29,17 @@ crate::loss_request! {
         pub margin: f64,
     }
     reduction: Reduction;
+}
+
+/// The three tensors broadcast together.
+fn none_shape(args: &[ArgShape], _: &Map<String, Value>) -> Result<Vec<usize>, String> {
+    let (a, b) = (shape::shape(args, "input1"), shape::shape(args, "input2"));
+    let s = shape::broadcast("input1 and input2", &a, &b)?;
+    shape::broadcast(
+        "input1, input2 and target",
+        &s,
+        &shape::shape(args, "target"),
+    )
 }
 
 impl Loss for MarginRankingLoss {
@@ -60,6 +74,8 @@ impl Loss for MarginRankingLoss {
             },
         ],
         reductions: &["none", "mean", "sum"],
+        none_shape,
+        layout: Layout::ELEMENTWISE,
     };
 
     fn common(&self) -> super::Common {

@@ -1,9 +1,19 @@
-//! One file per loss: its request type (serde + OpenAPI schema), its catalog entry and the
-//! call into its kernel; and [`REGISTRY`], the one list that drives routes, the catalog and
-//! the OpenAPI document alike.
+//! One file per loss: its request type (serde + OpenAPI schema), its catalog entry ([`Info`]:
+//! names, formula, tensor arguments, the shape of its unreduced output and the layout of its
+//! gradients), its examples and the call into its kernel; and [`registry`], the one list that
+//! drives routes, the catalog, the OpenAPI document, and the built-in losses of
+//! custom expressions alike.
 //!
-//! Adding a loss: write its kernel in `kernels/`, a file here with a [`loss_request!`] struct
-//! implementing [`Loss`], and one line in [`registry`].
+//! Adding a loss takes four things and touches nothing else:
+//!
+//! 1. its kernel in `kernels/`;
+//! 2. a file here with a [`loss_request!`] struct implementing [`Loss`], whose [`Info`] states
+//!    every fact about the loss (a missing one does not compile), with the shape rules it
+//!    shares with other losses taken from [`shape`];
+//! 3. one line in [`registry`];
+//! 4. tests: unit tests beside the kernel, conformance cases through HTTP; the registry-wide
+//!    tests (examples run, `reduction: "none"` shapes agree with the kernel, the committed
+//!    OpenAPI document is current) cover the rest.
 
 pub mod args;
 pub mod binary_cross_entropy;
@@ -24,6 +34,7 @@ pub mod multilabel_margin_loss;
 pub mod multilabel_soft_margin_loss;
 pub mod nll_loss;
 pub mod poisson_nll_loss;
+pub mod shape;
 pub mod smooth_l1_loss;
 pub mod soft_margin_loss;
 pub mod triplet_margin_loss;
@@ -38,6 +49,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
 
 pub use args::{float, index};
+pub use shape::{ArgShape, Layout, NoneShape};
 
 use crate::error::{ApiError, Code};
 use crate::wire::ser::{Encoding, WireFloat, write_shape, write_str, write_tensor};
@@ -150,6 +162,13 @@ pub struct Info {
     pub tensors: &'static [TensorArg],
     /// The reductions accepted.
     pub reductions: &'static [&'static str],
+    /// The output shape with `reduction: "none"`, from the tensor arguments' shapes and the
+    /// options (the kernel's rule), or why the kernel would refuse them; custom expressions
+    /// infer shapes with it before computing.
+    pub none_shape: NoneShape,
+    /// How the elements of the tensor arguments reach the unreduced output, for custom
+    /// expressions' backward pass.
+    pub layout: Layout,
 }
 
 impl Info {
@@ -420,16 +439,27 @@ pub fn respond<T: WireFloat>(out: &LossOutput<T>, encoding: Encoding) -> Vec<u8>
     buf
 }
 
-/// Decodes a request body into `L`, mapping every failure to the error API.md names.
+/// Decodes a request body into loss request `L` (see [`decode_fields`]).
+pub fn decode<L: DeserializeOwned>(
+    body: &[u8],
+    budget: &mut Budget,
+    info: &Info,
+    skip: Option<&str>,
+) -> Result<L, ApiError> {
+    decode_fields(body, budget, info.tensors, skip)
+}
+
+/// Decodes a request body into `L`, mapping every failure to its error code (docs/api.md,
+/// Errors); `tensors` are the fields whose content is a tensor.
 ///
 /// A body whose top-level tensors [`fast::prepare`] can take is decoded that way first; any
 /// other body, or one that then fails, is decoded by serde alone, once without tracking where
 /// it is; only when that fails is it decoded again with [`serde_path_to_error`] to find the
 /// JSON Pointer of the failure.
-pub fn decode<L: DeserializeOwned>(
+pub fn decode_fields<L: DeserializeOwned>(
     body: &[u8],
     budget: &mut Budget,
-    info: &Info,
+    tensors: &[TensorArg],
     skip: Option<&str>,
 ) -> Result<L, ApiError> {
     let start = *budget;
@@ -480,7 +510,7 @@ pub fn decode<L: DeserializeOwned>(
         Err(e) => (pointer_of(e.path()), e.into_inner()),
         Ok(()) => (String::new(), err),
     };
-    Err(explain(err, path, info))
+    Err(explain(err, path, tensors))
 }
 
 /// Deserializes a whole body, hiding the top-level key `skip` if given.
@@ -518,7 +548,7 @@ fn pointer_of(path: &serde_path_to_error::Path) -> String {
 
 /// Maps a decode error at `pointer` to a problem: syntax → `invalid_json`, a tensor field →
 /// `invalid_tensor`, anything else (unknown, missing or mistyped options) → `invalid_option`.
-fn explain(err: serde_json::Error, mut pointer: String, info: &Info) -> ApiError {
+fn explain(err: serde_json::Error, mut pointer: String, tensors: &[TensorArg]) -> ApiError {
     let full = err.to_string();
     let message = match full.rfind(" at line ") {
         Some(i) => full[..i].to_string(),
@@ -540,7 +570,7 @@ fn explain(err: serde_json::Error, mut pointer: String, info: &Info) -> ApiError
         pointer = format!("/{field}");
     }
     let field = pointer.split('/').nth(1).unwrap_or("").to_string();
-    let in_tensor = info.is_tensor(&field) && field_level.is_none();
+    let in_tensor = tensors.iter().any(|t| t.name == field) && field_level.is_none();
     let code = match err.classify() {
         serde_json::error::Category::Data => {
             if in_tensor {

@@ -2,10 +2,11 @@
 
 use lossd_kernels::LossOutput;
 use lossd_kernels::classification::multi_margin::multi_margin_loss;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use super::{
-    Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, index, sample,
+    ArgShape, Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float,
+    index, sample, shape,
 };
 use crate::error::ApiError;
 use crate::wire::Tensor;
@@ -35,6 +36,18 @@ crate::loss_request! {
         pub weight: Option<Tensor>,
     }
     reduction: Reduction;
+}
+
+/// One loss per sample: `(N)` for `(N, C)` scores, `(1)` for `(C)` scores with a `(1)` target,
+/// `()` with a 0-d target.
+fn none_shape(args: &[ArgShape], _: &Map<String, Value>) -> Result<Vec<usize>, String> {
+    let x = shape::shape(args, "input");
+    let n = if x.len() == 2 { x[0] } else { 1 };
+    Ok(if shape::shape(args, "target").is_empty() {
+        vec![]
+    } else {
+        vec![n]
+    })
 }
 
 impl Loss for MultiMarginLoss {
@@ -69,6 +82,8 @@ impl Loss for MultiMarginLoss {
             },
         ],
         reductions: &["none", "mean", "sum"],
+        none_shape,
+        layout: Layout::Rows(shape::input_class_rows),
     };
 
     fn common(&self) -> super::Common {

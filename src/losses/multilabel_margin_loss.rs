@@ -2,9 +2,12 @@
 
 use lossd_kernels::LossOutput;
 use lossd_kernels::classification::multilabel_margin::multilabel_margin_loss;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, index};
+use super::{
+    ArgShape, Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float,
+    index, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -19,6 +22,14 @@ crate::loss_request! {
         pub target: Tensor,
     }
     reduction: Reduction;
+}
+
+/// One loss per sample: `(N)` for `(N, C)` scores, `()` for `(C)`.
+fn none_shape(args: &[ArgShape], _: &Map<String, Value>) -> Result<Vec<usize>, String> {
+    Ok(match shape::shape(args, "input").as_slice() {
+        [n, _] => vec![*n],
+        _ => vec![],
+    })
 }
 
 impl Loss for MultilabelMarginLoss {
@@ -46,6 +57,8 @@ impl Loss for MultilabelMarginLoss {
             },
         ],
         reductions: &["none", "mean", "sum"],
+        none_shape,
+        layout: Layout::Rows(shape::input_class_rows),
     };
 
     fn common(&self) -> super::Common {

@@ -2,9 +2,12 @@
 
 use lossd_kernels::LossOutput;
 use lossd_kernels::classification::multilabel_soft_margin::multilabel_soft_margin_loss;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use super::{
+    ArgShape, Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float,
+    sample, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -22,6 +25,25 @@ crate::loss_request! {
         pub weight: Option<Tensor>,
     }
     reduction: Reduction;
+}
+
+/// The broadcast shape of the tensors without the class dimension (the last).
+fn none_shape(args: &[ArgShape], _: &Map<String, Value>) -> Result<Vec<usize>, String> {
+    let x = shape::shape(args, "input");
+    if x.is_empty() {
+        return Err("input is 0-d but must have a class dimension".into());
+    }
+    let mut s = shape::broadcast("input and target", &x, &shape::shape(args, "target"))?;
+    if let Some(w) = shape::get(args, "weight") {
+        s = shape::broadcast("weight and the input", &s, &w.shape)?;
+    }
+    s.remove(x.len() - 1);
+    Ok(s)
+}
+
+/// Every tensor in rows along the input's last dimension (the classes averaged over).
+fn rows(_: &str, args: &[ArgShape]) -> Option<Vec<usize>> {
+    shape::last_dim_rows("input", args)
 }
 
 impl Loss for MultilabelSoftMarginLoss {
@@ -56,6 +78,8 @@ impl Loss for MultilabelSoftMarginLoss {
             },
         ],
         reductions: &["none", "mean", "sum"],
+        none_shape,
+        layout: Layout::Rows(rows),
     };
 
     fn common(&self) -> super::Common {

@@ -4,7 +4,9 @@ use lossd_kernels::LossOutput;
 use lossd_kernels::classification::nll::nll_loss;
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, index};
+use super::{
+    Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float, index, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -67,6 +69,8 @@ impl Loss for NllLoss {
             },
         ],
         reductions: &["none", "mean", "sum"],
+        none_shape: shape::without_class_dim,
+        layout: Layout::Rows(shape::input_class_rows),
     };
 
     fn common(&self) -> super::Common {

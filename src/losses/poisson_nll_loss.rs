@@ -4,7 +4,9 @@ use lossd_kernels::LossOutput;
 use lossd_kernels::probabilistic::poisson_nll::poisson_nll_loss;
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use super::{
+    Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float, sample, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -66,6 +68,8 @@ impl Loss for PoissonNllLoss {
             },
         ],
         reductions: &["none", "mean", "sum"],
+        none_shape: shape::input_and_target,
+        layout: Layout::ELEMENTWISE,
     };
 
     fn common(&self) -> super::Common {

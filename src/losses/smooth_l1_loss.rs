@@ -5,7 +5,9 @@ use lossd_kernels::regression::smooth_l1::smooth_l1_loss;
 
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use super::{
+    Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float, sample, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -55,6 +57,8 @@ impl Loss for SmoothL1Loss {
             },
         ],
         reductions: &["none", "mean", "sum"],
+        none_shape: shape::input_and_target,
+        layout: Layout::ELEMENTWISE,
     };
 
     fn common(&self) -> super::Common {

@@ -5,7 +5,9 @@ use lossd_kernels::classification::soft_margin::soft_margin_loss;
 
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use super::{
+    Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float, sample, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -47,6 +49,8 @@ impl Loss for SoftMarginLoss {
             },
         ],
         reductions: &["none", "mean", "sum"],
+        none_shape: shape::input_shape,
+        layout: Layout::ELEMENTWISE,
     };
 
     fn common(&self) -> super::Common {

@@ -2,10 +2,13 @@
 
 use lossd_kernels::LossOutput;
 use lossd_kernels::ranking::triplet_margin::triplet_margin_loss;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use super::args::Float;
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use super::{
+    ArgShape, Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float,
+    sample, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -52,6 +55,45 @@ crate::loss_request! {
     reduction: Reduction;
 }
 
+/// One loss per triplet: the broadcast shape of the distances, each over the last dimension
+/// (`swap` adds the positive–negative distance). Shared with
+/// `triplet_margin_with_distance_loss`.
+pub(super) fn none_shape(
+    args: &[ArgShape],
+    options: &Map<String, Value>,
+) -> Result<Vec<usize>, String> {
+    let (a, p, n) = (
+        shape::shape(args, "anchor"),
+        shape::shape(args, "positive"),
+        shape::shape(args, "negative"),
+    );
+    if p.len() != a.len() || n.len() != a.len() {
+        return Err(format!(
+            "anchor, positive and negative must have the same number of dimensions, got {}, {} and {}",
+            shape::fmt_shape(&a),
+            shape::fmt_shape(&p),
+            shape::fmt_shape(&n)
+        ));
+    }
+    let mut pairs = vec![(&a, &p), (&a, &n)];
+    if options.get("swap") == Some(&Value::Bool(true)) {
+        pairs.push((&p, &n));
+    }
+    let mut batch: Option<Vec<usize>> = None;
+    for (u, v) in pairs {
+        let full = shape::broadcast("the triplet's tensors", u, v)?;
+        let b = full
+            .split_last()
+            .map(|(_, b)| b.to_vec())
+            .unwrap_or_default();
+        batch = Some(match batch {
+            None => b,
+            Some(prev) => shape::broadcast("the triplet's distances", &prev, &b)?,
+        });
+    }
+    Ok(batch.unwrap_or_default())
+}
+
 impl Loss for TripletMarginLoss {
     const INFO: Info = Info {
         name: "triplet_margin_loss",
@@ -84,6 +126,8 @@ impl Loss for TripletMarginLoss {
             },
         ],
         reductions: &["none", "mean", "sum"],
+        none_shape,
+        layout: Layout::Rows(shape::last_dim_rows),
     };
 
     fn common(&self) -> super::Common {

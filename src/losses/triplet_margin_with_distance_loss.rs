@@ -7,7 +7,9 @@ use lossd_kernels::ranking::triplet_margin_with_distance::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use super::{
+    Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float, sample, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -85,6 +87,8 @@ impl Loss for TripletMarginWithDistanceLoss {
             },
         ],
         reductions: &["none", "mean", "sum"],
+        none_shape: super::triplet_margin_loss::none_shape,
+        layout: Layout::Rows(shape::last_dim_rows),
     };
 
     fn common(&self) -> super::Common {
