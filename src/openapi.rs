@@ -334,29 +334,10 @@ fn operation(e: &Entry) -> utoipa::openapi::path::Operation {
 
 /// The responses every loss route can give.
 fn responses() -> utoipa::openapi::Responses {
-    let problem = |text: &str| {
-        ResponseBuilder::new()
-            .description(text)
-            .content(
-                "application/problem+json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
-                    .build(),
-            )
-            .build()
-    };
     ResponsesBuilder::new()
         .response(
             "200",
-            ResponseBuilder::new()
-                .description("The loss, its shape and dtype; gradients with `grad: true`; PyTorch's warnings when it would have warned.")
-                .content(
-                    "application/json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("LossResponse")))
-                        .build(),
-                )
-                .build(),
+            answer("The loss, its shape and dtype; gradients with `grad: true`; PyTorch's warnings when it would have warned."),
         )
         .response("400", problem("`invalid_json`: the body is not JSON."))
         .response("404", problem("`unknown_loss`: no loss of that name."))
@@ -374,6 +355,32 @@ fn responses() -> utoipa::openapi::Responses {
         .response(
             "503",
             problem("`overloaded` (the compute queue is full; `Retry-After` says when to retry) or `timeout` (past the time limit)."),
+        )
+        .build()
+}
+
+/// A 200 response of a loss route (a [`LossResponse`]), described by `text`.
+pub fn answer(text: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(text)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("LossResponse")))
+                .build(),
+        )
+        .build()
+}
+
+/// An error response (a [`Problem`]), described by `text`.
+pub fn problem(text: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(text)
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
         )
         .build()
 }

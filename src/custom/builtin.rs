@@ -326,6 +326,7 @@ pub fn place(e: ApiError, src: &str, start: usize, text: &str) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::losses::shape::arg as s;
     use crate::wire::Tensor;
 
     /// The shape of each tensor argument of an example body.
@@ -388,14 +389,6 @@ mod tests {
             }
         }
         assert!(checked >= 22, "{checked}");
-    }
-
-    fn s(name: &'static str, shape: &[usize]) -> ArgShape {
-        ArgShape {
-            name,
-            shape: shape.to_vec(),
-            literal: false,
-        }
     }
 
     #[test]

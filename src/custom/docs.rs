@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::response::{ResponseBuilder, ResponsesBuilder};
+use utoipa::openapi::response::ResponsesBuilder;
 use utoipa::openapi::schema::Ref;
 use utoipa::openapi::{ContentBuilder, Required};
 use utoipa::{PartialSchema, ToSchema};
@@ -14,6 +14,7 @@ use utoipa::{PartialSchema, ToSchema};
 use super::compile::FUNCTIONS;
 use super::{CustomRequest, Limits};
 use crate::losses::{self, ArgShape, Entry, NamedSchema, sample};
+use crate::openapi::{answer, problem};
 
 /// The grammar, as a user reads it.
 pub const GRAMMAR: &str = "\
@@ -323,29 +324,10 @@ fn description() -> String {
 
 /// The responses of the route.
 fn responses() -> utoipa::openapi::Responses {
-    let problem = |text: &str| {
-        ResponseBuilder::new()
-            .description(text)
-            .content(
-                "application/problem+json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
-                    .build(),
-            )
-            .build()
-    };
     ResponsesBuilder::new()
         .response(
             "200",
-            ResponseBuilder::new()
-                .description("The expression's value (`loss`), its shape and dtype; `grad` with the gradient of each tensor listed in `grad` (of the sum of the value when it is not a scalar); the built-in losses' warnings, if any.")
-                .content(
-                    "application/json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("LossResponse")))
-                        .build(),
-                )
-                .build(),
+            answer("The expression's value (`loss`), its shape and dtype; `grad` with the gradient of each tensor listed in `grad` (of the sum of the value when it is not a scalar); the built-in losses' warnings, if any."),
         )
         .response("400", problem("`invalid_json`: the body is not JSON."))
         .response("413", problem("`payload_too_large`: the body or the element count is over the limit, or evaluating the expression would touch more elements than the element limit."))

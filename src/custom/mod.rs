@@ -32,7 +32,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use crate::AppState;
 use crate::error::{ApiError, Code};
 use crate::losses::{Dtype, Job, TensorArg, TensorKind};
-use crate::wire::ser::{Encoding, WireFloat, write_shape, write_str, write_tensor};
+use crate::wire::ser::{Encoding, WireFloat};
 use crate::wire::{Budget, Tensor};
 
 /// Default longest expression, in characters (`--max-expression-chars`).
@@ -377,38 +377,8 @@ pub struct Output<T> {
 
 /// Writes the 200 response body, as the other loss routes do.
 pub fn respond<T: WireFloat>(out: &Output<T>, names: &[String], encoding: Encoding) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(64);
-    buf.extend_from_slice(b"{\"loss\":");
-    write_tensor(&mut buf, &out.value, encoding);
-    buf.extend_from_slice(b",\"shape\":");
-    write_shape(&mut buf, out.value.shape());
-    buf.extend_from_slice(b",\"dtype\":\"");
-    buf.extend_from_slice(T::DTYPE.as_bytes());
-    buf.push(b'"');
-    if !names.is_empty() {
-        buf.extend_from_slice(b",\"grad\":{");
-        for (i, (name, g)) in names.iter().zip(&out.grads).enumerate() {
-            if i > 0 {
-                buf.push(b',');
-            }
-            write_str(&mut buf, name);
-            buf.push(b':');
-            write_tensor(&mut buf, g, encoding);
-        }
-        buf.push(b'}');
-    }
-    if !out.warnings.is_empty() {
-        buf.extend_from_slice(b",\"warnings\":[");
-        for (i, w) in out.warnings.iter().enumerate() {
-            if i > 0 {
-                buf.push(b',');
-            }
-            write_str(&mut buf, w);
-        }
-        buf.push(b']');
-    }
-    buf.push(b'}');
-    buf
+    let grads = names.iter().map(String::as_str).zip(&out.grads);
+    crate::losses::write_response(&out.value, grads, &out.warnings, encoding)
 }
 
 /// The catalog entry of `custom`: the language, its functions and the losses it can call.

@@ -5,7 +5,7 @@ use lossd_kernels::ranking::cosine_embedding::cosine_embedding_loss;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ArgShape, Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float,
+    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
     sample, shape,
 };
 use crate::error::ApiError;
@@ -58,36 +58,14 @@ impl Loss for CosineEmbeddingLoss {
         formula: "cos = Σ a·b / sqrt((Σ a² + 1e-12)(Σ b² + 1e-12)); ℓ = 1 − cos if target = 1, max(0, cos − margin) if target = −1",
         notes: "The 1e-12 is ATen's float32 constant, added to each squared norm, so zero vectors give cos = 0. Targets other than ±1 give 0. No gradient for target.",
         tensors: &[
-            TensorArg {
-                name: "input1",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(N, D) or (D)",
-            },
-            TensorArg {
-                name: "input2",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(N, D) or (D), broadcastable with input1",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: false,
-                shapes: "(N) or ()",
-            },
+            TensorArg::float("input1", "(N, D) or (D)"),
+            TensorArg::float("input2", "(N, D) or (D), broadcastable with input1"),
+            TensorArg::float("target", "(N) or ()").no_grad(),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
         none_shape,
         layout: Layout::Rows(rows),
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (a, b, y) = (
@@ -106,10 +84,10 @@ impl Loss for CosineEmbeddingLoss {
     }
 
     fn examples() -> Vec<Example> {
-        vec![Example {
-            name: "pairs",
-            summary: "Three pairs of 4-d embeddings, with gradients",
-            body: json!({"input1": sample(&[3, 4], 23), "input2": sample(&[3, 4], 24), "target": [1, -1, 1], "margin": 0.2, "grad": true}),
-        }]
+        vec![Example::new(
+            "pairs",
+            "Three pairs of 4-d embeddings, with gradients",
+            json!({"input1": sample(&[3, 4], 23), "input2": sample(&[3, 4], 24), "target": [1, -1, 1], "margin": 0.2, "grad": true}),
+        )]
     }
 }

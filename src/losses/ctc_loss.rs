@@ -5,7 +5,7 @@ use lossd_kernels::probabilistic::ctc::ctc_loss;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ArgShape, Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float,
+    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
     index, shape,
 };
 use crate::error::ApiError;
@@ -70,43 +70,18 @@ impl Loss for CtcLoss {
         formula: "ℓ_b = −log Σ_{alignments π of targets_b} Π_t exp(log_probs[t, b, π_t]); mean averages ℓ_b / max(target_length_b, 1)",
         notes: "The gradient returned for log_probs is PyTorch's: exp(log_probs) − γ (γ the occupation posterior), which is the gradient with respect to the logits when log_probs = log_softmax(logits), not the partial derivative with respect to log_probs (that is −γ); both give the same logits gradient through log_softmax. Frames past a sequence's input length get 0. An infeasible alignment gives +Infinity (NaN gradient) unless zero_infinity. Labels equal to blank or outside [0, C) are rejected with invalid_value (PyTorch reads garbage).",
         tensors: &[
-            TensorArg {
-                name: "log_probs",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(T, N, C) or (T, C)",
-            },
-            TensorArg {
-                name: "targets",
-                kind: TensorKind::Integer,
-                required: true,
-                differentiable: false,
-                shapes: "(N, S) padded, (Σ target_lengths) concatenated, or (S)",
-            },
-            TensorArg {
-                name: "input_lengths",
-                kind: TensorKind::Integer,
-                required: true,
-                differentiable: false,
-                shapes: "(N) or ()",
-            },
-            TensorArg {
-                name: "target_lengths",
-                kind: TensorKind::Integer,
-                required: true,
-                differentiable: false,
-                shapes: "(N) or ()",
-            },
+            TensorArg::float("log_probs", "(T, N, C) or (T, C)"),
+            TensorArg::integer(
+                "targets",
+                "(N, S) padded, (Σ target_lengths) concatenated, or (S)",
+            ),
+            TensorArg::integer("input_lengths", "(N) or ()"),
+            TensorArg::integer("target_lengths", "(N) or ()"),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
         none_shape,
         layout: Layout::Rows(rows),
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let lp = float::<T>(self.log_probs);
@@ -129,11 +104,11 @@ impl Loss for CtcLoss {
         // T = 4 frames, N = 2 sequences, C = 3 classes (0 is the blank): uniform log-probs.
         let frame = [-1.0986, -1.0986, -1.0986];
         let lp: Vec<Vec<[f64; 3]>> = (0..4).map(|_| vec![frame, frame]).collect();
-        vec![Example {
-            name: "padded",
-            summary: "A small padded batch: 2 sequences of 4 frames, targets [1, 2] and [2]",
-            body: json!({"log_probs": lp, "targets": [[1, 2], [2, 0]], "input_lengths": [4, 3],
-                         "target_lengths": [2, 1], "grad": true}),
-        }]
+        vec![Example::new(
+            "padded",
+            "A small padded batch: 2 sequences of 4 frames, targets [1, 2] and [2]",
+            json!({"log_probs": lp, "targets": [[1, 2], [2, 0]], "input_lengths": [4, 3],
+                   "target_lengths": [2, 1], "grad": true}),
+        )]
     }
 }

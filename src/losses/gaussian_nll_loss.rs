@@ -5,7 +5,7 @@ use lossd_kernels::probabilistic::gaussian_nll::{Var, effective_var_shape, gauss
 use serde_json::{Map, Value, json};
 
 use super::{
-    ArgShape, Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float,
+    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
     sample, shape,
 };
 use crate::error::ApiError;
@@ -81,36 +81,17 @@ impl Loss for GaussianNllLoss {
         formula: "v = max(var, eps); ℓ = ½ (log v + (input − target)² / v) (+ ½ log 2π with full)",
         notes: "A plain JSON number as var is PyTorch's Python-float var (any input shape, no gradient); a tensor var follows PyTorch's shape rule.",
         tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(N, *) or (*)",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "broadcastable with input",
-            },
-            TensorArg {
-                name: "var",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "input's shape, input's shape without the last dim, one dim of size 1, or a plain number",
-            },
+            TensorArg::float("input", "(N, *) or (*)"),
+            TensorArg::float("target", "broadcastable with input"),
+            TensorArg::float(
+                "var",
+                "input's shape, input's shape without the last dim, one dim of size 1, or a plain number",
+            ),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
         none_shape,
         layout: Layout::Elementwise { view: Some(view) },
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (x, y) = (float::<T>(self.input), float::<T>(self.target));
@@ -141,17 +122,17 @@ impl Loss for GaussianNllLoss {
 
     fn examples() -> Vec<Example> {
         vec![
-            Example {
-                name: "heteroscedastic",
-                summary: "One predicted variance per element, with gradients",
-                body: json!({"input": sample(&[3, 2], 8), "target": sample(&[3, 2], 9),
-                         "var": [[0.5, 1.0], [2.0, 0.25], [1.0, 1.0]], "grad": true}),
-            },
-            Example {
-                name: "homoscedastic",
-                summary: "One variance per row (var has input's shape without the last dimension)",
-                body: json!({"input": sample(&[3, 2], 10), "target": sample(&[3, 2], 11), "var": [0.5, 1.0, 2.0], "full": true}),
-            },
+            Example::new(
+                "heteroscedastic",
+                "One predicted variance per element, with gradients",
+                json!({"input": sample(&[3, 2], 8), "target": sample(&[3, 2], 9),
+                       "var": [[0.5, 1.0], [2.0, 0.25], [1.0, 1.0]], "grad": true}),
+            ),
+            Example::new(
+                "homoscedastic",
+                "One variance per row (var has input's shape without the last dimension)",
+                json!({"input": sample(&[3, 2], 10), "target": sample(&[3, 2], 11), "var": [0.5, 1.0, 2.0], "full": true}),
+            ),
         ]
     }
 }

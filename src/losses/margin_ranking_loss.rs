@@ -5,7 +5,7 @@ use lossd_kernels::ranking::margin_ranking::margin_ranking_loss;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ArgShape, Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float,
+    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
     sample, shape,
 };
 use crate::error::ApiError;
@@ -51,36 +51,14 @@ impl Loss for MarginRankingLoss {
         formula: "ℓ = max(0, −target · (input1 − input2) + margin)",
         notes: "All three tensors must have the same number of dimensions, then broadcast. A hinge exactly at 0 has gradient 0.",
         tensors: &[
-            TensorArg {
-                name: "input1",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(N) or ()",
-            },
-            TensorArg {
-                name: "input2",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "same rank as input1",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "same rank as input1",
-            },
+            TensorArg::float("input1", "(N) or ()"),
+            TensorArg::float("input2", "same rank as input1"),
+            TensorArg::float("target", "same rank as input1"),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
         none_shape,
         layout: Layout::ELEMENTWISE,
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (a, b, y) = (
@@ -99,10 +77,10 @@ impl Loss for MarginRankingLoss {
     }
 
     fn examples() -> Vec<Example> {
-        vec![Example {
-            name: "pairs",
-            summary: "Five pairs of scores with a margin of 0.5, with gradients",
-            body: json!({"input1": sample(&[5], 21), "input2": sample(&[5], 22), "target": [1, -1, 1, 1, -1], "margin": 0.5, "grad": true}),
-        }]
+        vec![Example::new(
+            "pairs",
+            "Five pairs of scores with a margin of 0.5, with gradients",
+            json!({"input1": sample(&[5], 21), "input2": sample(&[5], 22), "target": [1, -1, 1, 1, -1], "margin": 0.5, "grad": true}),
+        )]
     }
 }

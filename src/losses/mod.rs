@@ -43,6 +43,7 @@ pub mod triplet_margin_with_distance_loss;
 use std::sync::LazyLock;
 
 use lossd_kernels::LossOutput;
+use lossd_kernels::ndarray::ArrayD;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
@@ -171,6 +172,56 @@ pub struct Info {
     pub layout: Layout,
 }
 
+impl TensorArg {
+    /// A required float tensor with a gradient.
+    pub const fn float(name: &'static str, shapes: &'static str) -> Self {
+        TensorArg {
+            name,
+            kind: TensorKind::Float,
+            required: true,
+            differentiable: true,
+            shapes,
+        }
+    }
+
+    /// A required integer tensor (indices, lengths): never differentiable.
+    pub const fn integer(name: &'static str, shapes: &'static str) -> Self {
+        TensorArg {
+            kind: TensorKind::Integer,
+            differentiable: false,
+            ..Self::float(name, shapes)
+        }
+    }
+
+    /// A required tensor of floats or integers (the reading depends on its shape), with a
+    /// gradient when it holds floats.
+    pub const fn float_or_integer(name: &'static str, shapes: &'static str) -> Self {
+        TensorArg {
+            kind: TensorKind::FloatOrInteger,
+            ..Self::float(name, shapes)
+        }
+    }
+
+    /// The same argument, optional.
+    pub const fn optional(self) -> Self {
+        TensorArg {
+            required: false,
+            ..self
+        }
+    }
+
+    /// The same argument, without a gradient.
+    pub const fn no_grad(self) -> Self {
+        TensorArg {
+            differentiable: false,
+            ..self
+        }
+    }
+}
+
+/// PyTorch's three reductions, which every loss but `kl_div` accepts.
+pub const REDUCTIONS: &[&str] = &["none", "mean", "sum"];
+
 impl Info {
     /// Whether `field` is one of the tensor arguments.
     pub fn is_tensor(&self, field: &str) -> bool {
@@ -200,13 +251,27 @@ pub struct Example {
     pub body: serde_json::Value,
 }
 
-/// A loss the service computes: a request type that decodes itself and calls its kernel.
-pub trait Loss: DeserializeOwned + utoipa::ToSchema + Send + 'static {
-    /// The catalog entry.
-    const INFO: Info;
+impl Example {
+    /// An example called `name`, described by `summary`.
+    pub fn new(name: &'static str, summary: &'static str, body: serde_json::Value) -> Self {
+        Example {
+            name,
+            summary,
+            body,
+        }
+    }
+}
 
+/// The fields every request has, which [`loss_request!`] declares and implements.
+pub trait Request {
     /// `dtype`, `grad` and `encoding` of this request.
     fn common(&self) -> Common;
+}
+
+/// A loss the service computes: a request type that decodes itself and calls its kernel.
+pub trait Loss: Request + DeserializeOwned + utoipa::ToSchema + Send + 'static {
+    /// The catalog entry.
+    const INFO: Info;
 
     /// Computes the loss in precision `T`, with gradients when `grad`.
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError>;
@@ -216,7 +281,7 @@ pub trait Loss: DeserializeOwned + utoipa::ToSchema + Send + 'static {
 }
 
 /// Declares a loss request struct: the given fields plus `reduction`, `dtype`, `grad` and
-/// `encoding`, unknown fields rejected, and its [`Loss::common`] accessor.
+/// `encoding`, unknown fields rejected, and its [`Request`] implementation.
 #[macro_export]
 macro_rules! loss_request {
     (
@@ -250,8 +315,8 @@ macro_rules! loss_request {
             pub encoding: $crate::wire::ser::Encoding,
         }
 
-        impl $name {
-            fn common_fields(&self) -> $crate::losses::Common {
+        impl $crate::losses::Request for $name {
+            fn common(&self) -> $crate::losses::Common {
                 $crate::losses::Common {
                     dtype: self.dtype,
                     grad: self.grad,
@@ -405,17 +470,29 @@ pub fn sample(shape: &[usize], seed: u64) -> serde_json::Value {
 
 /// Writes the 200 response body of a loss.
 pub fn respond<T: WireFloat>(out: &LossOutput<T>, encoding: Encoding) -> Vec<u8> {
+    let grads = out.grads.iter().map(|(name, g)| (*name, g));
+    write_response(&out.loss, grads, &out.warnings, encoding)
+}
+
+/// Writes a 200 response body: the loss, its shape and dtype, the gradients (when there are
+/// any) and the warnings (when there are any). Custom expressions answer in the same form.
+pub fn write_response<'a, T: WireFloat + 'a>(
+    loss: &ArrayD<T>,
+    grads: impl ExactSizeIterator<Item = (&'a str, &'a ArrayD<T>)>,
+    warnings: &[String],
+    encoding: Encoding,
+) -> Vec<u8> {
     let mut buf = Vec::with_capacity(64);
     buf.extend_from_slice(b"{\"loss\":");
-    write_tensor(&mut buf, &out.loss, encoding);
+    write_tensor(&mut buf, loss, encoding);
     buf.extend_from_slice(b",\"shape\":");
-    write_shape(&mut buf, out.loss.shape());
+    write_shape(&mut buf, loss.shape());
     buf.extend_from_slice(b",\"dtype\":\"");
     buf.extend_from_slice(T::DTYPE.as_bytes());
     buf.push(b'"');
-    if !out.grads.is_empty() {
+    if grads.len() > 0 {
         buf.extend_from_slice(b",\"grad\":{");
-        for (i, (name, g)) in out.grads.iter().enumerate() {
+        for (i, (name, g)) in grads.enumerate() {
             if i > 0 {
                 buf.push(b',');
             }
@@ -425,9 +502,9 @@ pub fn respond<T: WireFloat>(out: &LossOutput<T>, encoding: Encoding) -> Vec<u8>
         }
         buf.push(b'}');
     }
-    if !out.warnings.is_empty() {
+    if !warnings.is_empty() {
         buf.extend_from_slice(b",\"warnings\":[");
-        for (i, w) in out.warnings.iter().enumerate() {
+        for (i, w) in warnings.iter().enumerate() {
             if i > 0 {
                 buf.push(b',');
             }

@@ -5,7 +5,7 @@ use lossd_kernels::classification::multi_margin::multi_margin_loss;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ArgShape, Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float,
+    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
     index, sample, shape,
 };
 use crate::error::ApiError;
@@ -59,36 +59,14 @@ impl Loss for MultiMarginLoss {
         formula: "ℓ_n = (1/C) Σ_{i ≠ y_n} weight[y_n] · max(0, margin − x[y_n] + x[i])^p",
         notes: "With an empty batch PyTorch returns uninitialised memory for mean and sum; lossd returns NaN for mean and 0 for sum. A hinge exactly at 0 has gradient 0.",
         tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(N, C) or (C)",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Integer,
-                required: true,
-                differentiable: false,
-                shapes: "(N) or ()",
-            },
-            TensorArg {
-                name: "weight",
-                kind: TensorKind::Float,
-                required: false,
-                differentiable: false,
-                shapes: "(C)",
-            },
+            TensorArg::float("input", "(N, C) or (C)"),
+            TensorArg::integer("target", "(N) or ()"),
+            TensorArg::float("weight", "(C)").optional().no_grad(),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
         none_shape,
         layout: Layout::Rows(shape::input_class_rows),
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let x = float::<T>(self.input);
@@ -108,16 +86,16 @@ impl Loss for MultiMarginLoss {
 
     fn examples() -> Vec<Example> {
         vec![
-            Example {
-                name: "docs",
-                summary: "The torch.nn.MultiMarginLoss docs example: scores [0.1, 0.2, 0.4, 0.8], class 3 (loss 0.325)",
-                body: json!({"input": [[0.1, 0.2, 0.4, 0.8]], "target": [3], "grad": true}),
-            },
-            Example {
-                name: "squared",
-                summary: "Squared hinge with class weights on a batch of 3",
-                body: json!({"input": sample(&[3, 4], 13), "target": [0, 3, 1], "p": 2, "weight": [1.0, 2.0, 1.0, 0.5]}),
-            },
+            Example::new(
+                "docs",
+                "The torch.nn.MultiMarginLoss docs example: scores [0.1, 0.2, 0.4, 0.8], class 3 (loss 0.325)",
+                json!({"input": [[0.1, 0.2, 0.4, 0.8]], "target": [3], "grad": true}),
+            ),
+            Example::new(
+                "squared",
+                "Squared hinge with class weights on a batch of 3",
+                json!({"input": sample(&[3, 4], 13), "target": [0, 3, 1], "p": 2, "weight": [1.0, 2.0, 1.0, 0.5]}),
+            ),
         ]
     }
 }

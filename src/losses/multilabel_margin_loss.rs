@@ -5,7 +5,7 @@ use lossd_kernels::classification::multilabel_margin::multilabel_margin_loss;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ArgShape, Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float,
+    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
     index, shape,
 };
 use crate::error::ApiError;
@@ -41,29 +41,13 @@ impl Loss for MultilabelMarginLoss {
         formula: "ℓ_n = (1/C) Σ_{j ∈ targets} Σ_{i ∉ targets} max(0, 1 − (x[j] − x[i]))",
         notes: "The target list of a row ends at its first −1; duplicates count with their multiplicity. With an empty batch lossd returns NaN for mean and 0 for sum (PyTorch returns uninitialised memory).",
         tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(N, C) or (C)",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Integer,
-                required: true,
-                differentiable: false,
-                shapes: "same as input",
-            },
+            TensorArg::float("input", "(N, C) or (C)"),
+            TensorArg::integer("target", "same as input"),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
         none_shape,
         layout: Layout::Rows(shape::input_class_rows),
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let x = float::<T>(self.input);
@@ -77,10 +61,10 @@ impl Loss for MultilabelMarginLoss {
     }
 
     fn examples() -> Vec<Example> {
-        vec![Example {
-            name: "docs",
-            summary: "The torch.nn.MultiLabelMarginLoss docs example: classes 3 and 0 are targets (loss 0.85)",
-            body: json!({"input": [[0.1, 0.2, 0.4, 0.8]], "target": [[3, 0, -1, 1]], "grad": true}),
-        }]
+        vec![Example::new(
+            "docs",
+            "The torch.nn.MultiLabelMarginLoss docs example: classes 3 and 0 are targets (loss 0.85)",
+            json!({"input": [[0.1, 0.2, 0.4, 0.8]], "target": [[3, 0, -1, 1]], "grad": true}),
+        )]
     }
 }

@@ -5,7 +5,7 @@ use lossd_kernels::classification::multilabel_soft_margin::multilabel_soft_margi
 use serde_json::{Map, Value, json};
 
 use super::{
-    ArgShape, Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float,
+    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
     sample, shape,
 };
 use crate::error::ApiError;
@@ -55,36 +55,14 @@ impl Loss for MultilabelSoftMarginLoss {
         formula: "ℓ_n = −(1/C) Σ_c weight[c] · [y·log σ(x) + (1 − y)·log σ(−x)]",
         notes: "Computed with a stable log σ. The unreduced loss has input's shape without its last dimension.",
         tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(N, C) or (C)",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "broadcastable with input",
-            },
-            TensorArg {
-                name: "weight",
-                kind: TensorKind::Float,
-                required: false,
-                differentiable: true,
-                shapes: "(C), broadcastable",
-            },
+            TensorArg::float("input", "(N, C) or (C)"),
+            TensorArg::float("target", "broadcastable with input"),
+            TensorArg::float("weight", "(C), broadcastable").optional(),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
         none_shape,
         layout: Layout::Rows(rows),
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (x, y) = (float::<T>(self.input), float::<T>(self.target));
@@ -100,10 +78,10 @@ impl Loss for MultilabelSoftMarginLoss {
     }
 
     fn examples() -> Vec<Example> {
-        vec![Example {
-            name: "labels",
-            summary: "A 3×4 multi-label batch with gradients",
-            body: json!({"input": sample(&[3, 4], 14), "target": [[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 1, 0]], "grad": true}),
-        }]
+        vec![Example::new(
+            "labels",
+            "A 3×4 multi-label batch with gradients",
+            json!({"input": sample(&[3, 4], 14), "target": [[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 1, 0]], "grad": true}),
+        )]
     }
 }

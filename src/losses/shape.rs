@@ -146,17 +146,20 @@ pub fn last_dim_rows(arg: &str, args: &[ArgShape]) -> Option<Vec<usize>> {
     rank(args, arg)?.checked_sub(1).map(|d| vec![d])
 }
 
+/// A tensor argument of `shape`, for tests of shape rules.
+#[cfg(test)]
+pub(crate) fn arg(name: &'static str, shape: &[usize]) -> ArgShape {
+    ArgShape {
+        name,
+        shape: shape.to_vec(),
+        literal: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::arg as s;
     use super::*;
-
-    fn s(name: &'static str, shape: &[usize]) -> ArgShape {
-        ArgShape {
-            name,
-            shape: shape.to_vec(),
-            literal: false,
-        }
-    }
 
     #[test]
     fn the_shared_rules_follow_pytorch() {

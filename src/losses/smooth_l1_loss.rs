@@ -6,7 +6,7 @@ use lossd_kernels::regression::smooth_l1::smooth_l1_loss;
 use serde_json::json;
 
 use super::{
-    Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float, sample, shape,
+    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float, sample, shape,
 };
 use crate::error::ApiError;
 use crate::wire::Tensor;
@@ -41,29 +41,13 @@ impl Loss for SmoothL1Loss {
         formula: "d = input − target; ℓ = 0.5 d² / beta if |d| < beta, else |d| − 0.5 beta (beta = 0: |d|)",
         notes: "beta must be ≥ 0. At |d| = beta the gradient is ±1, as in PyTorch.",
         tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(*)",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(*), broadcastable with input",
-            },
+            TensorArg::float("input", "(*)"),
+            TensorArg::float("target", "(*), broadcastable with input"),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
         none_shape: shape::input_and_target,
         layout: Layout::ELEMENTWISE,
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (x, y) = (float::<T>(self.input), float::<T>(self.target));
@@ -77,10 +61,10 @@ impl Loss for SmoothL1Loss {
     }
 
     fn examples() -> Vec<Example> {
-        vec![Example {
-            name: "tutorial",
-            summary: "Smooth L1 on 3×5 tensors with beta = 0.5 and the gradient",
-            body: json!({"input": sample(&[3, 5], 1), "target": sample(&[3, 5], 2), "beta": 0.5, "grad": true}),
-        }]
+        vec![Example::new(
+            "tutorial",
+            "Smooth L1 on 3×5 tensors with beta = 0.5 and the gradient",
+            json!({"input": sample(&[3, 5], 1), "target": sample(&[3, 5], 2), "beta": 0.5, "grad": true}),
+        )]
     }
 }

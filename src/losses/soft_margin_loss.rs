@@ -6,7 +6,7 @@ use lossd_kernels::classification::soft_margin::soft_margin_loss;
 use serde_json::json;
 
 use super::{
-    Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float, sample, shape,
+    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float, sample, shape,
 };
 use crate::error::ApiError;
 use crate::wire::Tensor;
@@ -33,29 +33,13 @@ impl Loss for SoftMarginLoss {
         formula: "ℓ = log(1 + exp(−target · input)), computed as softplus(−target · input)",
         notes: "PyTorch computes log(1 + exp(z)) literally and overflows to inf for large margins; lossd computes it stably (softplus): equal wherever PyTorch is finite, finite where PyTorch overflows. No gradient for target (PyTorch refuses one).",
         tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(*)",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: false,
-                shapes: "broadcastable to input without enlarging it",
-            },
+            TensorArg::float("input", "(*)"),
+            TensorArg::float("target", "broadcastable to input without enlarging it").no_grad(),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
         none_shape: shape::input_shape,
         layout: Layout::ELEMENTWISE,
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (x, y) = (float::<T>(self.input), float::<T>(self.target));
@@ -68,10 +52,10 @@ impl Loss for SoftMarginLoss {
     }
 
     fn examples() -> Vec<Example> {
-        vec![Example {
-            name: "labels",
-            summary: "Scores against ±1 labels, with the gradient",
-            body: json!({"input": sample(&[4, 3], 1), "target": [[1, -1, 1], [-1, -1, 1], [1, 1, 1], [-1, 1, -1]], "grad": true}),
-        }]
+        vec![Example::new(
+            "labels",
+            "Scores against ±1 labels, with the gradient",
+            json!({"input": sample(&[4, 3], 1), "target": [[1, -1, 1], [-1, -1, 1], [1, 1, 1], [-1, 1, -1]], "grad": true}),
+        )]
     }
 }

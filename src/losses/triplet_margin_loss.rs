@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use super::args::Float;
 use super::{
-    ArgShape, Category, Example, Info, Layout, Loss, Reduction, TensorArg, TensorKind, float,
+    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
     sample, shape,
 };
 use crate::error::ApiError;
@@ -94,6 +94,13 @@ pub(super) fn none_shape(
     Ok(batch.unwrap_or_default())
 }
 
+/// The triplet's tensors (`triplet_margin_with_distance_loss` takes the same).
+pub(super) const TENSORS: &[TensorArg] = &[
+    TensorArg::float("anchor", "(N, D) or (D)"),
+    TensorArg::float("positive", "same rank as anchor, broadcastable"),
+    TensorArg::float("negative", "same rank as anchor, broadcastable"),
+];
+
 impl Loss for TripletMarginLoss {
     const INFO: Info = Info {
         name: "triplet_margin_loss",
@@ -102,37 +109,11 @@ impl Loss for TripletMarginLoss {
         summary: "Triplet loss with p-norm distances: anchor–positive closer than anchor–negative by a margin.",
         formula: "d(u, v) = ‖u − v + eps‖_p over the last dim; ℓ = max(0, margin + d(a, p) − d(a, n)) (swap: d(a, n) → min(d(a, n), d(p, n)))",
         notes: "eps is added to every component of the difference (so d(u, u) = eps·D^(1/p)). A hinge at exactly 0 has gradient 0; a tie in the swap gives each branch half.",
-        tensors: &[
-            TensorArg {
-                name: "anchor",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(N, D) or (D)",
-            },
-            TensorArg {
-                name: "positive",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "same rank as anchor, broadcastable",
-            },
-            TensorArg {
-                name: "negative",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "same rank as anchor, broadcastable",
-            },
-        ],
-        reductions: &["none", "mean", "sum"],
+        tensors: TENSORS,
+        reductions: REDUCTIONS,
         none_shape,
         layout: Layout::Rows(shape::last_dim_rows),
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (a, p, n) = (
@@ -155,16 +136,16 @@ impl Loss for TripletMarginLoss {
 
     fn examples() -> Vec<Example> {
         vec![
-            Example {
-                name: "embeddings",
-                summary: "The torch.nn.TripletMarginLoss example, shortened: 8 triplets of 16-d embeddings, with gradients",
-                body: json!({"anchor": sample(&[8, 16], 25), "positive": sample(&[8, 16], 26), "negative": sample(&[8, 16], 27), "grad": true}),
-            },
-            Example {
-                name: "swap-l1",
-                summary: "L1 distance with the distance swap",
-                body: json!({"anchor": sample(&[4, 3], 28), "positive": sample(&[4, 3], 29), "negative": sample(&[4, 3], 30), "p": 1, "swap": true, "margin": 0.5}),
-            },
+            Example::new(
+                "embeddings",
+                "The torch.nn.TripletMarginLoss example, shortened: 8 triplets of 16-d embeddings, with gradients",
+                json!({"anchor": sample(&[8, 16], 25), "positive": sample(&[8, 16], 26), "negative": sample(&[8, 16], 27), "grad": true}),
+            ),
+            Example::new(
+                "swap-l1",
+                "L1 distance with the distance swap",
+                json!({"anchor": sample(&[4, 3], 28), "positive": sample(&[4, 3], 29), "negative": sample(&[4, 3], 30), "p": 1, "swap": true, "margin": 0.5}),
+            ),
         ]
     }
 }
