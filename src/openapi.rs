@@ -231,9 +231,10 @@ fn catalog_operation(name: &str) -> utoipa::openapi::path::Operation {
         .operation_id(Some(format!("{name}_catalog")))
         .summary(Some(format!("Catalog entry of {name}")))
         .description(Some(format!(
-            "What `POST /v1/losses/{name}` takes: PyTorch module and functional names, category, \
-             tensor arguments (kind, shapes, differentiable), options with types, defaults and \
-             allowed values, reductions."
+            "What `POST /v1/losses/{name}` takes and returns: PyTorch module and functional \
+             names, category, formula, tensor arguments (kind, shapes, differentiable), options \
+             with types, defaults and allowed values, reductions, what `reduction: \"none\"` \
+             returns, gradients, and where lossd differs from PyTorch."
         )))
         .tag("catalog")
         .responses(
@@ -298,8 +299,18 @@ fn operation(e: &Entry) -> utoipa::openapi::path::Operation {
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    description.push_str(&format!(
+        "\n\n**With `reduction: \"none\"`:** {}\n\n**Gradients:** {}",
+        info.unreduced, info.gradient
+    ));
     if !info.notes.is_empty() {
         description.push_str(&format!("\n\n**Notes:** {}", info.notes));
+    }
+    if !info.differences.is_empty() {
+        description.push_str(&format!(
+            "\n\n**Differs from PyTorch** (docs/differences.md): {}",
+            info.differences
+        ));
     }
     // Example maps are sorted by key; a numeric prefix keeps the loss's own order, so the
     // first example (the one Swagger UI fills in) is the tutorial one.

@@ -33,7 +33,10 @@ impl Loss for BinaryCrossEntropy {
         category: Category::Classification,
         summary: "Binary cross-entropy between predicted probabilities and targets.",
         formula: "ℓ = −weight · [target · max(log input, −100) + (1 − target) · max(log(1 − input), −100)]",
-        notes: "Each log is clamped at −100 as in PyTorch, so inputs of exactly 0 or 1 give finite losses; the input gradient divides by max(input·(1 − input), 1e-12) as PyTorch does. The weighted mean divides by the element count, not Σ weight.",
+        notes: "Each log is clamped at −100 as in PyTorch, so inputs of exactly 0 or 1 give finite losses. The weighted mean divides by the element count, not Σ weight. Input and target must have the same shape.",
+        unreduced: "The input's shape: one loss per element.",
+        gradient: "input: weight·(input − target) / max(input·(1 − input), 1e-12), as PyTorch computes it; target: weight·(log(1 − input) − log input), unclamped (infinite where input is 0 or 1).",
+        differences: "",
         tensors: &[
             TensorArg::float("input", "(*), values in [0, 1]"),
             TensorArg::float("target", "same as input, values in [0, 1]"),

@@ -37,7 +37,10 @@ impl Loss for BinaryCrossEntropyWithLogits {
         category: Category::Classification,
         summary: "Binary cross-entropy on logits, stable for logits of any size.",
         formula: "ℓ = −weight · [pos_weight · target · log σ(input) + (1 − target) · log(1 − σ(input))]",
-        notes: "Computed as PyTorch does, (1 − target)·x − (1 + (pos_weight − 1)·target)·log σ(x) with a stable log σ: exact for logits of any magnitude in float32 and float64. The weighted mean divides by the element count.",
+        notes: "Computed as PyTorch does, (1 − target)·x − (1 + (pos_weight − 1)·target)·log σ(x) with a stable log σ: exact for logits of any magnitude in float32 and float64. The weighted mean divides by the element count. Input and target must have the same shape.",
+        unreduced: "The input's shape: one loss per element.",
+        gradient: "input: weight·((pos_weight·target + 1 − target)·σ(input) − pos_weight·target); target: weight·(log σ(−input) − pos_weight·log σ(input)).",
+        differences: "",
         tensors: &[
             TensorArg::float("input", "(*)"),
             TensorArg::float("target", "same as input"),

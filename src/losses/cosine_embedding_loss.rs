@@ -57,6 +57,9 @@ impl Loss for CosineEmbeddingLoss {
         summary: "Cosine-similarity loss on pairs of embeddings.",
         formula: "cos = Σ a·b / sqrt((Σ a² + 1e-12)(Σ b² + 1e-12)); ℓ = 1 − cos if target = 1, max(0, cos − margin) if target = −1",
         notes: "The 1e-12 is ATen's float32 constant, added to each squared norm, so zero vectors give cos = 0. Targets other than ±1 give 0. No gradient for target.",
+        unreduced: "One loss per pair: (N) for (N, D) embeddings, () for (D).",
+        gradient: "input1 and input2: −∂cos where target = 1, +∂cos where target = −1 and cos > margin, 0 otherwise; ∂cos/∂input1 = input2/(|input1|·|input2|) − cos·input1/|input1|² (norms with the 1e-12).",
+        differences: "",
         tensors: &[
             TensorArg::float("input1", "(N, D) or (D)"),
             TensorArg::float("input2", "(N, D) or (D), broadcastable with input1"),

@@ -78,7 +78,10 @@ impl Loss for CrossEntropy {
         category: Category::Classification,
         summary: "Cross-entropy between logits and class indices or class probabilities.",
         formula: "indices: ℓ_n = −weight[y_n] · log_softmax(input)[n, y_n] (smoothed: (1−ε)·that + ε/C · Σ_c −weight[c] log_softmax[n, c]); probabilities: ℓ_n = −Σ_c weight[c] · p'[n, c] · log_softmax(input)[n, c]",
-        notes: "The target is read as probabilities exactly when it has the input's shape, else as class indices (PyTorch's rule). With indices the mean is weighted (÷ Σ weight of non-ignored targets; all ignored gives NaN); with probabilities it divides by the number of positions. label_smoothing must lie in [0, 1] (PyTorch silently ignores negative values; lossd rejects them). Computed with the max subtracted: finite for logits of any size wherever PyTorch is.",
+        notes: "The target is read as probabilities exactly when it has the input's shape, else as class indices (PyTorch's rule). With indices the mean is weighted (÷ Σ weight of non-ignored targets; all ignored gives NaN); with probabilities it divides by the number of positions. Computed with the max subtracted: finite for logits of any size wherever PyTorch is.",
+        unreduced: "One loss per position: the input's shape without the class dimension, (N) or (N, d1..dK); () for a (C) input.",
+        gradient: "input: weight[y]·(softmax(input) − one_hot(y)) along the class dimension (smoothed targets and probabilities mixed in likewise), 0 at ignored positions; target (probabilities only): −weight·log_softmax(input); weight (probabilities only): −p·log_softmax(input).",
+        differences: "label_smoothing must lie in [0, 1]: lossd rejects a negative value, which PyTorch silently ignores.",
         tensors: &[
             TensorArg::float("input", "(N, C), (N, C, d1..dK) or (C)"),
             TensorArg::float_or_integer(

@@ -68,7 +68,10 @@ impl Loss for CtcLoss {
         category: Category::Probabilistic,
         summary: "Negative log-likelihood of a label sequence summed over every alignment to the input frames.",
         formula: "ℓ_b = −log Σ_{alignments π of targets_b} Π_t exp(log_probs[t, b, π_t]); mean averages ℓ_b / max(target_length_b, 1)",
-        notes: "The gradient returned for log_probs is PyTorch's: exp(log_probs) − γ (γ the occupation posterior), which is the gradient with respect to the logits when log_probs = log_softmax(logits), not the partial derivative with respect to log_probs (that is −γ); both give the same logits gradient through log_softmax. Frames past a sequence's input length get 0. An infeasible alignment gives +Infinity (NaN gradient) unless zero_infinity. Labels equal to blank or outside [0, C) are rejected with invalid_value (PyTorch reads garbage).",
+        notes: "log_probs are used as given (not renormalised). Frames past a sequence's input length get gradient 0. An infeasible alignment gives +Infinity (NaN gradient) unless zero_infinity.",
+        unreduced: "One loss per sequence: (N) for (T, N, C) log_probs, () for (T, C).",
+        gradient: "log_probs: PyTorch's value exp(log_probs) − γ (γ the occupation posterior of each frame and class), which is the gradient with respect to the logits when log_probs = log_softmax(logits); the partial derivative with respect to log_probs itself is −γ, and both give the same logits gradient through log_softmax.",
+        differences: "Labels equal to blank or outside [0, C) are rejected with invalid_value; PyTorch reads them unchecked.",
         tensors: &[
             TensorArg::float("log_probs", "(T, N, C) or (T, C)"),
             TensorArg::integer(

@@ -79,7 +79,10 @@ impl Loss for GaussianNllLoss {
         category: Category::Probabilistic,
         summary: "Negative log-likelihood of the target under a Gaussian with the predicted mean and variance.",
         formula: "v = max(var, eps); ℓ = ½ (log v + (input − target)² / v) (+ ½ log 2π with full)",
-        notes: "A plain JSON number as var is PyTorch's Python-float var (any input shape, no gradient); a tensor var follows PyTorch's shape rule.",
+        notes: "A plain JSON number as var is PyTorch's Python-float var (any input shape, no gradient); a tensor var follows PyTorch's shape rule: the input's shape, the input's shape without its last dimension, or one dimension of size 1. Negative variances are rejected.",
+        unreduced: "Input, target and var (viewed by its shape rule) broadcast together: one loss per element.",
+        gradient: "input: (input − target)/v; target: the negative of that; var: ½(1/v − (input − target)²/v²) at the clamped v, passed through the clamp as PyTorch does, summed back to var's shape.",
+        differences: "A whole-number var is accepted like any other number; PyTorch fails on a Python int.",
         tensors: &[
             TensorArg::float("input", "(N, *) or (*)"),
             TensorArg::float("target", "broadcastable with input"),

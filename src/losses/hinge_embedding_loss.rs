@@ -39,6 +39,9 @@ impl Loss for HingeEmbeddingLoss {
         summary: "Hinge loss on distances: pull similar pairs together, push dissimilar pairs beyond the margin.",
         formula: "ℓ = input if target = 1; max(0, margin − input) if target = −1",
         notes: "Targets other than ±1 give input + max(0, margin − input), as PyTorch computes it. No gradient for target.",
+        unreduced: "Input and target broadcast together: one loss per element.",
+        gradient: "input: 1 where target = 1; −1 where target = −1 and margin − input > 0, else 0 (other targets: the sum of both).",
+        differences: "",
         tensors: &[
             TensorArg::float("input", "(*)"),
             TensorArg::float("target", "broadcastable with input").no_grad(),

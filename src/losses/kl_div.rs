@@ -60,7 +60,10 @@ impl Loss for KlDiv {
         category: Category::Probabilistic,
         summary: "Kullback–Leibler divergence between a target distribution and the model's log-probabilities.",
         formula: "ℓ = target · (log target − input) (0 where target = 0); with log_target: exp(target) · (target − input)",
-        notes: "Use reduction \"batchmean\" for the true KL divergence per sample; \"mean\" divides by every element and comes with PyTorch's warning. A negative target gives NaN, as in PyTorch; the target gradient is NaN where target = 0, as in PyTorch.",
+        notes: "Use reduction \"batchmean\" (÷ the input's first dimension) for the KL divergence per sample; \"mean\" divides by every element and comes with PyTorch's warning in `warnings`. A negative target gives NaN, as in PyTorch.",
+        unreduced: "Input and target broadcast together: one term per element.",
+        gradient: "input: −target (−exp(target) with log_target); target: log target + 1 − input (NaN where target = 0, as PyTorch), with log_target exp(target)·(target − input + 1).",
+        differences: "",
         tensors: &[
             TensorArg::float("input", "(*)"),
             TensorArg::float("target", "(*), broadcastable with input"),

@@ -81,6 +81,9 @@ impl Loss for LinearCrossEntropy {
         summary: "Cross-entropy of a linear layer's output, without materialising the logits: for large vocabularies.",
         formula: "logits = (input · linear_weight.reshape(C·d1⋯dK, in_features)ᵀ + linear_bias.flatten()).reshape(N, C, d1..dK); ℓ = cross_entropy(logits, target, weight, ignore_index, label_smoothing)",
         notes: "Computed in chunks of rows: memory stays O(chunk × C·d1⋯dK) whatever N is. A K-dimensional linear_weight (C, d1..dK, in_features) gives K-dimensional logits (N, C, d1..dK) and needs a batched input. Gradients for input, linear_weight and linear_bias.",
+        unreduced: "One loss per position of the logits without the class dimension: (N) or (N, d1..dK); () for a 1-d input.",
+        gradient: "input: the cross-entropy gradient of the logits times linear_weight; linear_weight: its transpose times input; linear_bias: its sum over the batch. Never the logits themselves.",
+        differences: "",
         tensors: &[
             TensorArg::float("input", "(N, in_features) or (in_features); (N, in_features) with a K-dim linear_weight"),
             TensorArg::float("linear_weight", "(C, in_features) or (C, d1..dK, in_features)"),

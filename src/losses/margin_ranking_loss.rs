@@ -50,6 +50,9 @@ impl Loss for MarginRankingLoss {
         summary: "Pairwise ranking loss: the score named by target should be higher by at least margin.",
         formula: "ℓ = max(0, −target · (input1 − input2) + margin)",
         notes: "All three tensors must have the same number of dimensions, then broadcast. A hinge exactly at 0 has gradient 0.",
+        unreduced: "Input1, input2 and target broadcast together: one loss per pair.",
+        gradient: "input1: −target where the hinge is positive, else 0; input2: target there; target: −(input1 − input2) there.",
+        differences: "",
         tensors: &[
             TensorArg::float("input1", "(N) or ()"),
             TensorArg::float("input2", "same rank as input1"),

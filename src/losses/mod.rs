@@ -1,19 +1,20 @@
 //! One file per loss: its request type (serde + OpenAPI schema), its catalog entry ([`Info`]:
 //! names, formula, tensor arguments, the shape of its unreduced output and the layout of its
 //! gradients), its examples and the call into its kernel; and [`registry`], the one list that
-//! drives routes, the catalog, the OpenAPI document, and the built-in losses of
-//! custom expressions alike.
+//! drives routes, the catalog, the OpenAPI document, the loss reference (`docs/losses.md`)
+//! and the built-in losses of custom expressions alike.
 //!
 //! Adding a loss takes four things and touches nothing else:
 //!
 //! 1. its kernel in `kernels/`;
 //! 2. a file here with a [`loss_request!`] struct implementing [`Loss`], whose [`Info`] states
-//!    every fact about the loss (a missing one does not compile), with the shape rules it
-//!    shares with other losses taken from [`shape`];
+//!    every fact about the loss (a missing one does not compile), with what it shares with
+//!    other losses taken from [`shape`], [`TensorArg`]'s constructors or a sibling's file;
 //! 3. one line in [`registry`];
 //! 4. tests: unit tests beside the kernel, conformance cases through HTTP; the registry-wide
 //!    tests (examples run, `reduction: "none"` shapes agree with the kernel, the committed
-//!    OpenAPI document is current) cover the rest.
+//!    OpenAPI document and `docs/losses.md` are current) cover the rest; regenerate those two
+//!    files as their tests say.
 
 pub mod args;
 pub mod binary_cross_entropy;
@@ -157,8 +158,15 @@ pub struct Info {
     pub summary: &'static str,
     /// The formula, in plain text.
     pub formula: &'static str,
-    /// What a user should know beyond the formula: PyTorch quirks, lossd's decisions.
+    /// What a user should know beyond the formula: validation, PyTorch's quirks lossd keeps.
     pub notes: &'static str,
+    /// What `reduction: "none"` returns, in words (the rule `none_shape` computes).
+    pub unreduced: &'static str,
+    /// The gradient `grad: true` returns for each differentiable argument (of the sum of the
+    /// output, for `reduction: "none"`), before the reduction's scaling.
+    pub gradient: &'static str,
+    /// Where lossd deliberately differs from PyTorch for this loss; empty when it does not.
+    pub differences: &'static str,
     /// The tensor arguments, in PyTorch's order.
     pub tensors: &'static [TensorArg],
     /// The reductions accepted.

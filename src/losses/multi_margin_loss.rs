@@ -57,7 +57,10 @@ impl Loss for MultiMarginLoss {
         category: Category::Classification,
         summary: "Multi-class hinge loss: every wrong class should score at least `margin` below the target class.",
         formula: "ℓ_n = (1/C) Σ_{i ≠ y_n} weight[y_n] · max(0, margin − x[y_n] + x[i])^p",
-        notes: "With an empty batch PyTorch returns uninitialised memory for mean and sum; lossd returns NaN for mean and 0 for sum. A hinge exactly at 0 has gradient 0.",
+        notes: "p must be 1 or 2. Class weights scale every term of a sample by the weight of its target class. A hinge exactly at 0 has gradient 0.",
+        unreduced: "One loss per sample: (N) for (N, C) scores; () for a (C) input with a 0-d target, (1) with a (1) target.",
+        gradient: "input: for each wrong class i with a positive hinge, weight[y]·(1 or 2·hinge)/C at i and the negative of their sum at the target class.",
+        differences: "An empty batch gives NaN for mean and 0 for sum; PyTorch returns uninitialised memory.",
         tensors: &[
             TensorArg::float("input", "(N, C) or (C)"),
             TensorArg::integer("target", "(N) or ()"),

@@ -39,7 +39,10 @@ impl Loss for MultilabelMarginLoss {
         category: Category::Classification,
         summary: "Multi-label hinge loss: every target class should score at least 1 above every other class.",
         formula: "ℓ_n = (1/C) Σ_{j ∈ targets} Σ_{i ∉ targets} max(0, 1 − (x[j] − x[i]))",
-        notes: "The target list of a row ends at its first −1; duplicates count with their multiplicity. With an empty batch lossd returns NaN for mean and 0 for sum (PyTorch returns uninitialised memory).",
+        notes: "The target list of a row ends at its first −1; duplicates count with their multiplicity; entries after the −1 must still lie in [−1, C).",
+        unreduced: "One loss per sample: (N) for (N, C) scores, () for (C).",
+        gradient: "input: for each pair (target class j, other class i) with a positive hinge, +1/C at i and −1/C at j.",
+        differences: "An empty batch gives NaN for mean and 0 for sum; PyTorch returns uninitialised memory.",
         tensors: &[
             TensorArg::float("input", "(N, C) or (C)"),
             TensorArg::integer("target", "same as input"),

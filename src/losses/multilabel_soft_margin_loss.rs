@@ -53,7 +53,10 @@ impl Loss for MultilabelSoftMarginLoss {
         category: Category::Classification,
         summary: "Multi-label one-vs-all logistic loss, averaged over classes.",
         formula: "ℓ_n = −(1/C) Σ_c weight[c] · [y·log σ(x) + (1 − y)·log σ(−x)]",
-        notes: "Computed with a stable log σ. The unreduced loss has input's shape without its last dimension.",
+        notes: "Computed with a stable log σ. The class dimension is the last; the per-class losses are averaged over it before the reduction.",
+        unreduced: "One loss per sample: the broadcast shape of the tensors without the class dimension (the last); () for a (C) input.",
+        gradient: "input: weight·(σ(input) − target)/C; target: −weight·input/C; weight: the per-class loss / C.",
+        differences: "",
         tensors: &[
             TensorArg::float("input", "(N, C) or (C)"),
             TensorArg::float("target", "broadcastable with input"),

@@ -45,6 +45,9 @@ impl Loss for NllLoss {
         summary: "Negative log-likelihood of class indices under log-probabilities.",
         formula: "ℓ_n = −weight[y_n] · input[n, y_n] (0 where y_n = ignore_index); mean = Σ ℓ_n / Σ weight[y_n]",
         notes: "The mean is a weighted mean over the non-ignored targets; all targets ignored (or weights summing to 0) gives NaN, as in PyTorch. K-dimensional inputs (N, C, d1..dK) take targets (N, d1..dK).",
+        unreduced: "One loss per position: the target's shape, (N) or (N, d1..dK); () for a (C) input.",
+        gradient: "input: −weight[y] at each position's target class, 0 elsewhere and at ignored positions (divided by Σ weight of the non-ignored targets for the mean).",
+        differences: "",
         tensors: &[
             TensorArg::float("input", "(N, C), (N, C, d1..dK) or (C)"),
             TensorArg::integer("target", "(N), (N, d1..dK) or ()"),

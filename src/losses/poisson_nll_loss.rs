@@ -50,7 +50,10 @@ impl Loss for PoissonNllLoss {
         category: Category::Probabilistic,
         summary: "Negative log-likelihood of counts under a Poisson distribution with the predicted rate.",
         formula: "log_input: ℓ = exp(input) − target · input; else ℓ = input − target · log(input + eps); full adds target·log(target) − target + ½ log(2π target) where target > 1",
-        notes: "No gradient for target (PyTorch's is NaN at target ≤ 0 with full=true).",
+        notes: "eps only enters when log_input is false. The Stirling term of full applies only where target > 1.",
+        unreduced: "Input and target broadcast together: one loss per element.",
+        gradient: "input: exp(input) − target with log_input, else 1 − target/(input + eps).",
+        differences: "No gradient for target: PyTorch's is NaN at target ≤ 0 with full = true.",
         tensors: &[
             TensorArg::float("input", "(*)"),
             TensorArg::float("target", "(*), broadcastable with input").no_grad(),

@@ -39,7 +39,10 @@ impl Loss for SmoothL1Loss {
         category: Category::Regression,
         summary: "L1 loss smoothed to a quadratic near zero; robust to outliers.",
         formula: "d = input − target; ℓ = 0.5 d² / beta if |d| < beta, else |d| − 0.5 beta (beta = 0: |d|)",
-        notes: "beta must be ≥ 0. At |d| = beta the gradient is ±1, as in PyTorch.",
+        notes: "beta must be ≥ 0; beta = 0 is exactly l1_loss. A target of another size is broadcast, with PyTorch's warning in `warnings`.",
+        unreduced: "Input and target broadcast together: one loss per element.",
+        gradient: "input: d / beta inside the quadratic zone, sign(d) outside it (±1 exactly at |d| = beta; sign(d), 0 at d = 0, when beta = 0), d = input − target; target: the negative of that.",
+        differences: "",
         tensors: &[
             TensorArg::float("input", "(*)"),
             TensorArg::float("target", "(*), broadcastable with input"),

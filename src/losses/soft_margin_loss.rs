@@ -31,7 +31,10 @@ impl Loss for SoftMarginLoss {
         category: Category::Classification,
         summary: "Two-class logistic loss on ±1 labels.",
         formula: "ℓ = log(1 + exp(−target · input)), computed as softplus(−target · input)",
-        notes: "PyTorch computes log(1 + exp(z)) literally and overflows to inf for large margins; lossd computes it stably (softplus): equal wherever PyTorch is finite, finite where PyTorch overflows. No gradient for target (PyTorch refuses one).",
+        notes: "The target must broadcast to the input's shape without enlarging it. No gradient for target (PyTorch refuses one).",
+        unreduced: "The input's shape: one loss per element.",
+        gradient: "input: −target·σ(−target·input).",
+        differences: "Computed stably as softplus(−target·input): equal to PyTorch wherever PyTorch is finite, and finite where PyTorch's literal log(1 + exp(z)) overflows to infinity.",
         tensors: &[
             TensorArg::float("input", "(*)"),
             TensorArg::float("target", "broadcastable to input without enlarging it").no_grad(),
