@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use utoipa::OpenApi;
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
-use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::request_body::{RequestBody, RequestBodyBuilder};
 use utoipa::openapi::response::{ResponseBuilder, ResponsesBuilder};
 use utoipa::openapi::schema::Ref;
 use utoipa::openapi::tag::TagBuilder;
@@ -312,27 +312,7 @@ fn operation(e: &Entry) -> utoipa::openapi::path::Operation {
             info.differences
         ));
     }
-    // Example maps are sorted by key; a numeric prefix keeps the loss's own order, so the
-    // first example (the one Swagger UI fills in) is the tutorial one.
-    let examples = (e.examples)().into_iter().enumerate().map(|(i, x)| {
-        (
-            format!("{}-{}", i + 1, x.name),
-            ExampleBuilder::new()
-                .summary(x.summary)
-                .value(Some(x.body))
-                .build(),
-        )
-    });
-    let body = RequestBodyBuilder::new()
-        .required(Some(Required::True))
-        .content(
-            "application/json",
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name(schema_name)))
-                .examples_from_iter(examples)
-                .build(),
-        )
-        .build();
+    let body = request_body(schema_name, (e.examples)());
     OperationBuilder::new()
         .operation_id(Some(info.name))
         .summary(Some(format!("{} ({})", info.name, info.module)))
@@ -345,27 +325,58 @@ fn operation(e: &Entry) -> utoipa::openapi::path::Operation {
 
 /// The responses every loss route can give.
 fn responses() -> utoipa::openapi::Responses {
-    ResponsesBuilder::new()
+    let ok = answer(
+        "The loss, its shape and dtype; gradients with `grad: true`; PyTorch's warnings when it would have warned.",
+    );
+    problems(
+        ResponsesBuilder::new().response("200", ok),
+        "`payload_too_large`: the body or the element count is over the limit.",
+        "`invalid_tensor` (ragged arrays, non-numbers, bad base64, shape and data disagree, a fraction where an integer is needed), \
+         `shape_mismatch` (tensors PyTorch would refuse to combine), \
+         `invalid_option` (unknown or missing field, a bad reduction, dtype or option value), \
+         `invalid_value` (values PyTorch rejects).",
+    )
+    .response("404", problem("`unknown_loss`: no loss of that name."))
+    .build()
+}
+
+/// Adds the error responses of every computing route to `r`: its own texts for 413 and 422,
+/// the same 400, 415 and 503.
+pub fn problems(r: ResponsesBuilder, too_large: &str, unprocessable: &str) -> ResponsesBuilder {
+    r.response("400", problem("`invalid_json`: the body is not JSON."))
+        .response("413", problem(too_large))
         .response(
-            "200",
-            answer("The loss, its shape and dtype; gradients with `grad: true`; PyTorch's warnings when it would have warned."),
+            "415",
+            problem("`unsupported_media_type`: the content type is not `application/json`."),
         )
-        .response("400", problem("`invalid_json`: the body is not JSON."))
-        .response("404", problem("`unknown_loss`: no loss of that name."))
-        .response("413", problem("`payload_too_large`: the body or the element count is over the limit."))
-        .response("415", problem("`unsupported_media_type`: the content type is not `application/json`."))
-        .response(
-            "422",
-            problem(
-                "`invalid_tensor` (ragged arrays, non-numbers, bad base64, shape and data disagree, a fraction where an integer is needed), \
-                 `shape_mismatch` (tensors PyTorch would refuse to combine), \
-                 `invalid_option` (unknown or missing field, a bad reduction, dtype or option value), \
-                 `invalid_value` (values PyTorch rejects).",
-            ),
-        )
+        .response("422", problem(unprocessable))
         .response(
             "503",
             problem("`overloaded` (the compute queue is full; `Retry-After` says when to retry) or `timeout` (past the time limit)."),
+        )
+}
+
+/// The request body of a computing route: the schema called `schema` and the examples.
+pub fn request_body(schema: String, examples: Vec<losses::Example>) -> RequestBody {
+    // Example maps are sorted by key; a numeric prefix keeps the route's own order, so the
+    // first example (the one Swagger UI fills in) is the tutorial one.
+    let examples = examples.into_iter().enumerate().map(|(i, x)| {
+        (
+            format!("{}-{}", i + 1, x.name),
+            ExampleBuilder::new()
+                .summary(x.summary)
+                .value(Some(x.body))
+                .build(),
+        )
+    });
+    RequestBodyBuilder::new()
+        .required(Some(Required::True))
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(schema)))
+                .examples_from_iter(examples)
+                .build(),
         )
         .build()
 }

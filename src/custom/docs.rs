@@ -3,18 +3,14 @@
 //! compiler uses ([`FUNCTIONS`], the loss registry), so they cannot drift from the language.
 
 use serde_json::{Value, json};
-use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
-use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponsesBuilder;
-use utoipa::openapi::schema::Ref;
-use utoipa::openapi::{ContentBuilder, Required};
 use utoipa::{PartialSchema, ToSchema};
 
 use super::compile::FUNCTIONS;
 use super::{CustomRequest, Limits};
-use crate::losses::{self, ArgShape, Entry, NamedSchema, sample};
-use crate::openapi::{answer, problem};
+use crate::losses::{self, ArgShape, Entry, Example, NamedSchema, sample};
+use crate::openapi::{answer, problems, request_body};
 
 /// The grammar, as a user reads it.
 pub const GRAMMAR: &str = "\
@@ -324,29 +320,19 @@ fn description() -> String {
 
 /// The responses of the route.
 fn responses() -> utoipa::openapi::Responses {
-    ResponsesBuilder::new()
-        .response(
-            "200",
-            answer("The expression's value (`loss`), its shape and dtype; `grad` with the gradient of each tensor listed in `grad` (of the sum of the value when it is not a scalar); the built-in losses' warnings, if any."),
-        )
-        .response("400", problem("`invalid_json`: the body is not JSON."))
-        .response("413", problem("`payload_too_large`: the body or the element count is over the limit, or evaluating the expression would touch more elements than the element limit."))
-        .response("415", problem("`unsupported_media_type`: the content type is not `application/json`."))
-        .response(
-            "422",
-            problem(
-                "`invalid_expression` (the expression does not parse or type-check, or is over the length, node or depth limit; `position` is the character offset), \
-                 `shape_mismatch` (operands that do not broadcast, a dim that does not exist; the sub-expression is quoted), \
-                 `invalid_tensor` (ragged arrays, non-numbers, bad base64, shape and data disagree), \
-                 `invalid_option` (unknown or missing field, a bad tensor name, `grad` naming an unknown tensor), \
-                 `invalid_value` (values a built-in loss rejects).",
-            ),
-        )
-        .response(
-            "503",
-            problem("`overloaded` (the compute queue is full; `Retry-After` says when to retry) or `timeout` (past the time limit)."),
-        )
-        .build()
+    let ok = answer(
+        "The expression's value (`loss`), its shape and dtype; `grad` with the gradient of each tensor listed in `grad` (of the sum of the value when it is not a scalar); the built-in losses' warnings, if any.",
+    );
+    problems(
+        ResponsesBuilder::new().response("200", ok),
+        "`payload_too_large`: the body or the element count is over the limit, or evaluating the expression would touch more elements than the element limit.",
+        "`invalid_expression` (the expression does not parse or type-check, or is over the length, node or depth limit; `position` is the character offset), \
+         `shape_mismatch` (operands that do not broadcast, a dim that does not exist; the sub-expression is quoted), \
+         `invalid_tensor` (ragged arrays, non-numbers, bad base64, shape and data disagree), \
+         `invalid_option` (unknown or missing field, a bad tensor name, `grad` naming an unknown tensor), \
+         `invalid_value` (values a built-in loss rejects).",
+    )
+    .build()
 }
 
 /// The OpenAPI path item and the schemas it uses.
@@ -359,28 +345,9 @@ pub fn openapi() -> (PathItem, Vec<NamedSchema>) {
     ));
     let examples = examples()
         .into_iter()
-        .enumerate()
-        .map(|(i, (name, summary, body))| {
-            (
-                format!("{}-{name}", i + 1),
-                ExampleBuilder::new()
-                    .summary(summary)
-                    .value(Some(body))
-                    .build(),
-            )
-        });
-    let body = RequestBodyBuilder::new()
-        .required(Some(Required::True))
-        .content(
-            "application/json",
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name(
-                    <CustomRequest as ToSchema>::name().into_owned(),
-                )))
-                .examples_from_iter(examples)
-                .build(),
-        )
-        .build();
+        .map(|(name, summary, body)| Example::new(name, summary, body))
+        .collect();
+    let body = request_body(<CustomRequest as ToSchema>::name().into_owned(), examples);
     let op = OperationBuilder::new()
         .operation_id(Some("custom"))
         .summary(Some("custom (a loss written as an expression)"))
