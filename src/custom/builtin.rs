@@ -167,17 +167,6 @@ pub fn row_axes(name: &str, arg: &str, args: &[ArgShape]) -> Option<Vec<usize>> 
     crate::losses::find(name)?.info.layout.row_axes(arg, args)
 }
 
-/// The shape of loss `name`'s output with `reduction: "none"`, from its arguments' shapes
-/// (the kernels' rules; a call they would refuse may be refused here first).
-pub fn none_shape(
-    name: &str,
-    args: &[ArgShape],
-    options: &Map<String, Value>,
-) -> Result<Vec<usize>, String> {
-    let e = crate::losses::find(name).ok_or_else(|| format!("no loss called {name}"))?;
-    (e.info.none_shape)(args, options)
-}
-
 /// A float type the built-in losses can be called in.
 pub trait Float: WireFloat {
     /// The kernel output in this precision.
@@ -328,6 +317,15 @@ mod tests {
     use super::*;
     use crate::losses::shape::arg as s;
     use crate::wire::Tensor;
+
+    /// Loss `name`'s rule for the shape of its unreduced output.
+    fn none_shape(
+        name: &str,
+        args: &[ArgShape],
+        options: &Map<String, Value>,
+    ) -> Result<Vec<usize>, String> {
+        (crate::losses::find(name).unwrap().info.none_shape)(args, options)
+    }
 
     /// The shape of each tensor argument of an example body.
     fn shapes_of(body: &Value, e: &Entry) -> Vec<ArgShape> {

@@ -8,8 +8,9 @@
 //!   topological order with its cost (elements touched), checked against the element limit.
 //! - [`eval`]: the forward pass in the request dtype and the backward pass, node by node, with
 //!   PyTorch's autograd formulas and subgradients.
-//! - [`builtin`]: calls of the registered losses through [`crate::losses::Entry::eval`], their
-//!   output shapes for `reduction: "none"`, and how their gradients chain.
+//! - [`builtin`]: calls of the registered losses through [`crate::losses::Entry::eval`], and
+//!   how their gradients chain; their output shapes for `reduction: "none"` and gradient
+//!   layouts come from each loss's own [`crate::losses::Info`].
 //! - [`docs`]: the catalog entry and the OpenAPI path item.
 
 pub mod builtin;
