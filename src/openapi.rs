@@ -325,35 +325,37 @@ fn operation(e: &Entry) -> utoipa::openapi::path::Operation {
 
 /// The responses every loss route can give.
 fn responses() -> utoipa::openapi::Responses {
-    let ok = answer(
-        "The loss, its shape and dtype; gradients with `grad: true`; PyTorch's warnings when it would have warned.",
-    );
-    problems(
-        ResponsesBuilder::new().response("200", ok),
-        "`payload_too_large`: the body or the element count is over the limit.",
-        "`invalid_tensor` (ragged arrays, non-numbers, bad base64, shape and data disagree, a fraction where an integer is needed), \
-         `shape_mismatch` (tensors PyTorch would refuse to combine), \
-         `invalid_option` (unknown or missing field, a bad reduction, dtype or option value), \
-         `invalid_value` (values PyTorch rejects).",
-    )
-    .response("404", problem("`unknown_loss`: no loss of that name."))
-    .build()
-}
-
-/// Adds the error responses of every computing route to `r`: its own texts for 413 and 422,
-/// the same 400, 415 and 503.
-pub fn problems(r: ResponsesBuilder, too_large: &str, unprocessable: &str) -> ResponsesBuilder {
-    r.response("400", problem("`invalid_json`: the body is not JSON."))
-        .response("413", problem(too_large))
+    ResponsesBuilder::new()
         .response(
-            "415",
-            problem("`unsupported_media_type`: the content type is not `application/json`."),
+            "200",
+            ResponseBuilder::new()
+                .description("The loss, its shape and dtype; gradients with `grad: true`; PyTorch's warnings when it would have warned.")
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("LossResponse")))
+                        .build(),
+                )
+                .build(),
         )
-        .response("422", problem(unprocessable))
+        .response("400", problem("`invalid_json`: the body is not JSON."))
+        .response("404", problem("`unknown_loss`: no loss of that name."))
+        .response("413", problem("`payload_too_large`: the body or the element count is over the limit."))
+        .response("415", problem("`unsupported_media_type`: the content type is not `application/json`."))
+        .response(
+            "422",
+            problem(
+                "`invalid_tensor` (ragged arrays, non-numbers, bad base64, shape and data disagree, a fraction where an integer is needed), \
+                 `shape_mismatch` (tensors PyTorch would refuse to combine), \
+                 `invalid_option` (unknown or missing field, a bad reduction, dtype or option value), \
+                 `invalid_value` (values PyTorch rejects).",
+            ),
+        )
         .response(
             "503",
             problem("`overloaded` (the compute queue is full; `Retry-After` says when to retry) or `timeout` (past the time limit)."),
         )
+        .build()
 }
 
 /// The request body of a computing route: the schema called `schema` and the examples.

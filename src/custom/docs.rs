@@ -10,7 +10,7 @@ use utoipa::{PartialSchema, ToSchema};
 use super::compile::FUNCTIONS;
 use super::{CustomRequest, Limits};
 use crate::losses::{self, ArgShape, Entry, Example, NamedSchema, sample};
-use crate::openapi::{answer, problems, request_body};
+use crate::openapi::{answer, problem, request_body};
 
 /// The grammar, as a user reads it.
 pub const GRAMMAR: &str = "\
@@ -320,19 +320,29 @@ fn description() -> String {
 
 /// The responses of the route.
 fn responses() -> utoipa::openapi::Responses {
-    let ok = answer(
-        "The expression's value (`loss`), its shape and dtype; `grad` with the gradient of each tensor listed in `grad` (of the sum of the value when it is not a scalar); the built-in losses' warnings, if any.",
-    );
-    problems(
-        ResponsesBuilder::new().response("200", ok),
-        "`payload_too_large`: the body or the element count is over the limit, or evaluating the expression would touch more elements than the element limit.",
-        "`invalid_expression` (the expression does not parse or type-check, or is over the length, node or depth limit; `position` is the character offset), \
-         `shape_mismatch` (operands that do not broadcast, a dim that does not exist; the sub-expression is quoted), \
-         `invalid_tensor` (ragged arrays, non-numbers, bad base64, shape and data disagree), \
-         `invalid_option` (unknown or missing field, a bad tensor name, `grad` naming an unknown tensor), \
-         `invalid_value` (values a built-in loss rejects).",
-    )
-    .build()
+    ResponsesBuilder::new()
+        .response(
+            "200",
+            answer("The expression's value (`loss`), its shape and dtype; `grad` with the gradient of each tensor listed in `grad` (of the sum of the value when it is not a scalar); the built-in losses' warnings, if any."),
+        )
+        .response("400", problem("`invalid_json`: the body is not JSON."))
+        .response("413", problem("`payload_too_large`: the body or the element count is over the limit, or evaluating the expression would touch more elements than the element limit."))
+        .response("415", problem("`unsupported_media_type`: the content type is not `application/json`."))
+        .response(
+            "422",
+            problem(
+                "`invalid_expression` (the expression does not parse or type-check, or is over the length, node or depth limit; `position` is the character offset), \
+                 `shape_mismatch` (operands that do not broadcast, a dim that does not exist; the sub-expression is quoted), \
+                 `invalid_tensor` (ragged arrays, non-numbers, bad base64, shape and data disagree), \
+                 `invalid_option` (unknown or missing field, a bad tensor name, `grad` naming an unknown tensor), \
+                 `invalid_value` (values a built-in loss rejects).",
+            ),
+        )
+        .response(
+            "503",
+            problem("`overloaded` (the compute queue is full; `Retry-After` says when to retry) or `timeout` (past the time limit)."),
+        )
+        .build()
 }
 
 /// The OpenAPI path item and the schemas it uses.

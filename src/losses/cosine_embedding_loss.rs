@@ -2,7 +2,7 @@
 
 use lossd_kernels::LossOutput;
 use lossd_kernels::ranking::cosine_embedding::cosine_embedding_loss;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use super::{
     ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
@@ -32,7 +32,7 @@ crate::loss_request! {
 
 /// One loss per pair: the cosines (one per row of the broadcast embeddings) broadcast with
 /// `target`.
-fn none_shape(args: &[ArgShape], _: &Map<String, Value>) -> Result<Vec<usize>, String> {
+fn none_shape(args: &[ArgShape], _: &shape::Options) -> Result<Vec<usize>, String> {
     let (a, b) = (shape::shape(args, "input1"), shape::shape(args, "input2"));
     let y = shape::shape(args, "target");
     let full = shape::broadcast("input1 and input2", &a, &b)?;

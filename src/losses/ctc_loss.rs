@@ -2,7 +2,7 @@
 
 use lossd_kernels::LossOutput;
 use lossd_kernels::probabilistic::ctc::ctc_loss;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use super::{
     ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
@@ -40,7 +40,7 @@ crate::loss_request! {
 }
 
 /// One loss per sequence: `(N)` for `(T, N, C)` log-probabilities, `()` for `(T, C)`.
-fn none_shape(args: &[ArgShape], _: &Map<String, Value>) -> Result<Vec<usize>, String> {
+fn none_shape(args: &[ArgShape], _: &shape::Options) -> Result<Vec<usize>, String> {
     match shape::shape(args, "log_probs").as_slice() {
         [_, n, _] => Ok(vec![*n]),
         [_, _] => Ok(vec![]),

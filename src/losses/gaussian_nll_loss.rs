@@ -1,8 +1,8 @@
 //! `POST /v1/losses/gaussian_nll_loss`: `nn.GaussianNLLLoss` / `F.gaussian_nll_loss`.
 
 use lossd_kernels::LossOutput;
-use lossd_kernels::probabilistic::gaussian_nll::{Var, effective_var_shape, gaussian_nll_loss};
-use serde_json::{Map, Value, json};
+use lossd_kernels::probabilistic::gaussian_nll::{Var, gaussian_nll_loss};
+use serde_json::json;
 
 use super::{
     ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
@@ -43,19 +43,20 @@ crate::loss_request! {
 }
 
 /// `input` and `target` broadcast together, and with `var` once viewed by its own rule.
-fn none_shape(args: &[ArgShape], _: &Map<String, Value>) -> Result<Vec<usize>, String> {
+fn none_shape(args: &[ArgShape], _: &shape::Options) -> Result<Vec<usize>, String> {
     let x = shape::shape(args, "input");
     let s = shape::broadcast("input and target", &x, &shape::shape(args, "target"))?;
     match shape::get(args, "var") {
         Some(v) if !v.literal => {
-            let eff = effective_var_shape(&x, &v.shape).ok_or_else(|| {
-                format!(
-                    "var has shape {} but input has shape {}: var must have the input's shape, \
+            let eff = lossd_kernels::probabilistic::gaussian_nll::effective_var_shape(&x, &v.shape)
+                .ok_or_else(|| {
+                    format!(
+                        "var has shape {} but input has shape {}: var must have the input's shape, \
                      the input's shape without its last dimension, or one dimension of size 1",
-                    shape::fmt_shape(&v.shape),
-                    shape::fmt_shape(&x)
-                )
-            })?;
+                        shape::fmt_shape(&v.shape),
+                        shape::fmt_shape(&x)
+                    )
+                })?;
             shape::broadcast("var and the input", &s, &eff)
         }
         _ => Ok(s),
@@ -66,7 +67,7 @@ fn none_shape(args: &[ArgShape], _: &Map<String, Value>) -> Result<Vec<usize>, S
 /// dimension gains a trailing 1); the other tensors as they are.
 fn view(arg: &str, shape: &[usize], input: &[usize]) -> Option<Vec<usize>> {
     if arg == "var" {
-        effective_var_shape(input, shape)
+        lossd_kernels::probabilistic::gaussian_nll::effective_var_shape(input, shape)
     } else {
         Some(shape.to_vec())
     }

@@ -3,7 +3,7 @@
 
 use lossd_kernels::LossOutput;
 use lossd_kernels::classification::linear_cross_entropy::linear_cross_entropy;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use super::cross_entropy::ce_target;
 use super::{
@@ -49,7 +49,7 @@ crate::loss_request! {
 
 /// The logits' shape without the class dimension: `(N, d1..dK)` for `input` `(N, H)` and
 /// `linear_weight` `(C, d1..dK, H)`, `()` for `(H)`.
-fn none_shape(args: &[ArgShape], _: &Map<String, Value>) -> Result<Vec<usize>, String> {
+fn none_shape(args: &[ArgShape], _: &shape::Options) -> Result<Vec<usize>, String> {
     let x = shape::shape(args, "input");
     let w = shape::shape(args, "linear_weight");
     let spatial = if w.len() >= 2 {

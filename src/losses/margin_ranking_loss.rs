@@ -2,7 +2,7 @@
 
 use lossd_kernels::LossOutput;
 use lossd_kernels::ranking::margin_ranking::margin_ranking_loss;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use super::{
     ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
@@ -32,7 +32,7 @@ crate::loss_request! {
 }
 
 /// The three tensors broadcast together.
-fn none_shape(args: &[ArgShape], _: &Map<String, Value>) -> Result<Vec<usize>, String> {
+fn none_shape(args: &[ArgShape], _: &shape::Options) -> Result<Vec<usize>, String> {
     let (a, b) = (shape::shape(args, "input1"), shape::shape(args, "input2"));
     let s = shape::broadcast("input1 and input2", &a, &b)?;
     shape::broadcast(

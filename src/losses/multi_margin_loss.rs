@@ -2,7 +2,7 @@
 
 use lossd_kernels::LossOutput;
 use lossd_kernels::classification::multi_margin::multi_margin_loss;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use super::{
     ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
@@ -40,7 +40,7 @@ crate::loss_request! {
 
 /// One loss per sample: `(N)` for `(N, C)` scores, `(1)` for `(C)` scores with a `(1)` target,
 /// `()` with a 0-d target.
-fn none_shape(args: &[ArgShape], _: &Map<String, Value>) -> Result<Vec<usize>, String> {
+fn none_shape(args: &[ArgShape], _: &shape::Options) -> Result<Vec<usize>, String> {
     let x = shape::shape(args, "input");
     let n = if x.len() == 2 { x[0] } else { 1 };
     Ok(if shape::shape(args, "target").is_empty() {

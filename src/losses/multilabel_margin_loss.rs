@@ -2,7 +2,7 @@
 
 use lossd_kernels::LossOutput;
 use lossd_kernels::classification::multilabel_margin::multilabel_margin_loss;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use super::{
     ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
@@ -25,7 +25,7 @@ crate::loss_request! {
 }
 
 /// One loss per sample: `(N)` for `(N, C)` scores, `()` for `(C)`.
-fn none_shape(args: &[ArgShape], _: &Map<String, Value>) -> Result<Vec<usize>, String> {
+fn none_shape(args: &[ArgShape], _: &shape::Options) -> Result<Vec<usize>, String> {
     Ok(match shape::shape(args, "input").as_slice() {
         [n, _] => vec![*n],
         _ => vec![],

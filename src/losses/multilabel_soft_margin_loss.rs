@@ -2,7 +2,7 @@
 
 use lossd_kernels::LossOutput;
 use lossd_kernels::classification::multilabel_soft_margin::multilabel_soft_margin_loss;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use super::{
     ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
@@ -28,7 +28,7 @@ crate::loss_request! {
 }
 
 /// The broadcast shape of the tensors without the class dimension (the last).
-fn none_shape(args: &[ArgShape], _: &Map<String, Value>) -> Result<Vec<usize>, String> {
+fn none_shape(args: &[ArgShape], _: &shape::Options) -> Result<Vec<usize>, String> {
     let x = shape::shape(args, "input");
     if x.is_empty() {
         return Err("input is 0-d but must have a class dimension".into());

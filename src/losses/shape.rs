@@ -22,9 +22,12 @@ pub struct ArgShape {
     pub literal: bool,
 }
 
+/// A call's options (besides `reduction`), as JSON values.
+pub type Options = Map<String, Value>;
+
 /// The output shape with `reduction: "none"` from the arguments' shapes and the options, or
 /// why the kernel would refuse the call.
-pub type NoneShape = fn(&[ArgShape], &Map<String, Value>) -> Result<Vec<usize>, String>;
+pub type NoneShape = fn(&[ArgShape], &Options) -> Result<Vec<usize>, String>;
 
 /// The dimensions of argument `arg` that the output lacks (each element of `arg` belongs to the
 /// output element at its index without them), or `None` when its elements reach several
@@ -101,7 +104,7 @@ pub fn broadcast(what: &str, a: &[usize], b: &[usize]) -> Result<Vec<usize>, Str
 }
 
 /// The rule of the point-wise losses: `input` and `target` broadcast together.
-pub fn input_and_target(args: &[ArgShape], _: &Map<String, Value>) -> Result<Vec<usize>, String> {
+pub fn input_and_target(args: &[ArgShape], _: &Options) -> Result<Vec<usize>, String> {
     broadcast(
         "input and target",
         &shape(args, "input"),
@@ -111,7 +114,7 @@ pub fn input_and_target(args: &[ArgShape], _: &Map<String, Value>) -> Result<Vec
 
 /// The rule of the losses whose output has exactly `input`'s shape (the other tensors must
 /// broadcast to it without enlarging it, which the kernel checks).
-pub fn input_shape(args: &[ArgShape], _: &Map<String, Value>) -> Result<Vec<usize>, String> {
+pub fn input_shape(args: &[ArgShape], _: &Options) -> Result<Vec<usize>, String> {
     Ok(shape(args, "input"))
 }
 
@@ -121,7 +124,7 @@ fn class_dim(rank: usize) -> usize {
 }
 
 /// The rule of the class-index losses: `input` `(N, C, d1..dK)` → `(N, d1..dK)`, `(C)` → `()`.
-pub fn without_class_dim(args: &[ArgShape], _: &Map<String, Value>) -> Result<Vec<usize>, String> {
+pub fn without_class_dim(args: &[ArgShape], _: &Options) -> Result<Vec<usize>, String> {
     match shape(args, "input").as_slice() {
         [] => Err("input is 0-d but must have a class dimension".into()),
         [_] => Ok(vec![]),

@@ -2,7 +2,7 @@
 
 use lossd_kernels::LossOutput;
 use lossd_kernels::ranking::triplet_margin::triplet_margin_loss;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use super::args::Float;
 use super::{
@@ -60,7 +60,7 @@ crate::loss_request! {
 /// `triplet_margin_with_distance_loss`.
 pub(super) fn none_shape(
     args: &[ArgShape],
-    options: &Map<String, Value>,
+    options: &shape::Options,
 ) -> Result<Vec<usize>, String> {
     let (a, p, n) = (
         shape::shape(args, "anchor"),
@@ -76,7 +76,7 @@ pub(super) fn none_shape(
         ));
     }
     let mut pairs = vec![(&a, &p), (&a, &n)];
-    if options.get("swap") == Some(&Value::Bool(true)) {
+    if options.get("swap") == Some(&serde_json::Value::Bool(true)) {
         pairs.push((&p, &n));
     }
     let mut batch: Option<Vec<usize>> = None;
