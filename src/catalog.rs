@@ -206,6 +206,30 @@ fn bounds(o: &Value) -> String {
     parts.join(", ")
 }
 
+/// A request body on one line, its tensors first in the loss's order, then the other fields.
+fn request_text(info: &losses::Info, body: &Value) -> String {
+    let Some(fields) = body.as_object() else {
+        return body.to_string();
+    };
+    let mut keys: Vec<&str> = info
+        .tensors
+        .iter()
+        .map(|t| t.name)
+        .filter(|n| fields.contains_key(*n))
+        .collect();
+    keys.extend(
+        fields
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !info.is_tensor(k)),
+    );
+    let parts: Vec<String> = keys
+        .iter()
+        .map(|k| format!("{}: {}", Value::from(*k), fields[*k]))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
 /// One loss's section of the reference.
 fn section(e: &Entry, c: &Value, out: &mut String) {
     use std::fmt::Write;
@@ -298,6 +322,16 @@ fn section(e: &Entry, c: &Value, out: &mut String) {
             "**Differs from PyTorch** ([differences.md](differences.md)): {}\n",
             info.differences
         );
+    }
+    // The shortest of the loss's examples (they all run, as a test checks): a request to
+    // start from.
+    let example = (e.examples)()
+        .into_iter()
+        .map(|x| (request_text(info, &x.body), x))
+        .min_by_key(|(text, _)| text.len());
+    if let Some((text, x)) = example {
+        let _ = writeln!(w, "**Example** ({}):\n", x.summary);
+        let _ = writeln!(w, "```json\n{text}\n```\n");
     }
 }
 
