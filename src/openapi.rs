@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use utoipa::OpenApi;
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
-use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::request_body::{RequestBody, RequestBodyBuilder};
 use utoipa::openapi::response::{ResponseBuilder, ResponsesBuilder};
 use utoipa::openapi::schema::Ref;
 use utoipa::openapi::tag::TagBuilder;
@@ -231,9 +231,10 @@ fn catalog_operation(name: &str) -> utoipa::openapi::path::Operation {
         .operation_id(Some(format!("{name}_catalog")))
         .summary(Some(format!("Catalog entry of {name}")))
         .description(Some(format!(
-            "What `POST /v1/losses/{name}` takes: PyTorch module and functional names, category, \
-             tensor arguments (kind, shapes, differentiable), options with types, defaults and \
-             allowed values, reductions."
+            "What `POST /v1/losses/{name}` takes and returns: PyTorch module and functional \
+             names, category, formula, tensor arguments (kind, shapes, differentiable), options \
+             with types, defaults and allowed values, reductions, what `reduction: \"none\"` \
+             returns, gradients, and where lossd differs from PyTorch."
         )))
         .tag("catalog")
         .responses(
@@ -298,30 +299,20 @@ fn operation(e: &Entry) -> utoipa::openapi::path::Operation {
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    description.push_str(&format!(
+        "\n\n**With `reduction: \"none\"`:** {}\n\n**Gradients:** {}",
+        info.unreduced, info.gradient
+    ));
     if !info.notes.is_empty() {
         description.push_str(&format!("\n\n**Notes:** {}", info.notes));
     }
-    // Example maps are sorted by key; a numeric prefix keeps the loss's own order, so the
-    // first example (the one Swagger UI fills in) is the tutorial one.
-    let examples = (e.examples)().into_iter().enumerate().map(|(i, x)| {
-        (
-            format!("{}-{}", i + 1, x.name),
-            ExampleBuilder::new()
-                .summary(x.summary)
-                .value(Some(x.body))
-                .build(),
-        )
-    });
-    let body = RequestBodyBuilder::new()
-        .required(Some(Required::True))
-        .content(
-            "application/json",
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name(schema_name)))
-                .examples_from_iter(examples)
-                .build(),
-        )
-        .build();
+    if !info.differences.is_empty() {
+        description.push_str(&format!(
+            "\n\n**Differs from PyTorch** (docs/differences.md): {}",
+            info.differences
+        ));
+    }
+    let body = request_body(schema_name, (e.examples)());
     OperationBuilder::new()
         .operation_id(Some(info.name))
         .summary(Some(format!("{} ({})", info.name, info.module)))
@@ -334,17 +325,6 @@ fn operation(e: &Entry) -> utoipa::openapi::path::Operation {
 
 /// The responses every loss route can give.
 fn responses() -> utoipa::openapi::Responses {
-    let problem = |text: &str| {
-        ResponseBuilder::new()
-            .description(text)
-            .content(
-                "application/problem+json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
-                    .build(),
-            )
-            .build()
-    };
     ResponsesBuilder::new()
         .response(
             "200",
@@ -374,6 +354,57 @@ fn responses() -> utoipa::openapi::Responses {
         .response(
             "503",
             problem("`overloaded` (the compute queue is full; `Retry-After` says when to retry) or `timeout` (past the time limit)."),
+        )
+        .build()
+}
+
+/// The request body of a computing route: the schema called `schema` and the examples.
+pub fn request_body(schema: String, examples: Vec<losses::Example>) -> RequestBody {
+    // Example maps are sorted by key; a numeric prefix keeps the route's own order, so the
+    // first example (the one Swagger UI fills in) is the tutorial one.
+    let examples = examples.into_iter().enumerate().map(|(i, x)| {
+        (
+            format!("{}-{}", i + 1, x.name),
+            ExampleBuilder::new()
+                .summary(x.summary)
+                .value(Some(x.body))
+                .build(),
+        )
+    });
+    RequestBodyBuilder::new()
+        .required(Some(Required::True))
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(schema)))
+                .examples_from_iter(examples)
+                .build(),
+        )
+        .build()
+}
+
+/// A 200 response of a loss route (a [`LossResponse`]), described by `text`.
+pub fn answer(text: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(text)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("LossResponse")))
+                .build(),
+        )
+        .build()
+}
+
+/// An error response (a [`Problem`]), described by `text`.
+pub fn problem(text: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(text)
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
         )
         .build()
 }

@@ -1,33 +1,33 @@
-//! Built-in losses inside expressions: their options (from the catalog), their output shapes
-//! with `reduction: "none"`, the request body that calls them through the registry, and how
-//! their gradients chain into the expression's backward pass.
+//! Built-in losses inside expressions: their options (from the catalog), the request body that
+//! calls them through the registry, and how their gradients chain into the expression's
+//! backward pass. Every per-loss fact (the output shape with `reduction: "none"`, which
+//! tensors are element-wise or row-wise) comes from the loss's own [`Info`](crate::losses::Info)
+//! through the registry; nothing here is keyed by a loss's name.
 //!
 //! A kernel returns the gradient of its output's *sum*. That is the exact vector-Jacobian
 //! product when the upstream gradient is the same for every output element (always so for
 //! `mean`/`sum`/`batchmean`, whose output is a scalar). For `reduction: "none"` with a
 //! non-uniform upstream gradient lossd still differentiates exactly where each input element
-//! reaches a single output element:
+//! reaches a single output element, as the loss's [`Layout`] says:
 //!
-//! - element-wise losses (the regression losses, BCE, soft margin, KL, Poisson and Gaussian
-//!   NLL, hinge embedding, margin ranking): the tensors are broadcast to the output's shape
-//!   and the loss called once more, giving each element's own derivative; times the upstream
-//!   gradient, summed back to each tensor's shape;
-//! - row-wise losses (cross-entropy and NLL over the class dimension, the margin and
-//!   multilabel losses, cosine embedding, triplet, linear cross-entropy's input, CTC's
-//!   log_probs): an input element belongs to exactly one output element (its row), so its
+//! - element-wise losses: the tensors are broadcast to the output's shape and the loss called
+//!   once more, giving each element's own derivative; times the upstream gradient, summed
+//!   back to each tensor's shape;
+//! - row-wise losses: an input element belongs to exactly one output element (its row), so its
 //!   derivative is scaled by that element's upstream gradient.
 //!
 //! A tensor shared by many outputs (class weights, `linear_weight`, a broadcast row) has no
 //! such decomposition: a non-uniform upstream gradient there is a 422 `invalid_expression`.
 
+use std::sync::LazyLock;
+
 use lossd_kernels::LossOutput;
-use lossd_kernels::broadcast::broadcast_shape;
 use lossd_kernels::ndarray::{ArrayD, ArrayViewD, IxDyn};
 use serde_json::{Map, Value};
 
-use super::compile::fmt_shape;
 use crate::error::{ApiError, Code};
-use crate::losses::{Computed, Entry};
+pub use crate::losses::ArgShape;
+use crate::losses::{Computed, Entry, Layout, registry};
 use crate::wire::Budget;
 use crate::wire::ser::{WireFloat, write_shape, write_str};
 
@@ -57,17 +57,6 @@ impl std::fmt::Debug for LossCall {
             .field("reduction", &self.reduction)
             .finish()
     }
-}
-
-/// A tensor argument's shape, for shape rules.
-#[derive(Clone, Debug)]
-pub struct ArgShape {
-    /// The argument's name.
-    pub name: &'static str,
-    /// Its shape (`[]` for a literal).
-    pub shape: Vec<usize>,
-    /// Given as a number literal.
-    pub literal: bool,
 }
 
 /// A loss option as the catalog describes it.
@@ -162,208 +151,20 @@ pub fn number_json(v: f64) -> Value {
     }
 }
 
-/// Losses whose unreduced output is element-wise in its (broadcast) tensors.
-pub const ELEMENTWISE: [&str; 12] = [
-    "l1_loss",
-    "mse_loss",
-    "smooth_l1_loss",
-    "huber_loss",
-    "binary_cross_entropy",
-    "binary_cross_entropy_with_logits",
-    "soft_margin_loss",
-    "kl_div",
-    "poisson_nll_loss",
-    "gaussian_nll_loss",
-    "hinge_embedding_loss",
-    "margin_ranking_loss",
-];
+/// The names of the losses whose unreduced output is element-wise in their (broadcast)
+/// tensors, from their layouts.
+pub static ELEMENTWISE: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    registry()
+        .iter()
+        .filter(|e| e.info.layout.is_elementwise())
+        .map(|e| e.info.name)
+        .collect()
+});
 
 /// For a row-wise loss, the dimensions of argument `arg` that its output does not have (each
 /// element of `arg` belongs to the output element at its index without these dimensions).
 pub fn row_axes(name: &str, arg: &str, args: &[ArgShape]) -> Option<Vec<usize>> {
-    let rank = |n: &str| args.iter().find(|a| a.name == n).map(|a| a.shape.len());
-    let r = rank(arg)?;
-    let class = |r: usize| if r >= 2 { 1 } else { 0 };
-    let last = |r: usize| r.checked_sub(1);
-    match (name, arg) {
-        (
-            "cross_entropy" | "nll_loss" | "multi_margin_loss" | "multilabel_margin_loss",
-            "input",
-        )
-        | ("cross_entropy", "target") => (r >= 1).then(|| vec![class(r)]),
-        ("linear_cross_entropy", "input") => last(r).map(|d| vec![d]),
-        ("multilabel_soft_margin_loss", _) => last(rank("input")?).map(|d| vec![d]),
-        ("cosine_embedding_loss", "input1" | "input2")
-        | (
-            "triplet_margin_loss" | "triplet_margin_with_distance_loss",
-            "anchor" | "positive" | "negative",
-        ) => last(r).map(|d| vec![d]),
-        ("ctc_loss", "log_probs") => match r {
-            3 => Some(vec![0, 2]),
-            2 => Some(vec![0, 1]),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-fn bc(what: &str, a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
-    broadcast_shape(a, b).map_err(|m| {
-        format!(
-            "{what}: shapes {} and {} do not broadcast ({m})",
-            fmt_shape(a),
-            fmt_shape(b)
-        )
-    })
-}
-
-/// `gaussian_nll_loss`'s rule for `var`'s shape (the kernel's, which is PyTorch's).
-pub fn effective_var_shape(input: &[usize], var: &[usize]) -> Option<Vec<usize>> {
-    if var == input {
-        return Some(var.to_vec());
-    }
-    if let Some((_, leading)) = input.split_last()
-        && var == leading
-    {
-        let mut s = var.to_vec();
-        s.push(1);
-        return Some(s);
-    }
-    let mismatched = input
-        .iter()
-        .zip(var)
-        .filter(|(a, b)| a != b)
-        .fold(0usize, |acc, (_, &b)| acc.saturating_add(b));
-    (var.len() == input.len() && mismatched == 1).then(|| var.to_vec())
-}
-
-/// The shape of loss `name`'s output with `reduction: "none"`, from its arguments' shapes
-/// (the kernels' rules; a call they would refuse may be refused here first).
-pub fn none_shape(
-    name: &str,
-    args: &[ArgShape],
-    options: &Map<String, Value>,
-) -> Result<Vec<usize>, String> {
-    let get = |n: &str| args.iter().find(|a| a.name == n);
-    let shape = |n: &str| get(n).map(|a| a.shape.clone()).unwrap_or_default();
-    let (x, y) = (shape("input"), shape("target"));
-    match name {
-        "l1_loss"
-        | "mse_loss"
-        | "smooth_l1_loss"
-        | "huber_loss"
-        | "kl_div"
-        | "poisson_nll_loss"
-        | "hinge_embedding_loss" => bc("input and target", &x, &y),
-        "binary_cross_entropy" | "binary_cross_entropy_with_logits" | "soft_margin_loss" => Ok(x),
-        "margin_ranking_loss" => {
-            let s = bc("input1 and input2", &shape("input1"), &shape("input2"))?;
-            bc("input1, input2 and target", &s, &shape("target"))
-        }
-        "gaussian_nll_loss" => {
-            let s = bc("input and target", &x, &y)?;
-            match get("var") {
-                Some(v) if !v.literal => {
-                    let eff = effective_var_shape(&x, &v.shape).ok_or_else(|| {
-                        format!(
-                            "var has shape {} but input has shape {}: var must have the input's \
-                             shape, the input's shape without its last dimension, or one \
-                             dimension of size 1",
-                            fmt_shape(&v.shape),
-                            fmt_shape(&x)
-                        )
-                    })?;
-                    bc("var and the input", &s, &eff)
-                }
-                _ => Ok(s),
-            }
-        }
-        "cross_entropy" | "nll_loss" => match x.as_slice() {
-            [] => Err("input is 0-d but must have a class dimension".into()),
-            [_] => Ok(vec![]),
-            [n, _, rest @ ..] => Ok(std::iter::once(*n).chain(rest.iter().copied()).collect()),
-        },
-        "multi_margin_loss" => {
-            let n = if x.len() == 2 { x[0] } else { 1 };
-            Ok(if y.is_empty() { vec![] } else { vec![n] })
-        }
-        "multilabel_margin_loss" => Ok(if x.len() == 2 { vec![x[0]] } else { vec![] }),
-        "multilabel_soft_margin_loss" => {
-            if x.is_empty() {
-                return Err("input is 0-d but must have a class dimension".into());
-            }
-            let mut s = bc("input and target", &x, &y)?;
-            if let Some(w) = get("weight") {
-                s = bc("weight and the input", &s, &w.shape)?;
-            }
-            s.remove(x.len() - 1);
-            Ok(s)
-        }
-        "cosine_embedding_loss" => {
-            let (a, b) = (shape("input1"), shape("input2"));
-            let full = bc("input1 and input2", &a, &b)?;
-            let rows: Vec<usize> = if y.len() == 1 && full.len() == 2 {
-                vec![full[0]]
-            } else {
-                vec![]
-            };
-            bc("the cosines and target", &rows, &y)
-        }
-        "triplet_margin_loss" | "triplet_margin_with_distance_loss" => {
-            let (a, p, n) = (shape("anchor"), shape("positive"), shape("negative"));
-            if p.len() != a.len() || n.len() != a.len() {
-                return Err(format!(
-                    "anchor, positive and negative must have the same number of dimensions, got {}, {} and {}",
-                    fmt_shape(&a),
-                    fmt_shape(&p),
-                    fmt_shape(&n)
-                ));
-            }
-            let mut pairs = vec![(&a, &p), (&a, &n)];
-            if options.get("swap") == Some(&Value::Bool(true)) {
-                pairs.push((&p, &n));
-            }
-            let mut batch: Option<Vec<usize>> = None;
-            for (u, v) in pairs {
-                let full = bc("the triplet's tensors", u, v)?;
-                let b = full
-                    .split_last()
-                    .map(|(_, b)| b.to_vec())
-                    .unwrap_or_default();
-                batch = Some(match batch {
-                    None => b,
-                    Some(prev) => bc("the triplet's distances", &prev, &b)?,
-                });
-            }
-            Ok(batch.unwrap_or_default())
-        }
-        "linear_cross_entropy" => {
-            // The logits are (C), (N, C) or (N, C, d1..dK) for linear_weight (C, d1..dK, H).
-            let w = shape("linear_weight");
-            let spatial = if w.len() >= 2 {
-                &w[1..w.len() - 1]
-            } else {
-                &[][..]
-            };
-            match x.as_slice() {
-                [_] => Ok(vec![]),
-                [n, _] => Ok(std::iter::once(*n).chain(spatial.iter().copied()).collect()),
-                _ => Err(format!(
-                    "input has shape {}: expected (in_features) or (N, in_features)",
-                    fmt_shape(&x)
-                )),
-            }
-        }
-        "ctc_loss" => match shape("log_probs").as_slice() {
-            [_, n, _] => Ok(vec![*n]),
-            [_, _] => Ok(vec![]),
-            other => Err(format!(
-                "log_probs has shape {}, but it must be (T, N, C), or (T, C) unbatched",
-                fmt_shape(other)
-            )),
-        },
-        other => Err(format!("no shape rule for {other}")),
-    }
+    crate::losses::find(name)?.info.layout.row_axes(arg, args)
 }
 
 /// A float type the built-in losses can be called in.
@@ -461,9 +262,9 @@ pub fn call<T: Float>(
 /// Tensors broadcast to an output's shape, and the shape each was viewed as before.
 pub type Materialized<T> = (Vec<ArrayD<T>>, Vec<Vec<usize>>);
 
-/// Broadcasts the arguments of an element-wise loss to its output's shape (`var` of
-/// `gaussian_nll_loss` by its own rule first); the shapes each was viewed as, for summing the
-/// gradients back.
+/// Broadcasts the arguments of an element-wise loss to its output's shape (after the view
+/// its layout gives an argument, such as `var` of `gaussian_nll_loss`); the shapes each was
+/// viewed as, for summing the gradients back.
 pub fn materialize<T: Copy>(
     call: &LossCall,
     args: &[ArrayViewD<'_, T>],
@@ -478,8 +279,8 @@ pub fn materialize<T: Copy>(
     let mut viewed = Vec::with_capacity(args.len());
     for (name, a) in call.names.iter().zip(args) {
         let mut v = a.clone();
-        if call.entry.info.name == "gaussian_nll_loss" && *name == "var" {
-            let eff = effective_var_shape(input.as_deref()?, a.shape())?;
+        if let Layout::Elementwise { view: Some(view) } = call.entry.info.layout {
+            let eff = view(name, a.shape(), input.as_deref()?)?;
             v = v.into_shape_with_order(IxDyn(&eff)).ok()?;
         }
         viewed.push(v.shape().to_vec());
@@ -514,8 +315,17 @@ pub fn place(e: ApiError, src: &str, start: usize, text: &str) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::losses::registry;
+    use crate::losses::shape::arg as s;
     use crate::wire::Tensor;
+
+    /// Loss `name`'s rule for the shape of its unreduced output.
+    fn none_shape(
+        name: &str,
+        args: &[ArgShape],
+        options: &Map<String, Value>,
+    ) -> Result<Vec<usize>, String> {
+        (crate::losses::find(name).unwrap().info.none_shape)(args, options)
+    }
 
     /// The shape of each tensor argument of an example body.
     fn shapes_of(body: &Value, e: &Entry) -> Vec<ArgShape> {
@@ -577,14 +387,6 @@ mod tests {
             }
         }
         assert!(checked >= 22, "{checked}");
-    }
-
-    fn s(name: &'static str, shape: &[usize]) -> ArgShape {
-        ArgShape {
-            name,
-            shape: shape.to_vec(),
-            literal: false,
-        }
     }
 
     #[test]

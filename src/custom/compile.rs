@@ -12,6 +12,7 @@ use super::builtin::{self, LossCall};
 use super::parse::{Arg, Ast, BinOp, Span, SynKind};
 use crate::error::Code;
 use crate::losses::Entry;
+pub use crate::losses::shape::fmt_shape;
 
 /// An element-wise function of one tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -358,12 +359,6 @@ pub fn numel(shape: &[usize]) -> usize {
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .unwrap_or(usize::MAX)
-}
-
-/// `[2, 3]`.
-pub fn fmt_shape(shape: &[usize]) -> String {
-    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
-    format!("[{}]", dims.join(", "))
 }
 
 /// What a syntax node stands for, once compiled.
@@ -1119,7 +1114,7 @@ impl<'a> Compiler<'a> {
             names.push(t.name);
         }
         let shape = if reduction == "none" {
-            builtin::none_shape(name, &arg_shapes, &opts)
+            (info.none_shape)(&arg_shapes, &opts)
                 .map_err(|m| self.shape_err(span, format!("`{}`: {m}", self.text(span))))?
         } else {
             vec![]

@@ -3,18 +3,14 @@
 //! compiler uses ([`FUNCTIONS`], the loss registry), so they cannot drift from the language.
 
 use serde_json::{Value, json};
-use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
-use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::response::{ResponseBuilder, ResponsesBuilder};
-use utoipa::openapi::schema::Ref;
-use utoipa::openapi::{ContentBuilder, Required};
+use utoipa::openapi::response::ResponsesBuilder;
 use utoipa::{PartialSchema, ToSchema};
 
-use super::builtin::{self, ELEMENTWISE, row_axes};
 use super::compile::FUNCTIONS;
 use super::{CustomRequest, Limits};
-use crate::losses::{self, NamedSchema, sample};
+use crate::losses::{self, ArgShape, Entry, Example, NamedSchema, sample};
+use crate::openapi::{answer, problem, request_body};
 
 /// The grammar, as a user reads it.
 pub const GRAMMAR: &str = "\
@@ -37,22 +33,36 @@ then `+` and `-` (both left-associative); then the comparisons `< <= > >= == !=`
 true and 0 where false, pass no gradient, and cannot be chained (`a < b < c` is an error: write \
 `(a < b) * (b < c)`).";
 
-/// How gradients are computed, in a paragraph.
-pub const GRADIENTS: &str = "`grad` lists the tensors to differentiate. The gradient is PyTorch's \
-autograd on the same expression (reverse mode over the expression graph, with PyTorch's formulas and \
-subgradients, listed per function); for a result that is not a scalar it is the gradient of its sum. \
-Built-in losses contribute their own gradient kernels: with reduction 'mean', 'sum' or 'batchmean' \
-(a scalar) the chain rule is exact. With reduction 'none' a kernel gives the gradient of the sum of \
-its output, which is exact whenever the gradient arriving at the loss is the same for every element \
-(e.g. sum(...) or mean(...) of it); otherwise lossd still differentiates exactly where each input \
-element reaches a single output element: element-wise losses (l1, mse, smooth L1, Huber, BCE, BCE with \
-logits, soft margin, KL, Poisson and Gaussian NLL, hinge embedding, margin ranking) are called again \
-with their tensors broadcast to the output's shape, and row-wise losses scale each row's gradient \
-(cross_entropy and nll_loss along the class dimension, the margin and multilabel losses, cosine \
-embedding, the triplet losses, linear_cross_entropy's input, ctc_loss's log_probs). A tensor that \
-feeds many output elements (class weights, linear_weight, a broadcast row) cannot be differentiated \
-through an unreduced loss weighted unequally: that is a 422 invalid_expression at the call, \
-explaining why.";
+/// How gradients are computed, in a paragraph; the losses named are those whose layout says
+/// so (`Info::layout`).
+pub fn gradients() -> String {
+    let names = |elementwise: bool| {
+        losses::registry()
+            .iter()
+            .filter(|e| e.info.layout.is_elementwise() == elementwise)
+            .map(|e| e.info.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "`grad` lists the tensors to differentiate. The gradient is PyTorch's autograd on the \
+         same expression (reverse mode over the expression graph, with PyTorch's formulas and \
+         subgradients, listed per function); for a result that is not a scalar it is the \
+         gradient of its sum. Built-in losses contribute their own gradient kernels: with \
+         reduction 'mean', 'sum' or 'batchmean' (a scalar) the chain rule is exact. With \
+         reduction 'none' a kernel gives the gradient of the sum of its output, which is exact \
+         whenever the gradient arriving at the loss is the same for every element (e.g. sum(...) \
+         or mean(...) of it); otherwise lossd still differentiates exactly where each input \
+         element reaches a single output element: element-wise losses ({}) are called again \
+         with their tensors broadcast to the output's shape, and row-wise losses ({}) scale each \
+         row's gradient (which tensors, per loss: `reduction_none_gradient` in \
+         `GET /v1/losses/custom`). A tensor that feeds many output elements (class weights, \
+         linear_weight, a broadcast row) cannot be differentiated through an unreduced loss \
+         weighted unequally: that is a 422 invalid_expression at the call, explaining why.",
+        names(true),
+        names(false)
+    )
+}
 
 /// Ready-made expressions: (name, summary, expression, tensors, grad).
 fn examples() -> Vec<(&'static str, &'static str, Value)> {
@@ -62,7 +72,7 @@ fn examples() -> Vec<(&'static str, &'static str, Value)> {
     vec![
         (
             "tutorial",
-            "MSE plus a tenth of a Huber loss, with the gradient (the API.md example)",
+            "MSE plus a tenth of a Huber loss, with the gradient",
             json!({
                 "expression": "mean(square(input - target)) + 0.1 * huber_loss(input, target, delta=0.5)",
                 "tensors": {"input": sample(&[3, 5], 1), "target": sample(&[3, 5], 2)},
@@ -114,7 +124,7 @@ pub fn example_bodies() -> Vec<(&'static str, Value)> {
 }
 
 /// How a built-in is called: `huber_loss(input, target, weight=None, *, reduction='mean', delta=1.0)`.
-fn signature(e: &crate::losses::Entry, catalog: &Value) -> String {
+fn signature(e: &Entry, catalog: &Value) -> String {
     let mut parts: Vec<String> = e
         .info
         .tensors
@@ -143,25 +153,28 @@ fn signature(e: &crate::losses::Entry, catalog: &Value) -> String {
     format!("{}({})", e.info.name, parts.join(", "))
 }
 
-/// What `reduction='none'` allows for the gradient of loss `name`.
-fn none_gradient(name: &str, tensors: &[&'static str]) -> String {
-    if ELEMENTWISE.contains(&name) {
+/// What `reduction='none'` allows for the gradient of loss `e`, from its layout.
+fn none_gradient(e: &Entry) -> String {
+    let layout = e.info.layout;
+    if layout.is_elementwise() {
         return "exact for any gradient arriving at the unreduced loss (element-wise: the tensors \
                 are broadcast to the output and the loss called again)"
             .into();
     }
-    let shapes: Vec<builtin::ArgShape> = tensors
+    let shapes: Vec<ArgShape> = e
+        .info
+        .tensors
         .iter()
-        .map(|&n| builtin::ArgShape {
-            name: n,
+        .map(|t| ArgShape {
+            name: t.name,
             shape: vec![2, 2, 2],
             literal: false,
         })
         .collect();
-    let rows: Vec<&str> = tensors
+    let rows: Vec<&str> = shapes
         .iter()
-        .copied()
-        .filter(|t| row_axes(name, t, &shapes).is_some())
+        .map(|a| a.name)
+        .filter(|t| layout.row_axes(t, &shapes).is_some())
         .collect();
     if rows.is_empty() {
         return "only when the gradient arriving at the unreduced loss is uniform (e.g. its sum or mean)"
@@ -194,7 +207,7 @@ fn losses_json() -> Vec<Value> {
                 "differentiable": catalog["differentiable"],
                 "options": catalog["options"],
                 "reductions": e.info.reductions,
-                "reduction_none_gradient": none_gradient(e.info.name, &names),
+                "reduction_none_gradient": none_gradient(e),
                 "catalog": format!("/v1/losses/{}", e.info.name),
             })
         })
@@ -245,7 +258,7 @@ pub fn catalog() -> Value {
         "functions": functions,
         "losses": losses_json(),
         "losses_calling": "Every built-in loss, by its torch.nn.functional name: tensors positionally in the order listed (PyTorch's) or by keyword, options and reduction by keyword as literals; None leaves an optional tensor out.",
-        "gradients": GRADIENTS,
+        "gradients": gradients(),
         "limits": {
             "max_chars": limits.max_chars,
             "max_nodes": limits.max_nodes,
@@ -289,7 +302,7 @@ fn description() -> String {
          keyword (literals), e.g. `huber_loss(input, target, delta=0.5, reduction='none')`. \
          `GET /v1/losses/custom` lists each one's signature.\n\n**Gradients:** ",
     );
-    d.push_str(GRADIENTS);
+    d.push_str(&gradients());
     d.push_str(&format!(
         "\n\n**Limits:** at most {} characters, {} syntax nodes and {} levels of nesting \
          (422 `invalid_expression`; the parser never recurses past the depth limit, so any input \
@@ -307,29 +320,10 @@ fn description() -> String {
 
 /// The responses of the route.
 fn responses() -> utoipa::openapi::Responses {
-    let problem = |text: &str| {
-        ResponseBuilder::new()
-            .description(text)
-            .content(
-                "application/problem+json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
-                    .build(),
-            )
-            .build()
-    };
     ResponsesBuilder::new()
         .response(
             "200",
-            ResponseBuilder::new()
-                .description("The expression's value (`loss`), its shape and dtype; `grad` with the gradient of each tensor listed in `grad` (of the sum of the value when it is not a scalar); the built-in losses' warnings, if any.")
-                .content(
-                    "application/json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("LossResponse")))
-                        .build(),
-                )
-                .build(),
+            answer("The expression's value (`loss`), its shape and dtype; `grad` with the gradient of each tensor listed in `grad` (of the sum of the value when it is not a scalar); the built-in losses' warnings, if any."),
         )
         .response("400", problem("`invalid_json`: the body is not JSON."))
         .response("413", problem("`payload_too_large`: the body or the element count is over the limit, or evaluating the expression would touch more elements than the element limit."))
@@ -361,28 +355,9 @@ pub fn openapi() -> (PathItem, Vec<NamedSchema>) {
     ));
     let examples = examples()
         .into_iter()
-        .enumerate()
-        .map(|(i, (name, summary, body))| {
-            (
-                format!("{}-{name}", i + 1),
-                ExampleBuilder::new()
-                    .summary(summary)
-                    .value(Some(body))
-                    .build(),
-            )
-        });
-    let body = RequestBodyBuilder::new()
-        .required(Some(Required::True))
-        .content(
-            "application/json",
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name(
-                    <CustomRequest as ToSchema>::name().into_owned(),
-                )))
-                .examples_from_iter(examples)
-                .build(),
-        )
-        .build();
+        .map(|(name, summary, body)| Example::new(name, summary, body))
+        .collect();
+    let body = request_body(<CustomRequest as ToSchema>::name().into_owned(), examples);
     let op = OperationBuilder::new()
         .operation_id(Some("custom"))
         .summary(Some("custom (a loss written as an expression)"))

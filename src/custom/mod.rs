@@ -8,8 +8,9 @@
 //!   topological order with its cost (elements touched), checked against the element limit.
 //! - [`eval`]: the forward pass in the request dtype and the backward pass, node by node, with
 //!   PyTorch's autograd formulas and subgradients.
-//! - [`builtin`]: calls of the registered losses through [`crate::losses::Entry::eval`], their
-//!   output shapes for `reduction: "none"`, and how their gradients chain.
+//! - [`builtin`]: calls of the registered losses through [`crate::losses::Entry::eval`], and
+//!   how their gradients chain; their output shapes for `reduction: "none"` and gradient
+//!   layouts come from each loss's own [`crate::losses::Info`].
 //! - [`docs`]: the catalog entry and the OpenAPI path item.
 
 pub mod builtin;
@@ -31,8 +32,8 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::AppState;
 use crate::error::{ApiError, Code};
-use crate::losses::{Category, Dtype, Info, Job, TensorArg, TensorKind};
-use crate::wire::ser::{Encoding, WireFloat, write_shape, write_str, write_tensor};
+use crate::losses::{Dtype, Job, TensorArg, TensorKind};
+use crate::wire::ser::{Encoding, WireFloat};
 use crate::wire::{Budget, Tensor};
 
 /// Default longest expression, in characters (`--max-expression-chars`).
@@ -179,22 +180,13 @@ pub struct CustomRequest {
 }
 
 /// What the decode error mapping needs to know of the custom route: `tensors` holds tensors.
-pub(crate) const INFO: Info = Info {
-    name: "custom",
-    module: "custom expression",
-    category: Category::Regression,
-    summary: "A loss written as an expression over the request's tensors.",
-    formula: "",
-    notes: "",
-    tensors: &[TensorArg {
-        name: "tensors",
-        kind: TensorKind::FloatOrInteger,
-        required: true,
-        differentiable: true,
-        shapes: "any",
-    }],
-    reductions: &[],
-};
+const TENSORS: &[TensorArg] = &[TensorArg {
+    name: "tensors",
+    kind: TensorKind::FloatOrInteger,
+    required: true,
+    differentiable: true,
+    shapes: "any",
+}];
 
 /// Computes a custom loss.
 pub async fn handler(
@@ -241,7 +233,7 @@ pub fn prepare(
     limits: &Limits,
 ) -> Result<Job, ApiError> {
     let start = *budget;
-    let req: CustomRequest = match crate::losses::decode(body, budget, &INFO, skip) {
+    let req: CustomRequest = match crate::losses::decode_fields(body, budget, TENSORS, skip) {
         Ok(r) => r,
         // Too large but otherwise valid JSON: a broken expression still gets its 422.
         Err(e) if e.code == Code::PayloadTooLarge => {
@@ -386,38 +378,8 @@ pub struct Output<T> {
 
 /// Writes the 200 response body, as the other loss routes do.
 pub fn respond<T: WireFloat>(out: &Output<T>, names: &[String], encoding: Encoding) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(64);
-    buf.extend_from_slice(b"{\"loss\":");
-    write_tensor(&mut buf, &out.value, encoding);
-    buf.extend_from_slice(b",\"shape\":");
-    write_shape(&mut buf, out.value.shape());
-    buf.extend_from_slice(b",\"dtype\":\"");
-    buf.extend_from_slice(T::DTYPE.as_bytes());
-    buf.push(b'"');
-    if !names.is_empty() {
-        buf.extend_from_slice(b",\"grad\":{");
-        for (i, (name, g)) in names.iter().zip(&out.grads).enumerate() {
-            if i > 0 {
-                buf.push(b',');
-            }
-            write_str(&mut buf, name);
-            buf.push(b':');
-            write_tensor(&mut buf, g, encoding);
-        }
-        buf.push(b'}');
-    }
-    if !out.warnings.is_empty() {
-        buf.extend_from_slice(b",\"warnings\":[");
-        for (i, w) in out.warnings.iter().enumerate() {
-            if i > 0 {
-                buf.push(b',');
-            }
-            write_str(&mut buf, w);
-        }
-        buf.push(b']');
-    }
-    buf.push(b'}');
-    buf
+    let grads = names.iter().map(String::as_str).zip(&out.grads);
+    crate::losses::write_response(&out.value, grads, &out.warnings, encoding)
 }
 
 /// The catalog entry of `custom`: the language, its functions and the losses it can call.

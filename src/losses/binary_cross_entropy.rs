@@ -4,7 +4,9 @@ use lossd_kernels::LossOutput;
 use lossd_kernels::classification::binary_cross_entropy::binary_cross_entropy;
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float};
+use super::{
+    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -31,36 +33,21 @@ impl Loss for BinaryCrossEntropy {
         category: Category::Classification,
         summary: "Binary cross-entropy between predicted probabilities and targets.",
         formula: "ℓ = −weight · [target · max(log input, −100) + (1 − target) · max(log(1 − input), −100)]",
-        notes: "Each log is clamped at −100 as in PyTorch, so inputs of exactly 0 or 1 give finite losses; the input gradient divides by max(input·(1 − input), 1e-12) as PyTorch does. The weighted mean divides by the element count, not Σ weight.",
+        notes: "Each log is clamped at −100 as in PyTorch, so inputs of exactly 0 or 1 give finite losses. The weighted mean divides by the element count, not Σ weight. Input and target must have the same shape.",
+        unreduced: "The input's shape: one loss per element.",
+        gradient: "input: weight·(input − target) / max(input·(1 − input), 1e-12), as PyTorch computes it; target: weight·(log(1 − input) − log input), unclamped (infinite where input is 0 or 1).",
+        differences: "",
         tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(*), values in [0, 1]",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "same as input, values in [0, 1]",
-            },
-            TensorArg {
-                name: "weight",
-                kind: TensorKind::Float,
-                required: false,
-                differentiable: false,
-                shapes: "broadcastable to input",
-            },
+            TensorArg::float("input", "(*), values in [0, 1]"),
+            TensorArg::float("target", "same as input, values in [0, 1]"),
+            TensorArg::float("weight", "broadcastable to input")
+                .optional()
+                .no_grad(),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
+        none_shape: shape::input_shape,
+        layout: Layout::ELEMENTWISE,
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (x, y) = (float::<T>(self.input), float::<T>(self.target));
@@ -76,10 +63,10 @@ impl Loss for BinaryCrossEntropy {
     }
 
     fn examples() -> Vec<Example> {
-        vec![Example {
-            name: "probabilities",
-            summary: "Sigmoid outputs of a 3×2 batch against binary labels, with gradients",
-            body: json!({"input": [[0.9, 0.2], [0.35, 0.6], [0.05, 0.99]], "target": [[1, 0], [0, 1], [0, 1]], "grad": true}),
-        }]
+        vec![Example::new(
+            "probabilities",
+            "Sigmoid outputs of a 3×2 batch against binary labels, with gradients",
+            json!({"input": [[0.9, 0.2], [0.35, 0.6], [0.05, 0.99]], "target": [[1, 0], [0, 1], [0, 1]], "grad": true}),
+        )]
     }
 }

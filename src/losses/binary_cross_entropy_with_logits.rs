@@ -4,7 +4,9 @@ use lossd_kernels::LossOutput;
 use lossd_kernels::classification::binary_cross_entropy_with_logits::binary_cross_entropy_with_logits;
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use super::{
+    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float, sample, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -35,43 +37,24 @@ impl Loss for BinaryCrossEntropyWithLogits {
         category: Category::Classification,
         summary: "Binary cross-entropy on logits, stable for logits of any size.",
         formula: "ℓ = −weight · [pos_weight · target · log σ(input) + (1 − target) · log(1 − σ(input))]",
-        notes: "Computed as PyTorch does, (1 − target)·x − (1 + (pos_weight − 1)·target)·log σ(x) with a stable log σ: exact for logits of any magnitude in float32 and float64. The weighted mean divides by the element count.",
+        notes: "Computed as PyTorch does, (1 − target)·x − (1 + (pos_weight − 1)·target)·log σ(x) with a stable log σ: exact for logits of any magnitude in float32 and float64. The weighted mean divides by the element count. Input and target must have the same shape.",
+        unreduced: "The input's shape: one loss per element.",
+        gradient: "input: weight·((pos_weight·target + 1 − target)·σ(input) − pos_weight·target); target: weight·(log σ(−input) − pos_weight·log σ(input)).",
+        differences: "",
         tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(*)",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "same as input",
-            },
-            TensorArg {
-                name: "weight",
-                kind: TensorKind::Float,
-                required: false,
-                differentiable: false,
-                shapes: "broadcastable to input",
-            },
-            TensorArg {
-                name: "pos_weight",
-                kind: TensorKind::Float,
-                required: false,
-                differentiable: false,
-                shapes: "broadcastable to input, typically (C,)",
-            },
+            TensorArg::float("input", "(*)"),
+            TensorArg::float("target", "same as input"),
+            TensorArg::float("weight", "broadcastable to input")
+                .optional()
+                .no_grad(),
+            TensorArg::float("pos_weight", "broadcastable to input, typically (C,)")
+                .optional()
+                .no_grad(),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
+        none_shape: shape::input_shape,
+        layout: Layout::ELEMENTWISE,
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (x, y) = (float::<T>(self.input), float::<T>(self.target));
@@ -92,16 +75,16 @@ impl Loss for BinaryCrossEntropyWithLogits {
         // positive, pos_weight 1.5 for every class.
         let target: Vec<Vec<f64>> = vec![vec![1.0; 64]; 10];
         vec![
-            Example {
-                name: "pos-weight",
-                summary: "The PyTorch docs example: a 10×64 multi-label batch with pos_weight = 1.5 for every class",
-                body: json!({"input": sample(&[10, 64], 12), "target": target, "pos_weight": vec![1.5; 64]}),
-            },
-            Example {
-                name: "gradient",
-                summary: "Logits of any size stay exact; with gradients",
-                body: json!({"input": [[-200.0, 0.5], [3.0, 200.0]], "target": [[1, 0], [0, 1]], "grad": true}),
-            },
+            Example::new(
+                "pos-weight",
+                "The PyTorch docs example: a 10×64 multi-label batch with pos_weight = 1.5 for every class",
+                json!({"input": sample(&[10, 64], 12), "target": target, "pos_weight": vec![1.5; 64]}),
+            ),
+            Example::new(
+                "gradient",
+                "Logits of any size stay exact; with gradients",
+                json!({"input": [[-200.0, 0.5], [3.0, 200.0]], "target": [[1, 0], [0, 1]], "grad": true}),
+            ),
         ]
     }
 }

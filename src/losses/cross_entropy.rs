@@ -6,7 +6,8 @@ use serde_json::json;
 
 use super::nll_loss::minus_100;
 use super::{
-    Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, index, sample,
+    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
+    index, sample, shape,
 };
 use crate::error::ApiError;
 use crate::wire::Tensor;
@@ -64,6 +65,12 @@ impl<T> Target<T> {
     }
 }
 
+/// The logits, and probability targets (which have their shape), in rows along the class
+/// dimension; the class weights feed every output element.
+fn rows(arg: &str, args: &[ArgShape]) -> Option<Vec<usize>> {
+    matches!(arg, "input" | "target").then(|| shape::class_rows(arg, args))?
+}
+
 impl Loss for CrossEntropy {
     const INFO: Info = Info {
         name: "cross_entropy",
@@ -71,36 +78,22 @@ impl Loss for CrossEntropy {
         category: Category::Classification,
         summary: "Cross-entropy between logits and class indices or class probabilities.",
         formula: "indices: ℓ_n = −weight[y_n] · log_softmax(input)[n, y_n] (smoothed: (1−ε)·that + ε/C · Σ_c −weight[c] log_softmax[n, c]); probabilities: ℓ_n = −Σ_c weight[c] · p'[n, c] · log_softmax(input)[n, c]",
-        notes: "The target is read as probabilities exactly when it has the input's shape, else as class indices (PyTorch's rule). With indices the mean is weighted (÷ Σ weight of non-ignored targets; all ignored gives NaN); with probabilities it divides by the number of positions. label_smoothing must lie in [0, 1] (PyTorch silently ignores negative values; lossd rejects them). Computed with the max subtracted: finite for logits of any size wherever PyTorch is.",
+        notes: "The target is read as probabilities exactly when it has the input's shape, else as class indices (PyTorch's rule). With indices the mean is weighted (÷ Σ weight of non-ignored targets; all ignored gives NaN); with probabilities it divides by the number of positions. Computed with the max subtracted: finite for logits of any size wherever PyTorch is.",
+        unreduced: "One loss per position: the input's shape without the class dimension, (N) or (N, d1..dK); () for a (C) input.",
+        gradient: "input: weight[y]·(softmax(input) − one_hot(y)) along the class dimension (smoothed targets and probabilities mixed in likewise), 0 at ignored positions; target (probabilities only): −weight·log_softmax(input); weight (probabilities only): −p·log_softmax(input).",
+        differences: "label_smoothing must lie in [0, 1]: lossd rejects a negative value, which PyTorch silently ignores.",
         tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(N, C), (N, C, d1..dK) or (C)",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::FloatOrInteger,
-                required: true,
-                differentiable: true,
-                shapes: "indices (N), (N, d1..dK) or (); or probabilities with input's shape (differentiable then)",
-            },
-            TensorArg {
-                name: "weight",
-                kind: TensorKind::Float,
-                required: false,
-                differentiable: true,
-                shapes: "(C); differentiable with probability targets",
-            },
+            TensorArg::float("input", "(N, C), (N, C, d1..dK) or (C)"),
+            TensorArg::float_or_integer(
+                "target",
+                "indices (N), (N, d1..dK) or (); or probabilities with input's shape (differentiable then)",
+            ),
+            TensorArg::float("weight", "(C); differentiable with probability targets").optional(),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
+        none_shape: shape::without_class_dim,
+        layout: Layout::Rows(rows),
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let x = float::<T>(self.input);
@@ -120,21 +113,21 @@ impl Loss for CrossEntropy {
 
     fn examples() -> Vec<Example> {
         vec![
-            Example {
-                name: "indices",
-                summary: "A batch of 3 samples over 5 classes with class-index targets and the gradient (the torch.nn.CrossEntropyLoss example)",
-                body: json!({"input": sample(&[3, 5], 15), "target": [1, 0, 4], "grad": true}),
-            },
-            Example {
-                name: "probabilities",
-                summary: "Class-probability targets with label smoothing",
-                body: json!({"input": sample(&[2, 3], 16), "target": [[0.7, 0.2, 0.1], [0.0, 0.5, 0.5]], "label_smoothing": 0.1}),
-            },
-            Example {
-                name: "ignore",
-                summary: "Class weights and an ignored target (ignore_index = -100)",
-                body: json!({"input": sample(&[3, 3], 17), "target": [2, -100, 0], "weight": [1.0, 2.0, 0.5], "reduction": "none"}),
-            },
+            Example::new(
+                "indices",
+                "A batch of 3 samples over 5 classes with class-index targets and the gradient (the torch.nn.CrossEntropyLoss example)",
+                json!({"input": sample(&[3, 5], 15), "target": [1, 0, 4], "grad": true}),
+            ),
+            Example::new(
+                "probabilities",
+                "Class-probability targets with label smoothing",
+                json!({"input": sample(&[2, 3], 16), "target": [[0.7, 0.2, 0.1], [0.0, 0.5, 0.5]], "label_smoothing": 0.1}),
+            ),
+            Example::new(
+                "ignore",
+                "Class weights and an ignored target (ignore_index = -100)",
+                json!({"input": sample(&[3, 3], 17), "target": [2, -100, 0], "weight": [1.0, 2.0, 0.5], "reduction": "none"}),
+            ),
         ]
     }
 }

@@ -4,7 +4,10 @@ use lossd_kernels::LossOutput;
 use lossd_kernels::probabilistic::gaussian_nll::{Var, gaussian_nll_loss};
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use super::{
+    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
+    sample, shape,
+};
 use crate::error::ApiError;
 use crate::wire::ser::WireFloat;
 use crate::wire::{Data, Form, Tensor};
@@ -39,6 +42,37 @@ crate::loss_request! {
     reduction: Reduction;
 }
 
+/// `input` and `target` broadcast together, and with `var` once viewed by its own rule.
+fn none_shape(args: &[ArgShape], _: &shape::Options) -> Result<Vec<usize>, String> {
+    let x = shape::shape(args, "input");
+    let s = shape::broadcast("input and target", &x, &shape::shape(args, "target"))?;
+    match shape::get(args, "var") {
+        Some(v) if !v.literal => {
+            let eff = lossd_kernels::probabilistic::gaussian_nll::effective_var_shape(&x, &v.shape)
+                .ok_or_else(|| {
+                    format!(
+                        "var has shape {} but input has shape {}: var must have the input's shape, \
+                     the input's shape without its last dimension, or one dimension of size 1",
+                        shape::fmt_shape(&v.shape),
+                        shape::fmt_shape(&x)
+                    )
+                })?;
+            shape::broadcast("var and the input", &s, &eff)
+        }
+        _ => Ok(s),
+    }
+}
+
+/// `var` as the kernel views it before broadcasting (the input's shape without its last
+/// dimension gains a trailing 1); the other tensors as they are.
+fn view(arg: &str, shape: &[usize], input: &[usize]) -> Option<Vec<usize>> {
+    if arg == "var" {
+        lossd_kernels::probabilistic::gaussian_nll::effective_var_shape(input, shape)
+    } else {
+        Some(shape.to_vec())
+    }
+}
+
 impl Loss for GaussianNllLoss {
     const INFO: Info = Info {
         name: "gaussian_nll_loss",
@@ -46,36 +80,22 @@ impl Loss for GaussianNllLoss {
         category: Category::Probabilistic,
         summary: "Negative log-likelihood of the target under a Gaussian with the predicted mean and variance.",
         formula: "v = max(var, eps); ℓ = ½ (log v + (input − target)² / v) (+ ½ log 2π with full)",
-        notes: "A plain JSON number as var is PyTorch's Python-float var (any input shape, no gradient); a tensor var follows PyTorch's shape rule.",
+        notes: "A plain JSON number as var is PyTorch's Python-float var (any input shape, no gradient); a tensor var follows PyTorch's shape rule: the input's shape, the input's shape without its last dimension, or one dimension of size 1. Negative variances are rejected.",
+        unreduced: "Input, target and var (viewed by its shape rule) broadcast together: one loss per element.",
+        gradient: "input: (input − target)/v; target: the negative of that; var: ½(1/v − (input − target)²/v²) at the clamped v, passed through the clamp as PyTorch does, summed back to var's shape.",
+        differences: "A whole-number var is accepted like any other number; PyTorch fails on a Python int.",
         tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(N, *) or (*)",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "broadcastable with input",
-            },
-            TensorArg {
-                name: "var",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "input's shape, input's shape without the last dim, one dim of size 1, or a plain number",
-            },
+            TensorArg::float("input", "(N, *) or (*)"),
+            TensorArg::float("target", "broadcastable with input"),
+            TensorArg::float(
+                "var",
+                "input's shape, input's shape without the last dim, one dim of size 1, or a plain number",
+            ),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
+        none_shape,
+        layout: Layout::Elementwise { view: Some(view) },
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (x, y) = (float::<T>(self.input), float::<T>(self.target));
@@ -106,17 +126,17 @@ impl Loss for GaussianNllLoss {
 
     fn examples() -> Vec<Example> {
         vec![
-            Example {
-                name: "heteroscedastic",
-                summary: "One predicted variance per element, with gradients",
-                body: json!({"input": sample(&[3, 2], 8), "target": sample(&[3, 2], 9),
-                         "var": [[0.5, 1.0], [2.0, 0.25], [1.0, 1.0]], "grad": true}),
-            },
-            Example {
-                name: "homoscedastic",
-                summary: "One variance per row (var has input's shape without the last dimension)",
-                body: json!({"input": sample(&[3, 2], 10), "target": sample(&[3, 2], 11), "var": [0.5, 1.0, 2.0], "full": true}),
-            },
+            Example::new(
+                "heteroscedastic",
+                "One predicted variance per element, with gradients",
+                json!({"input": sample(&[3, 2], 8), "target": sample(&[3, 2], 9),
+                       "var": [[0.5, 1.0], [2.0, 0.25], [1.0, 1.0]], "grad": true}),
+            ),
+            Example::new(
+                "homoscedastic",
+                "One variance per row (var has input's shape without the last dimension)",
+                json!({"input": sample(&[3, 2], 10), "target": sample(&[3, 2], 11), "var": [0.5, 1.0, 2.0], "full": true}),
+            ),
         ]
     }
 }

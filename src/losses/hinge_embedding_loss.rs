@@ -4,7 +4,9 @@ use lossd_kernels::LossOutput;
 use lossd_kernels::ranking::hinge_embedding::hinge_embedding_loss;
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float};
+use super::{
+    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -37,28 +39,17 @@ impl Loss for HingeEmbeddingLoss {
         summary: "Hinge loss on distances: pull similar pairs together, push dissimilar pairs beyond the margin.",
         formula: "ℓ = input if target = 1; max(0, margin − input) if target = −1",
         notes: "Targets other than ±1 give input + max(0, margin − input), as PyTorch computes it. No gradient for target.",
+        unreduced: "Input and target broadcast together: one loss per element.",
+        gradient: "input: 1 where target = 1; −1 where target = −1 and margin − input > 0, else 0 (other targets: the sum of both).",
+        differences: "",
         tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(*)",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: false,
-                shapes: "broadcastable with input",
-            },
+            TensorArg::float("input", "(*)"),
+            TensorArg::float("target", "broadcastable with input").no_grad(),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
+        none_shape: shape::input_and_target,
+        layout: Layout::ELEMENTWISE,
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (x, y) = (float::<T>(self.input), float::<T>(self.target));
@@ -72,10 +63,10 @@ impl Loss for HingeEmbeddingLoss {
     }
 
     fn examples() -> Vec<Example> {
-        vec![Example {
-            name: "distances",
-            summary: "Distances of similar (1) and dissimilar (−1) pairs, with the gradient",
-            body: json!({"input": [[0.3, 1.7, 0.2], [2.5, 0.9, 0.4]], "target": [[1, -1, -1], [-1, 1, 1]], "grad": true}),
-        }]
+        vec![Example::new(
+            "distances",
+            "Distances of similar (1) and dissimilar (−1) pairs, with the gradient",
+            json!({"input": [[0.3, 1.7, 0.2], [2.5, 0.9, 0.4]], "target": [[1, -1, -1], [-1, 1, 1]], "grad": true}),
+        )]
     }
 }

@@ -5,7 +5,7 @@ use lossd_kernels::regression::huber::huber_loss;
 
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use super::{Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, float, sample, shape};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -40,36 +40,15 @@ impl Loss for HuberLoss {
         category: Category::Regression,
         summary: "Squared error near zero, absolute error beyond delta; robust to outliers.",
         formula: "d = input − target; ℓ = 0.5 d² if |d| < delta, else delta (|d| − 0.5 delta) (× weight)",
-        notes: "delta must be > 0. With weight, the mean divides by the element count (PyTorch 2.15), unlike l1_loss and mse_loss.",
-        tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(*)",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(*), broadcastable with input",
-            },
-            TensorArg {
-                name: "weight",
-                kind: TensorKind::Float,
-                required: false,
-                differentiable: true,
-                shapes: "same as input",
-            },
-        ],
-        reductions: &["none", "mean", "sum"],
+        notes: "delta must be > 0. With weight, the mean divides by the element count, unlike l1_loss and mse_loss (as PyTorch 2.15 does). Equal to delta × smooth_l1_loss with beta = delta.",
+        unreduced: "Input and target broadcast together: one loss per element.",
+        gradient: "input: d clamped to [−delta, delta] (× weight), d = input − target; target: the negative of that; weight: the unweighted loss.",
+        differences: "",
+        tensors: super::l1_loss::TENSORS,
+        reductions: REDUCTIONS,
+        none_shape: shape::input_and_target,
+        layout: Layout::ELEMENTWISE,
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (x, y) = (float::<T>(self.input), float::<T>(self.target));
@@ -86,10 +65,10 @@ impl Loss for HuberLoss {
     }
 
     fn examples() -> Vec<Example> {
-        vec![Example {
-            name: "tutorial",
-            summary: "Huber on 3×5 tensors with delta = 0.5 and the gradient",
-            body: json!({"input": sample(&[3, 5], 1), "target": sample(&[3, 5], 2), "delta": 0.5, "grad": true}),
-        }]
+        vec![Example::new(
+            "tutorial",
+            "Huber on 3×5 tensors with delta = 0.5 and the gradient",
+            json!({"input": sample(&[3, 5], 1), "target": sample(&[3, 5], 2), "delta": 0.5, "grad": true}),
+        )]
     }
 }

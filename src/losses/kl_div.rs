@@ -5,7 +5,7 @@ use lossd_kernels::probabilistic::kl_div::{KlReduction, kl_div};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, TensorArg, TensorKind, float, sample};
+use super::{Category, Example, Info, Layout, Loss, TensorArg, float, sample, shape};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -60,29 +60,18 @@ impl Loss for KlDiv {
         category: Category::Probabilistic,
         summary: "Kullback–Leibler divergence between a target distribution and the model's log-probabilities.",
         formula: "ℓ = target · (log target − input) (0 where target = 0); with log_target: exp(target) · (target − input)",
-        notes: "Use reduction \"batchmean\" for the true KL divergence per sample; \"mean\" divides by every element and comes with PyTorch's warning. A negative target gives NaN, as in PyTorch; the target gradient is NaN where target = 0, as in PyTorch.",
+        notes: "Use reduction \"batchmean\" (÷ the input's first dimension) for the KL divergence per sample; \"mean\" divides by every element and comes with PyTorch's warning in `warnings`. A negative target gives NaN, as in PyTorch.",
+        unreduced: "Input and target broadcast together: one term per element.",
+        gradient: "input: −target (−exp(target) with log_target); target: log target + 1 − input (NaN where target = 0, as PyTorch), with log_target exp(target)·(target − input + 1).",
+        differences: "",
         tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(*)",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(*), broadcastable with input",
-            },
+            TensorArg::float("input", "(*)"),
+            TensorArg::float("target", "(*), broadcastable with input"),
         ],
         reductions: &["none", "mean", "sum", "batchmean"],
+        none_shape: shape::input_and_target,
+        layout: Layout::ELEMENTWISE,
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (x, y) = (float::<T>(self.input), float::<T>(self.target));
@@ -97,21 +86,21 @@ impl Loss for KlDiv {
 
     fn examples() -> Vec<Example> {
         vec![
-            Example {
-                name: "batchmean",
-                summary: "The KL divergence per sample of a 3×5 batch (log-softmax input, probability target)",
-                body: json!({
+            Example::new(
+                "batchmean",
+                "The KL divergence per sample of a 3×5 batch (log-softmax input, probability target)",
+                json!({
                     "input": [[-1.9, -1.2, -2.3, -1.4, -1.5], [-0.8, -2.4, -1.7, -2.1, -1.6], [-1.6, -1.6, -1.6, -1.6, -1.6]],
                     "target": [[0.1, 0.3, 0.1, 0.3, 0.2], [0.5, 0.1, 0.2, 0.1, 0.1], [0.2, 0.2, 0.2, 0.2, 0.2]],
                     "reduction": "batchmean",
                     "grad": true
                 }),
-            },
-            Example {
-                name: "log-target",
-                summary: "Target given as log-probabilities",
-                body: json!({"input": sample(&[2, 3], 5), "target": sample(&[2, 3], 6), "log_target": true, "reduction": "sum"}),
-            },
+            ),
+            Example::new(
+                "log-target",
+                "Target given as log-probabilities",
+                json!({"input": sample(&[2, 3], 5), "target": sample(&[2, 3], 6), "log_target": true, "reduction": "sum"}),
+            ),
         ]
     }
 }

@@ -5,7 +5,9 @@ use lossd_kernels::regression::l1::l1_loss;
 
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use super::{
+    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float, sample, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -25,6 +27,14 @@ crate::loss_request! {
     reduction: Reduction;
 }
 
+/// The tensors of the point-wise regression losses with a `weight` (`mse_loss` and
+/// `huber_loss` take the same).
+pub(super) const TENSORS: &[TensorArg] = &[
+    TensorArg::float("input", "(*)"),
+    TensorArg::float("target", "(*), broadcastable with input"),
+    TensorArg::float("weight", "same as input").optional(),
+];
+
 impl Loss for L1Loss {
     const INFO: Info = Info {
         name: "l1_loss",
@@ -32,36 +42,15 @@ impl Loss for L1Loss {
         category: Category::Regression,
         summary: "Mean absolute error between input and target.",
         formula: "ℓ = |input − target| (× weight); mean divides by Σ weight when weighted",
-        notes: "Gradient sign(input − target), 0 where they are equal (and at NaN), as PyTorch.",
-        tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(*)",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(*), broadcastable with input",
-            },
-            TensorArg {
-                name: "weight",
-                kind: TensorKind::Float,
-                required: false,
-                differentiable: true,
-                shapes: "same as input",
-            },
-        ],
-        reductions: &["none", "mean", "sum"],
+        notes: "The weighted mean divides by Σ weight; weight must have exactly the input's shape. A target of another size is broadcast, with PyTorch's warning in `warnings`.",
+        unreduced: "Input and target broadcast together: one loss per element.",
+        gradient: "input: sign(input − target) (× weight), 0 where the two are equal or NaN; target: the negative of that; weight: |input − target|.",
+        differences: "",
+        tensors: TENSORS,
+        reductions: REDUCTIONS,
+        none_shape: shape::input_and_target,
+        layout: Layout::ELEMENTWISE,
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (x, y) = (float::<T>(self.input), float::<T>(self.target));
@@ -77,17 +66,17 @@ impl Loss for L1Loss {
 
     fn examples() -> Vec<Example> {
         vec![
-            Example {
-                name: "tutorial",
-                summary: "L1 on 3×5 tensors with the gradient (the torch.nn.L1Loss example)",
-                body: json!({"input": sample(&[3, 5], 1), "target": sample(&[3, 5], 2), "grad": true}),
-            },
-            Example {
-                name: "weighted",
-                summary: "Weighted, unreduced",
-                body: json!({"input": [[1.0, -0.5], [0.25, 2.0]], "target": [[0.5, -0.5], [1.25, 0.0]],
-                             "weight": [[1.0, 2.0], [0.5, 1.0]], "reduction": "none"}),
-            },
+            Example::new(
+                "tutorial",
+                "L1 on 3×5 tensors with the gradient (the torch.nn.L1Loss example)",
+                json!({"input": sample(&[3, 5], 1), "target": sample(&[3, 5], 2), "grad": true}),
+            ),
+            Example::new(
+                "weighted",
+                "Weighted, unreduced",
+                json!({"input": [[1.0, -0.5], [0.25, 2.0]], "target": [[0.5, -0.5], [1.25, 0.0]],
+                       "weight": [[1.0, 2.0], [0.5, 1.0]], "reduction": "none"}),
+            ),
         ]
     }
 }

@@ -4,7 +4,10 @@ use lossd_kernels::LossOutput;
 use lossd_kernels::ranking::margin_ranking::margin_ranking_loss;
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use super::{
+    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
+    sample, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -28,6 +31,17 @@ crate::loss_request! {
     reduction: Reduction;
 }
 
+/// The three tensors broadcast together.
+fn none_shape(args: &[ArgShape], _: &shape::Options) -> Result<Vec<usize>, String> {
+    let (a, b) = (shape::shape(args, "input1"), shape::shape(args, "input2"));
+    let s = shape::broadcast("input1 and input2", &a, &b)?;
+    shape::broadcast(
+        "input1, input2 and target",
+        &s,
+        &shape::shape(args, "target"),
+    )
+}
+
 impl Loss for MarginRankingLoss {
     const INFO: Info = Info {
         name: "margin_ranking_loss",
@@ -36,35 +50,18 @@ impl Loss for MarginRankingLoss {
         summary: "Pairwise ranking loss: the score named by target should be higher by at least margin.",
         formula: "ℓ = max(0, −target · (input1 − input2) + margin)",
         notes: "All three tensors must have the same number of dimensions, then broadcast. A hinge exactly at 0 has gradient 0.",
+        unreduced: "Input1, input2 and target broadcast together: one loss per pair.",
+        gradient: "input1: −target where the hinge is positive, else 0; input2: target there; target: −(input1 − input2) there.",
+        differences: "",
         tensors: &[
-            TensorArg {
-                name: "input1",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(N) or ()",
-            },
-            TensorArg {
-                name: "input2",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "same rank as input1",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "same rank as input1",
-            },
+            TensorArg::float("input1", "(N) or ()"),
+            TensorArg::float("input2", "same rank as input1"),
+            TensorArg::float("target", "same rank as input1"),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
+        none_shape,
+        layout: Layout::ELEMENTWISE,
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (a, b, y) = (
@@ -83,10 +80,10 @@ impl Loss for MarginRankingLoss {
     }
 
     fn examples() -> Vec<Example> {
-        vec![Example {
-            name: "pairs",
-            summary: "Five pairs of scores with a margin of 0.5, with gradients",
-            body: json!({"input1": sample(&[5], 21), "input2": sample(&[5], 22), "target": [1, -1, 1, 1, -1], "margin": 0.5, "grad": true}),
-        }]
+        vec![Example::new(
+            "pairs",
+            "Five pairs of scores with a margin of 0.5, with gradients",
+            json!({"input1": sample(&[5], 21), "input2": sample(&[5], 22), "target": [1, -1, 1, 1, -1], "margin": 0.5, "grad": true}),
+        )]
     }
 }

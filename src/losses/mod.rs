@@ -1,9 +1,20 @@
-//! One file per loss: its request type (serde + OpenAPI schema), its catalog entry and the
-//! call into its kernel; and [`REGISTRY`], the one list that drives routes, the catalog and
-//! the OpenAPI document alike.
+//! One file per loss: its request type (serde + OpenAPI schema), its catalog entry ([`Info`]:
+//! names, formula, tensor arguments, the shape of its unreduced output and the layout of its
+//! gradients), its examples and the call into its kernel; and [`registry`], the one list that
+//! drives routes, the catalog, the OpenAPI document, the loss reference (`docs/losses.md`)
+//! and the built-in losses of custom expressions alike.
 //!
-//! Adding a loss: write its kernel in `kernels/`, a file here with a [`loss_request!`] struct
-//! implementing [`Loss`], and one line in [`registry`].
+//! Adding a loss takes four things and touches nothing else:
+//!
+//! 1. its kernel in `kernels/`;
+//! 2. a file here with a [`loss_request!`] struct implementing [`Loss`], whose [`Info`] states
+//!    every fact about the loss (a missing one does not compile), with what it shares with
+//!    other losses taken from [`shape`], [`TensorArg`]'s constructors or a sibling's file;
+//! 3. one line in [`registry`];
+//! 4. tests: unit tests beside the kernel, conformance cases through HTTP; the registry-wide
+//!    tests (examples run, `reduction: "none"` shapes agree with the kernel, the committed
+//!    OpenAPI document and `docs/losses.md` are current) cover the rest; regenerate those two
+//!    files as their tests say.
 
 pub mod args;
 pub mod binary_cross_entropy;
@@ -24,6 +35,7 @@ pub mod multilabel_margin_loss;
 pub mod multilabel_soft_margin_loss;
 pub mod nll_loss;
 pub mod poisson_nll_loss;
+pub mod shape;
 pub mod smooth_l1_loss;
 pub mod soft_margin_loss;
 pub mod triplet_margin_loss;
@@ -32,12 +44,14 @@ pub mod triplet_margin_with_distance_loss;
 use std::sync::LazyLock;
 
 use lossd_kernels::LossOutput;
+use lossd_kernels::ndarray::ArrayD;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
 
 pub use args::{float, index};
+pub use shape::{ArgShape, Layout, NoneShape};
 
 use crate::error::{ApiError, Code};
 use crate::wire::ser::{Encoding, WireFloat, write_shape, write_str, write_tensor};
@@ -144,13 +158,77 @@ pub struct Info {
     pub summary: &'static str,
     /// The formula, in plain text.
     pub formula: &'static str,
-    /// What a user should know beyond the formula: PyTorch quirks, lossd's decisions.
+    /// What a user should know beyond the formula: validation, PyTorch's quirks lossd keeps.
     pub notes: &'static str,
+    /// What `reduction: "none"` returns, in words (the rule `none_shape` computes).
+    pub unreduced: &'static str,
+    /// The gradient `grad: true` returns for each differentiable argument (of the sum of the
+    /// output, for `reduction: "none"`), before the reduction's scaling.
+    pub gradient: &'static str,
+    /// Where lossd deliberately differs from PyTorch for this loss; empty when it does not.
+    pub differences: &'static str,
     /// The tensor arguments, in PyTorch's order.
     pub tensors: &'static [TensorArg],
     /// The reductions accepted.
     pub reductions: &'static [&'static str],
+    /// The output shape with `reduction: "none"`, from the tensor arguments' shapes and the
+    /// options (the kernel's rule), or why the kernel would refuse them; custom expressions
+    /// infer shapes with it before computing.
+    pub none_shape: NoneShape,
+    /// How the elements of the tensor arguments reach the unreduced output, for custom
+    /// expressions' backward pass.
+    pub layout: Layout,
 }
+
+impl TensorArg {
+    /// A required float tensor with a gradient.
+    pub const fn float(name: &'static str, shapes: &'static str) -> Self {
+        TensorArg {
+            name,
+            kind: TensorKind::Float,
+            required: true,
+            differentiable: true,
+            shapes,
+        }
+    }
+
+    /// A required integer tensor (indices, lengths): never differentiable.
+    pub const fn integer(name: &'static str, shapes: &'static str) -> Self {
+        TensorArg {
+            kind: TensorKind::Integer,
+            differentiable: false,
+            ..Self::float(name, shapes)
+        }
+    }
+
+    /// A required tensor of floats or integers (the reading depends on its shape), with a
+    /// gradient when it holds floats.
+    pub const fn float_or_integer(name: &'static str, shapes: &'static str) -> Self {
+        TensorArg {
+            kind: TensorKind::FloatOrInteger,
+            ..Self::float(name, shapes)
+        }
+    }
+
+    /// The same argument, optional.
+    pub const fn optional(self) -> Self {
+        TensorArg {
+            required: false,
+            ..self
+        }
+    }
+
+    /// The same argument, without a gradient.
+    pub const fn no_grad(self) -> Self {
+        TensorArg {
+            differentiable: false,
+            ..self
+        }
+    }
+}
+
+/// PyTorch's three reductions, which every loss but `kl_div` accepts.
+pub const REDUCTIONS: &[&str] = &["none", "mean", "sum"];
 
 impl Info {
     /// Whether `field` is one of the tensor arguments.
@@ -181,13 +259,27 @@ pub struct Example {
     pub body: serde_json::Value,
 }
 
-/// A loss the service computes: a request type that decodes itself and calls its kernel.
-pub trait Loss: DeserializeOwned + utoipa::ToSchema + Send + 'static {
-    /// The catalog entry.
-    const INFO: Info;
+impl Example {
+    /// An example called `name`, described by `summary`.
+    pub fn new(name: &'static str, summary: &'static str, body: serde_json::Value) -> Self {
+        Example {
+            name,
+            summary,
+            body,
+        }
+    }
+}
 
+/// The fields every request has, which [`loss_request!`] declares and implements.
+pub trait Request {
     /// `dtype`, `grad` and `encoding` of this request.
     fn common(&self) -> Common;
+}
+
+/// A loss the service computes: a request type that decodes itself and calls its kernel.
+pub trait Loss: Request + DeserializeOwned + utoipa::ToSchema + Send + 'static {
+    /// The catalog entry.
+    const INFO: Info;
 
     /// Computes the loss in precision `T`, with gradients when `grad`.
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError>;
@@ -197,7 +289,7 @@ pub trait Loss: DeserializeOwned + utoipa::ToSchema + Send + 'static {
 }
 
 /// Declares a loss request struct: the given fields plus `reduction`, `dtype`, `grad` and
-/// `encoding`, unknown fields rejected, and its [`Loss::common`] accessor.
+/// `encoding`, unknown fields rejected, and its [`Request`] implementation.
 #[macro_export]
 macro_rules! loss_request {
     (
@@ -231,8 +323,8 @@ macro_rules! loss_request {
             pub encoding: $crate::wire::ser::Encoding,
         }
 
-        impl $name {
-            fn common_fields(&self) -> $crate::losses::Common {
+        impl $crate::losses::Request for $name {
+            fn common(&self) -> $crate::losses::Common {
                 $crate::losses::Common {
                     dtype: self.dtype,
                     grad: self.grad,
@@ -386,17 +478,29 @@ pub fn sample(shape: &[usize], seed: u64) -> serde_json::Value {
 
 /// Writes the 200 response body of a loss.
 pub fn respond<T: WireFloat>(out: &LossOutput<T>, encoding: Encoding) -> Vec<u8> {
+    let grads = out.grads.iter().map(|(name, g)| (*name, g));
+    write_response(&out.loss, grads, &out.warnings, encoding)
+}
+
+/// Writes a 200 response body: the loss, its shape and dtype, the gradients (when there are
+/// any) and the warnings (when there are any). Custom expressions answer in the same form.
+pub fn write_response<'a, T: WireFloat + 'a>(
+    loss: &ArrayD<T>,
+    grads: impl ExactSizeIterator<Item = (&'a str, &'a ArrayD<T>)>,
+    warnings: &[String],
+    encoding: Encoding,
+) -> Vec<u8> {
     let mut buf = Vec::with_capacity(64);
     buf.extend_from_slice(b"{\"loss\":");
-    write_tensor(&mut buf, &out.loss, encoding);
+    write_tensor(&mut buf, loss, encoding);
     buf.extend_from_slice(b",\"shape\":");
-    write_shape(&mut buf, out.loss.shape());
+    write_shape(&mut buf, loss.shape());
     buf.extend_from_slice(b",\"dtype\":\"");
     buf.extend_from_slice(T::DTYPE.as_bytes());
     buf.push(b'"');
-    if !out.grads.is_empty() {
+    if grads.len() > 0 {
         buf.extend_from_slice(b",\"grad\":{");
-        for (i, (name, g)) in out.grads.iter().enumerate() {
+        for (i, (name, g)) in grads.enumerate() {
             if i > 0 {
                 buf.push(b',');
             }
@@ -406,9 +510,9 @@ pub fn respond<T: WireFloat>(out: &LossOutput<T>, encoding: Encoding) -> Vec<u8>
         }
         buf.push(b'}');
     }
-    if !out.warnings.is_empty() {
+    if !warnings.is_empty() {
         buf.extend_from_slice(b",\"warnings\":[");
-        for (i, w) in out.warnings.iter().enumerate() {
+        for (i, w) in warnings.iter().enumerate() {
             if i > 0 {
                 buf.push(b',');
             }
@@ -420,16 +524,27 @@ pub fn respond<T: WireFloat>(out: &LossOutput<T>, encoding: Encoding) -> Vec<u8>
     buf
 }
 
-/// Decodes a request body into `L`, mapping every failure to the error API.md names.
+/// Decodes a request body into loss request `L` (see [`decode_fields`]).
+pub fn decode<L: DeserializeOwned>(
+    body: &[u8],
+    budget: &mut Budget,
+    info: &Info,
+    skip: Option<&str>,
+) -> Result<L, ApiError> {
+    decode_fields(body, budget, info.tensors, skip)
+}
+
+/// Decodes a request body into `L`, mapping every failure to its error code (docs/api.md,
+/// Errors); `tensors` are the fields whose content is a tensor.
 ///
 /// A body whose top-level tensors [`fast::prepare`] can take is decoded that way first; any
 /// other body, or one that then fails, is decoded by serde alone, once without tracking where
 /// it is; only when that fails is it decoded again with [`serde_path_to_error`] to find the
 /// JSON Pointer of the failure.
-pub fn decode<L: DeserializeOwned>(
+pub fn decode_fields<L: DeserializeOwned>(
     body: &[u8],
     budget: &mut Budget,
-    info: &Info,
+    tensors: &[TensorArg],
     skip: Option<&str>,
 ) -> Result<L, ApiError> {
     let start = *budget;
@@ -480,7 +595,7 @@ pub fn decode<L: DeserializeOwned>(
         Err(e) => (pointer_of(e.path()), e.into_inner()),
         Ok(()) => (String::new(), err),
     };
-    Err(explain(err, path, info))
+    Err(explain(err, path, tensors))
 }
 
 /// Deserializes a whole body, hiding the top-level key `skip` if given.
@@ -518,7 +633,7 @@ fn pointer_of(path: &serde_path_to_error::Path) -> String {
 
 /// Maps a decode error at `pointer` to a problem: syntax → `invalid_json`, a tensor field →
 /// `invalid_tensor`, anything else (unknown, missing or mistyped options) → `invalid_option`.
-fn explain(err: serde_json::Error, mut pointer: String, info: &Info) -> ApiError {
+fn explain(err: serde_json::Error, mut pointer: String, tensors: &[TensorArg]) -> ApiError {
     let full = err.to_string();
     let message = match full.rfind(" at line ") {
         Some(i) => full[..i].to_string(),
@@ -540,7 +655,7 @@ fn explain(err: serde_json::Error, mut pointer: String, info: &Info) -> ApiError
         pointer = format!("/{field}");
     }
     let field = pointer.split('/').nth(1).unwrap_or("").to_string();
-    let in_tensor = info.is_tensor(&field) && field_level.is_none();
+    let in_tensor = tensors.iter().any(|t| t.name == field) && field_level.is_none();
     let code = match err.classify() {
         serde_json::error::Category::Data => {
             if in_tensor {

@@ -5,7 +5,7 @@ use lossd_kernels::regression::mse::mse_loss;
 
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use super::{Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, float, sample, shape};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -32,36 +32,15 @@ impl Loss for MseLoss {
         category: Category::Regression,
         summary: "Mean squared error between input and target.",
         formula: "ℓ = (input − target)² (× weight); mean divides by Σ weight when weighted",
-        notes: "",
-        tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(*)",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(*), broadcastable with input",
-            },
-            TensorArg {
-                name: "weight",
-                kind: TensorKind::Float,
-                required: false,
-                differentiable: true,
-                shapes: "same as input",
-            },
-        ],
-        reductions: &["none", "mean", "sum"],
+        notes: "The weighted mean divides by Σ weight; weight must have exactly the input's shape. A target of another size is broadcast, with PyTorch's warning in `warnings`.",
+        unreduced: "Input and target broadcast together: one loss per element.",
+        gradient: "input: 2 (input − target) (× weight); target: the negative of that; weight: (input − target)².",
+        differences: "",
+        tensors: super::l1_loss::TENSORS,
+        reductions: REDUCTIONS,
+        none_shape: shape::input_and_target,
+        layout: Layout::ELEMENTWISE,
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (x, y) = (float::<T>(self.input), float::<T>(self.target));
@@ -77,16 +56,16 @@ impl Loss for MseLoss {
 
     fn examples() -> Vec<Example> {
         vec![
-            Example {
-                name: "tutorial",
-                summary: "MSE on 3×5 tensors with the gradient (the torch.nn.MSELoss example)",
-                body: json!({"input": sample(&[3, 5], 1), "target": sample(&[3, 5], 2), "grad": true}),
-            },
-            Example {
-                name: "broadcast",
-                summary: "A target broadcast against the input, with PyTorch's warning",
-                body: json!({"input": sample(&[3, 5], 3), "target": sample(&[5], 4)}),
-            },
+            Example::new(
+                "tutorial",
+                "MSE on 3×5 tensors with the gradient (the torch.nn.MSELoss example)",
+                json!({"input": sample(&[3, 5], 1), "target": sample(&[3, 5], 2), "grad": true}),
+            ),
+            Example::new(
+                "broadcast",
+                "A target broadcast against the input, with PyTorch's warning",
+                json!({"input": sample(&[3, 5], 3), "target": sample(&[5], 4)}),
+            ),
         ]
     }
 }

@@ -5,7 +5,8 @@ use lossd_kernels::classification::multi_margin::multi_margin_loss;
 use serde_json::json;
 
 use super::{
-    Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, index, sample,
+    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
+    index, sample, shape,
 };
 use crate::error::ApiError;
 use crate::wire::Tensor;
@@ -37,6 +38,18 @@ crate::loss_request! {
     reduction: Reduction;
 }
 
+/// One loss per sample: `(N)` for `(N, C)` scores, `(1)` for `(C)` scores with a `(1)` target,
+/// `()` with a 0-d target.
+fn none_shape(args: &[ArgShape], _: &shape::Options) -> Result<Vec<usize>, String> {
+    let x = shape::shape(args, "input");
+    let n = if x.len() == 2 { x[0] } else { 1 };
+    Ok(if shape::shape(args, "target").is_empty() {
+        vec![]
+    } else {
+        vec![n]
+    })
+}
+
 impl Loss for MultiMarginLoss {
     const INFO: Info = Info {
         name: "multi_margin_loss",
@@ -44,36 +57,19 @@ impl Loss for MultiMarginLoss {
         category: Category::Classification,
         summary: "Multi-class hinge loss: every wrong class should score at least `margin` below the target class.",
         formula: "ℓ_n = (1/C) Σ_{i ≠ y_n} weight[y_n] · max(0, margin − x[y_n] + x[i])^p",
-        notes: "With an empty batch PyTorch returns uninitialised memory for mean and sum; lossd returns NaN for mean and 0 for sum. A hinge exactly at 0 has gradient 0.",
+        notes: "p must be 1 or 2. Class weights scale every term of a sample by the weight of its target class. A hinge exactly at 0 has gradient 0.",
+        unreduced: "One loss per sample: (N) for (N, C) scores; () for a (C) input with a 0-d target, (1) with a (1) target.",
+        gradient: "input: for each wrong class i with a positive hinge, weight[y]·(1 or 2·hinge)/C at i and the negative of their sum at the target class.",
+        differences: "An empty batch gives NaN for mean and 0 for sum; PyTorch returns uninitialised memory.",
         tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(N, C) or (C)",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Integer,
-                required: true,
-                differentiable: false,
-                shapes: "(N) or ()",
-            },
-            TensorArg {
-                name: "weight",
-                kind: TensorKind::Float,
-                required: false,
-                differentiable: false,
-                shapes: "(C)",
-            },
+            TensorArg::float("input", "(N, C) or (C)"),
+            TensorArg::integer("target", "(N) or ()"),
+            TensorArg::float("weight", "(C)").optional().no_grad(),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
+        none_shape,
+        layout: Layout::Rows(shape::input_class_rows),
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let x = float::<T>(self.input);
@@ -93,16 +89,16 @@ impl Loss for MultiMarginLoss {
 
     fn examples() -> Vec<Example> {
         vec![
-            Example {
-                name: "docs",
-                summary: "The torch.nn.MultiMarginLoss docs example: scores [0.1, 0.2, 0.4, 0.8], class 3 (loss 0.325)",
-                body: json!({"input": [[0.1, 0.2, 0.4, 0.8]], "target": [3], "grad": true}),
-            },
-            Example {
-                name: "squared",
-                summary: "Squared hinge with class weights on a batch of 3",
-                body: json!({"input": sample(&[3, 4], 13), "target": [0, 3, 1], "p": 2, "weight": [1.0, 2.0, 1.0, 0.5]}),
-            },
+            Example::new(
+                "docs",
+                "The torch.nn.MultiMarginLoss docs example: scores [0.1, 0.2, 0.4, 0.8], class 3 (loss 0.325)",
+                json!({"input": [[0.1, 0.2, 0.4, 0.8]], "target": [3], "grad": true}),
+            ),
+            Example::new(
+                "squared",
+                "Squared hinge with class weights on a batch of 3",
+                json!({"input": sample(&[3, 4], 13), "target": [0, 3, 1], "p": 2, "weight": [1.0, 2.0, 1.0, 0.5]}),
+            ),
         ]
     }
 }

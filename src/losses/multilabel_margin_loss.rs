@@ -4,7 +4,10 @@ use lossd_kernels::LossOutput;
 use lossd_kernels::classification::multilabel_margin::multilabel_margin_loss;
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, index};
+use super::{
+    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
+    index, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -21,6 +24,14 @@ crate::loss_request! {
     reduction: Reduction;
 }
 
+/// One loss per sample: `(N)` for `(N, C)` scores, `()` for `(C)`.
+fn none_shape(args: &[ArgShape], _: &shape::Options) -> Result<Vec<usize>, String> {
+    Ok(match shape::shape(args, "input").as_slice() {
+        [n, _] => vec![*n],
+        _ => vec![],
+    })
+}
+
 impl Loss for MultilabelMarginLoss {
     const INFO: Info = Info {
         name: "multilabel_margin_loss",
@@ -28,29 +39,18 @@ impl Loss for MultilabelMarginLoss {
         category: Category::Classification,
         summary: "Multi-label hinge loss: every target class should score at least 1 above every other class.",
         formula: "ℓ_n = (1/C) Σ_{j ∈ targets} Σ_{i ∉ targets} max(0, 1 − (x[j] − x[i]))",
-        notes: "The target list of a row ends at its first −1; duplicates count with their multiplicity. With an empty batch lossd returns NaN for mean and 0 for sum (PyTorch returns uninitialised memory).",
+        notes: "The target list of a row ends at its first −1; duplicates count with their multiplicity; entries after the −1 must still lie in [−1, C).",
+        unreduced: "One loss per sample: (N) for (N, C) scores, () for (C).",
+        gradient: "input: for each pair (target class j, other class i) with a positive hinge, +1/C at i and −1/C at j.",
+        differences: "An empty batch gives NaN for mean and 0 for sum; PyTorch returns uninitialised memory.",
         tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(N, C) or (C)",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Integer,
-                required: true,
-                differentiable: false,
-                shapes: "same as input",
-            },
+            TensorArg::float("input", "(N, C) or (C)"),
+            TensorArg::integer("target", "same as input"),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
+        none_shape,
+        layout: Layout::Rows(shape::input_class_rows),
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let x = float::<T>(self.input);
@@ -64,10 +64,10 @@ impl Loss for MultilabelMarginLoss {
     }
 
     fn examples() -> Vec<Example> {
-        vec![Example {
-            name: "docs",
-            summary: "The torch.nn.MultiLabelMarginLoss docs example: classes 3 and 0 are targets (loss 0.85)",
-            body: json!({"input": [[0.1, 0.2, 0.4, 0.8]], "target": [[3, 0, -1, 1]], "grad": true}),
-        }]
+        vec![Example::new(
+            "docs",
+            "The torch.nn.MultiLabelMarginLoss docs example: classes 3 and 0 are targets (loss 0.85)",
+            json!({"input": [[0.1, 0.2, 0.4, 0.8]], "target": [[3, 0, -1, 1]], "grad": true}),
+        )]
     }
 }

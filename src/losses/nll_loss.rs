@@ -4,7 +4,9 @@ use lossd_kernels::LossOutput;
 use lossd_kernels::classification::nll::nll_loss;
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, index};
+use super::{
+    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float, index, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -43,35 +45,18 @@ impl Loss for NllLoss {
         summary: "Negative log-likelihood of class indices under log-probabilities.",
         formula: "ℓ_n = −weight[y_n] · input[n, y_n] (0 where y_n = ignore_index); mean = Σ ℓ_n / Σ weight[y_n]",
         notes: "The mean is a weighted mean over the non-ignored targets; all targets ignored (or weights summing to 0) gives NaN, as in PyTorch. K-dimensional inputs (N, C, d1..dK) take targets (N, d1..dK).",
+        unreduced: "One loss per position: the target's shape, (N) or (N, d1..dK); () for a (C) input.",
+        gradient: "input: −weight[y] at each position's target class, 0 elsewhere and at ignored positions (divided by Σ weight of the non-ignored targets for the mean).",
+        differences: "",
         tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(N, C), (N, C, d1..dK) or (C)",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Integer,
-                required: true,
-                differentiable: false,
-                shapes: "(N), (N, d1..dK) or ()",
-            },
-            TensorArg {
-                name: "weight",
-                kind: TensorKind::Float,
-                required: false,
-                differentiable: false,
-                shapes: "(C)",
-            },
+            TensorArg::float("input", "(N, C), (N, C, d1..dK) or (C)"),
+            TensorArg::integer("target", "(N), (N, d1..dK) or ()"),
+            TensorArg::float("weight", "(C)").optional().no_grad(),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
+        none_shape: shape::without_class_dim,
+        layout: Layout::Rows(shape::input_class_rows),
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let x = float::<T>(self.input);
@@ -103,17 +88,17 @@ impl Loss for NllLoss {
             [[px[0][2], px[1][2]], [px[2][2], px[3][2]]]
         ]]);
         vec![
-            Example {
-                name: "image",
-                summary: "Per-pixel classification of a 2×2 image with 3 classes (input (1, 3, 2, 2), target (1, 2, 2))",
-                body: json!({"input": input, "target": [[[0, 1], [2, 1]]], "grad": true}),
-            },
-            Example {
-                name: "weighted",
-                summary: "Class weights and an ignored target",
-                body: json!({"input": [[-0.5, -1.2, -2.0], [-1.5, -0.3, -2.2], [-0.9, -0.9, -1.6]],
-                         "target": [0, 1, -100], "weight": [1.0, 2.0, 0.5]}),
-            },
+            Example::new(
+                "image",
+                "Per-pixel classification of a 2×2 image with 3 classes (input (1, 3, 2, 2), target (1, 2, 2))",
+                json!({"input": input, "target": [[[0, 1], [2, 1]]], "grad": true}),
+            ),
+            Example::new(
+                "weighted",
+                "Class weights and an ignored target",
+                json!({"input": [[-0.5, -1.2, -2.0], [-1.5, -0.3, -2.2], [-0.9, -0.9, -1.6]],
+                       "target": [0, 1, -100], "weight": [1.0, 2.0, 0.5]}),
+            ),
         ]
     }
 }

@@ -4,7 +4,9 @@ use lossd_kernels::LossOutput;
 use lossd_kernels::probabilistic::poisson_nll::poisson_nll_loss;
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use super::{
+    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float, sample, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -48,29 +50,18 @@ impl Loss for PoissonNllLoss {
         category: Category::Probabilistic,
         summary: "Negative log-likelihood of counts under a Poisson distribution with the predicted rate.",
         formula: "log_input: ℓ = exp(input) − target · input; else ℓ = input − target · log(input + eps); full adds target·log(target) − target + ½ log(2π target) where target > 1",
-        notes: "No gradient for target (PyTorch's is NaN at target ≤ 0 with full=true).",
+        notes: "eps only enters when log_input is false. The Stirling term of full applies only where target > 1.",
+        unreduced: "Input and target broadcast together: one loss per element.",
+        gradient: "input: exp(input) − target with log_input, else 1 − target/(input + eps).",
+        differences: "No gradient for target: PyTorch's is NaN at target ≤ 0 with full = true.",
         tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(*)",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: false,
-                shapes: "(*), broadcastable with input",
-            },
+            TensorArg::float("input", "(*)"),
+            TensorArg::float("target", "(*), broadcastable with input").no_grad(),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
+        none_shape: shape::input_and_target,
+        layout: Layout::ELEMENTWISE,
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (x, y) = (float::<T>(self.input), float::<T>(self.target));
@@ -87,16 +78,16 @@ impl Loss for PoissonNllLoss {
 
     fn examples() -> Vec<Example> {
         vec![
-            Example {
-                name: "counts",
-                summary: "Log-rates against observed counts, with the gradient",
-                body: json!({"input": sample(&[2, 4], 7), "target": [[0, 1, 3, 2], [5, 0, 1, 4]], "grad": true}),
-            },
-            Example {
-                name: "full",
-                summary: "Rates (not logs) with the Stirling term",
-                body: json!({"input": [[0.5, 1.0, 2.0, 4.0]], "target": [[0, 1, 3, 6]], "log_input": false, "full": true, "reduction": "none"}),
-            },
+            Example::new(
+                "counts",
+                "Log-rates against observed counts, with the gradient",
+                json!({"input": sample(&[2, 4], 7), "target": [[0, 1, 3, 2], [5, 0, 1, 4]], "grad": true}),
+            ),
+            Example::new(
+                "full",
+                "Rates (not logs) with the Stirling term",
+                json!({"input": [[0.5, 1.0, 2.0, 4.0]], "target": [[0, 1, 3, 6]], "log_input": false, "full": true, "reduction": "none"}),
+            ),
         ]
     }
 }

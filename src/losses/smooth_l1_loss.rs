@@ -5,7 +5,9 @@ use lossd_kernels::regression::smooth_l1::smooth_l1_loss;
 
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use super::{
+    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float, sample, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -37,29 +39,18 @@ impl Loss for SmoothL1Loss {
         category: Category::Regression,
         summary: "L1 loss smoothed to a quadratic near zero; robust to outliers.",
         formula: "d = input − target; ℓ = 0.5 d² / beta if |d| < beta, else |d| − 0.5 beta (beta = 0: |d|)",
-        notes: "beta must be ≥ 0. At |d| = beta the gradient is ±1, as in PyTorch.",
+        notes: "beta must be ≥ 0; beta = 0 is exactly l1_loss. A target of another size is broadcast, with PyTorch's warning in `warnings`.",
+        unreduced: "Input and target broadcast together: one loss per element.",
+        gradient: "input: d / beta inside the quadratic zone, sign(d) outside it (±1 exactly at |d| = beta; sign(d), 0 at d = 0, when beta = 0), d = input − target; target: the negative of that.",
+        differences: "",
         tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(*)",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(*), broadcastable with input",
-            },
+            TensorArg::float("input", "(*)"),
+            TensorArg::float("target", "(*), broadcastable with input"),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
+        none_shape: shape::input_and_target,
+        layout: Layout::ELEMENTWISE,
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (x, y) = (float::<T>(self.input), float::<T>(self.target));
@@ -73,10 +64,10 @@ impl Loss for SmoothL1Loss {
     }
 
     fn examples() -> Vec<Example> {
-        vec![Example {
-            name: "tutorial",
-            summary: "Smooth L1 on 3×5 tensors with beta = 0.5 and the gradient",
-            body: json!({"input": sample(&[3, 5], 1), "target": sample(&[3, 5], 2), "beta": 0.5, "grad": true}),
-        }]
+        vec![Example::new(
+            "tutorial",
+            "Smooth L1 on 3×5 tensors with beta = 0.5 and the gradient",
+            json!({"input": sample(&[3, 5], 1), "target": sample(&[3, 5], 2), "beta": 0.5, "grad": true}),
+        )]
     }
 }

@@ -5,7 +5,9 @@ use lossd_kernels::classification::soft_margin::soft_margin_loss;
 
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use super::{
+    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float, sample, shape,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -29,29 +31,18 @@ impl Loss for SoftMarginLoss {
         category: Category::Classification,
         summary: "Two-class logistic loss on ±1 labels.",
         formula: "ℓ = log(1 + exp(−target · input)), computed as softplus(−target · input)",
-        notes: "PyTorch computes log(1 + exp(z)) literally and overflows to inf for large margins; lossd computes it stably (softplus): equal wherever PyTorch is finite, finite where PyTorch overflows. No gradient for target (PyTorch refuses one).",
+        notes: "The target must broadcast to the input's shape without enlarging it. No gradient for target (PyTorch refuses one).",
+        unreduced: "The input's shape: one loss per element.",
+        gradient: "input: −target·σ(−target·input).",
+        differences: "Computed stably as softplus(−target·input): equal to PyTorch wherever PyTorch is finite, and finite where PyTorch's literal log(1 + exp(z)) overflows to infinity.",
         tensors: &[
-            TensorArg {
-                name: "input",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(*)",
-            },
-            TensorArg {
-                name: "target",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: false,
-                shapes: "broadcastable to input without enlarging it",
-            },
+            TensorArg::float("input", "(*)"),
+            TensorArg::float("target", "broadcastable to input without enlarging it").no_grad(),
         ],
-        reductions: &["none", "mean", "sum"],
+        reductions: REDUCTIONS,
+        none_shape: shape::input_shape,
+        layout: Layout::ELEMENTWISE,
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (x, y) = (float::<T>(self.input), float::<T>(self.target));
@@ -64,10 +55,10 @@ impl Loss for SoftMarginLoss {
     }
 
     fn examples() -> Vec<Example> {
-        vec![Example {
-            name: "labels",
-            summary: "Scores against ±1 labels, with the gradient",
-            body: json!({"input": sample(&[4, 3], 1), "target": [[1, -1, 1], [-1, -1, 1], [1, 1, 1], [-1, 1, -1]], "grad": true}),
-        }]
+        vec![Example::new(
+            "labels",
+            "Scores against ±1 labels, with the gradient",
+            json!({"input": sample(&[4, 3], 1), "target": [[1, -1, 1], [-1, -1, 1], [1, 1, 1], [-1, 1, -1]], "grad": true}),
+        )]
     }
 }

@@ -7,7 +7,7 @@ use lossd_kernels::ranking::triplet_margin_with_distance::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Category, Example, Info, Loss, Reduction, TensorArg, TensorKind, float, sample};
+use super::{Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, float, sample, shape};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -60,36 +60,15 @@ impl Loss for TripletMarginWithDistanceLoss {
         category: Category::RankingAndEmbedding,
         summary: "Triplet loss with a chosen distance function (Euclidean or cosine).",
         formula: "ℓ = max(0, margin + D(a, p) − D(a, n)) (swap: D(a, n) → min(D(a, n), D(p, n)))",
-        notes: "distance_function replaces PyTorch's callable with a fixed menu: pairwise_distance (the default, identical to triplet_margin_loss with p = 2) or cosine_distance.",
-        tensors: &[
-            TensorArg {
-                name: "anchor",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "(N, D) or (D)",
-            },
-            TensorArg {
-                name: "positive",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "same rank as anchor, broadcastable",
-            },
-            TensorArg {
-                name: "negative",
-                kind: TensorKind::Float,
-                required: true,
-                differentiable: true,
-                shapes: "same rank as anchor, broadcastable",
-            },
-        ],
-        reductions: &["none", "mean", "sum"],
+        notes: "margin must be > 0. pairwise_distance (the default) is identical to triplet_margin_loss with p = 2 and eps = 1e-6.",
+        unreduced: "One loss per triplet: the broadcast shape of the tensors without the last dimension; () for (D).",
+        gradient: "anchor, positive and negative: the chosen distance's gradient, +D(a, p) and −D(a, n) (or −D(p, n) when swapped), where the hinge is positive.",
+        differences: "distance_function is a fixed menu (pairwise_distance or cosine_distance) instead of PyTorch's callable, which cannot travel over HTTP.",
+        tensors: super::triplet_margin_loss::TENSORS,
+        reductions: REDUCTIONS,
+        none_shape: super::triplet_margin_loss::none_shape,
+        layout: Layout::Rows(shape::last_dim_rows),
     };
-
-    fn common(&self) -> super::Common {
-        self.common_fields()
-    }
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
         let (a, p, n) = (
@@ -114,11 +93,11 @@ impl Loss for TripletMarginWithDistanceLoss {
     }
 
     fn examples() -> Vec<Example> {
-        vec![Example {
-            name: "cosine",
-            summary: "Cosine distance on 4 triplets of 8-d embeddings, with gradients",
-            body: json!({"anchor": sample(&[4, 8], 31), "positive": sample(&[4, 8], 32), "negative": sample(&[4, 8], 33),
-                         "distance_function": "cosine_distance", "margin": 0.5, "grad": true}),
-        }]
+        vec![Example::new(
+            "cosine",
+            "Cosine distance on 4 triplets of 8-d embeddings, with gradients",
+            json!({"anchor": sample(&[4, 8], 31), "positive": sample(&[4, 8], 32), "negative": sample(&[4, 8], 33),
+                   "distance_function": "cosine_distance", "margin": 0.5, "grad": true}),
+        )]
     }
 }

@@ -9,8 +9,9 @@ use super::losses::unknown_loss;
 use crate::catalog;
 use crate::error::{ApiError, Code};
 
-/// Every loss: PyTorch module and functional names, category, tensor arguments, options with
-/// defaults, reductions, differentiable arguments.
+/// Every loss: PyTorch module and functional names, category, formula, tensor arguments,
+/// options with defaults, reductions, what `reduction: "none"` returns, gradients, and where
+/// lossd differs from PyTorch (docs/losses.md is the same data as a document).
 #[utoipa::path(
     get,
     path = "/v1/losses",

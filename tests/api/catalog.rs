@@ -1,4 +1,5 @@
-//! The catalog is generated from the registry and describes every loss.
+//! The catalog is generated from the registry and describes every loss; so is the loss
+//! reference, docs/losses.md.
 
 use serde_json::Value;
 
@@ -84,4 +85,42 @@ async fn an_unknown_name_in_the_catalog_is_unknown_loss() {
         .problem(404, "unknown_loss");
     assert!(p["detail"].as_str().unwrap().contains("nope"));
     let _: Value = p;
+}
+
+/// `docs/losses.md` is the catalog written as Markdown; `LOSSD_BLESS=1` rewrites it.
+#[test]
+fn the_committed_loss_reference_is_what_the_registry_generates() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/losses.md");
+    let generated = lossd::catalog::reference();
+    if std::env::var_os("LOSSD_BLESS").is_some() {
+        std::fs::write(path, &generated).expect("docs/losses.md is writable");
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/losses.md is stale: run `LOSSD_BLESS=1 cargo test -q --test api loss_reference`"
+    );
+    for e in lossd::losses::registry() {
+        assert!(
+            committed.contains(&format!("\n## {}\n", e.info.name)),
+            "{} has no section",
+            e.info.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_entry_says_what_reduction_none_returns_and_which_gradients() {
+    let app = spawn_app().await;
+    for e in lossd::losses::registry() {
+        let c = app.get(&format!("/v1/losses/{}", e.info.name)).await.json();
+        for key in ["unreduced", "gradient"] {
+            assert!(
+                c[key].as_str().is_some_and(|s| !s.is_empty()),
+                "{}: {key}",
+                e.info.name
+            );
+        }
+        assert!(c["differences"].is_string(), "{}", e.info.name);
+    }
 }

@@ -31,7 +31,7 @@ pub enum Var<'a, T> {
 
 /// `var`'s shape as the loss broadcasts it, or `None` if PyTorch rejects it ("var is of
 /// incorrect size").
-fn effective_var_shape(input: &[usize], var: &[usize]) -> Option<Vec<usize>> {
+pub fn effective_var_shape(input: &[usize], var: &[usize]) -> Option<Vec<usize>> {
     if var == input {
         return Some(var.to_vec());
     }
