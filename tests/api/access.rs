@@ -575,4 +575,16 @@ async fn large_answers_are_compressed_when_asked_and_small_ones_never() {
         .await;
     assert_eq!(header(&r, "content-encoding"), Some("gzip"));
     serde_json::from_slice::<Value>(&gunzip(&r.bytes)).unwrap();
+    // Refusing every encoding lossd can send, identity included, is a 406.
+    for refuse in ["identity;q=0", "*;q=0"] {
+        let r = app
+            .send_with(
+                "GET",
+                "/v1/losses",
+                &[("accept-encoding", refuse)],
+                Vec::new(),
+            )
+            .await;
+        r.problem(406, "not_acceptable");
+    }
 }
