@@ -3,6 +3,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -127,10 +128,12 @@ fn unusable_keys_stop_the_server_without_showing_them() {
     }
 }
 
-/// The lossd binary on a free port, its output collected.
+/// The lossd binary on a free port, its output (stdout and stderr) collected as it comes.
 struct Server {
     child: Option<Child>,
     base: String,
+    log: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -141,13 +144,30 @@ impl Server {
             .unwrap()
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_lossd"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lossd"))
             .args(["--addr", &addr])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let out: Box<dyn Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn Read + Send> = Box::new(child.stderr.take().unwrap());
+        let readers = [out, err]
+            .into_iter()
+            .map(|mut r| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = r.read(&mut buf) {
+                        log.lock()
+                            .unwrap()
+                            .push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                })
+            })
+            .collect();
         let base = format!("http://{addr}");
         let t = Instant::now();
         while raw_get(&addr, "/healthz", None).is_none_or(|(s, _)| s != 200) {
@@ -157,6 +177,8 @@ impl Server {
         Server {
             child: Some(child),
             base,
+            log,
+            readers,
         }
     }
 
@@ -177,15 +199,27 @@ impl Server {
         assert!(ok, "kill -{name}");
     }
 
+    /// Waits until the log holds `text`.
+    fn wait_for_log(&self, text: &str) {
+        let t = Instant::now();
+        while !self.log.lock().unwrap().contains(text) {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "no `{text}` in the log:\n{}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops the server and returns everything it wrote.
     fn stop(mut self) -> String {
         self.signal("TERM");
-        let out = self.child.take().unwrap().wait_with_output().unwrap();
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
+        self.child.take().unwrap().wait().unwrap();
+        for r in self.readers.drain(..) {
+            r.join().unwrap();
+        }
+        self.log.lock().unwrap().clone()
     }
 }
 
@@ -248,7 +282,7 @@ fn the_keys_file_is_read_again_on_sighup_and_no_key_is_ever_logged() {
     // A file that cannot be read keeps the keys in force.
     std::fs::remove_file(&file).unwrap();
     server.signal("HUP");
-    std::thread::sleep(Duration::from_millis(300));
+    server.wait_for_log("API keys not reloaded");
     assert_eq!(status(&server, "Bearer k-file-second"), 200);
     assert_eq!(raw_get(server.addr(), "/healthz", None).unwrap().0, 200);
 
