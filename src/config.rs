@@ -69,6 +69,25 @@ pub struct Config {
     #[arg(long, env = "LOSSD_LOG", default_value = "info")]
     pub log: String,
 
+    /// API keys, comma-separated: every route but the health checks and the docs then needs
+    /// `Authorization: Bearer <key>` (docs/access.md). Off by default.
+    #[arg(
+        long,
+        env = "LOSSD_API_KEYS",
+        hide_env_values = true,
+        value_name = "KEYS"
+    )]
+    pub api_keys: Option<ApiKeys>,
+
+    /// A file of API keys, one a line, re-read on SIGHUP (with `--api-keys`: both count).
+    #[arg(long, env = "LOSSD_API_KEYS_FILE", value_name = "PATH")]
+    pub api_keys_file: Option<std::path::PathBuf>,
+
+    /// Origins browsers may call from, comma-separated (`https://app.example.org`), or `*`
+    /// for any (docs/access.md, CORS). Off by default.
+    #[arg(long, env = "LOSSD_CORS_ORIGINS", value_name = "ORIGINS", value_parser = cors_origins)]
+    pub cors_origins: Option<CorsOrigins>,
+
     /// What to do (default: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -94,6 +113,70 @@ pub enum LogFormat {
     Text,
     /// One JSON object a line.
     Json,
+}
+
+/// API keys given on the command line or in `LOSSD_API_KEYS`. Its `Debug` says how many
+/// there are, never what they are, so that printing a `Config` cannot leak them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ApiKeys(pub Vec<String>);
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeys({} keys)", self.0.len())
+    }
+}
+
+/// Parsing never fails here: a failure's message would quote the value, keys and all. The
+/// keys are checked when the server starts (`access::Keys`), with messages that name a key by
+/// its position only.
+impl From<String> for ApiKeys {
+    fn from(s: String) -> Self {
+        ApiKeys(
+            s.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        )
+    }
+}
+
+/// The origins of `--cors-origins`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// `*`: any origin.
+    Any,
+    /// These origins (`scheme://host[:port]`, as browsers send them in `Origin`).
+    List(Vec<http::HeaderValue>),
+}
+
+fn cors_origins(s: &str) -> Result<CorsOrigins, String> {
+    let mut list = Vec::new();
+    for origin in s.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        if origin == "*" {
+            return Ok(CorsOrigins::Any);
+        }
+        // Browsers send an origin without a path; `https://app.example.org/` means the same.
+        let origin = origin.strip_suffix('/').unwrap_or(origin);
+        let uri: http::Uri = origin
+            .parse()
+            .map_err(|_| format!("`{origin}` is not an origin like https://app.example.org"))?;
+        if uri.scheme().is_none() || uri.authority().is_none() || origin.ends_with('/') {
+            return Err(format!(
+                "`{origin}` is not an origin like https://app.example.org (scheme and host, no path)"
+            ));
+        }
+        if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+            return Err(format!(
+                "`{origin}` has a path; an origin is a scheme and a host"
+            ));
+        }
+        list.push(http::HeaderValue::from_str(origin).map_err(|e| e.to_string())?);
+    }
+    if list.is_empty() {
+        return Err("no origin given".to_string());
+    }
+    Ok(CorsOrigins::List(list))
 }
 
 fn positive_seconds(s: &str) -> Result<f64, String> {
@@ -161,5 +244,38 @@ mod tests {
             (10, Duration::from_millis(500))
         );
         assert!(Config::try_parse_from(["lossd", "--request-timeout", "0"]).is_err());
+    }
+
+    #[test]
+    fn access_is_off_by_default_and_keys_never_show() {
+        let c = Config::default_for_tests();
+        assert_eq!(
+            (c.api_keys, c.api_keys_file, c.cors_origins),
+            (None, None, None)
+        );
+        let c = Config::parse_from(["lossd", "--api-keys", " k-one,,k-two ,"]);
+        let keys = c.api_keys.unwrap();
+        assert_eq!(keys.0, ["k-one", "k-two"]);
+        assert_eq!(format!("{keys:?}"), "ApiKeys(2 keys)");
+        let c = Config::parse_from([
+            "lossd",
+            "--cors-origins",
+            "https://app.example.org/, http://localhost:3000",
+        ]);
+        assert_eq!(
+            c.cors_origins,
+            Some(CorsOrigins::List(vec![
+                http::HeaderValue::from_static("https://app.example.org"),
+                http::HeaderValue::from_static("http://localhost:3000"),
+            ]))
+        );
+        let c = Config::parse_from(["lossd", "--cors-origins", "*"]);
+        assert_eq!(c.cors_origins, Some(CorsOrigins::Any));
+        for bad in ["app.example.org", "https://app.example.org/path", ""] {
+            assert!(
+                Config::try_parse_from(["lossd", "--cors-origins", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

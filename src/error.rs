@@ -14,15 +14,21 @@ use serde::Serialize;
 pub enum Code {
     /// 400: the body is not JSON.
     InvalidJson,
+    /// 400: a compressed body that does not decode (`Content-Encoding` and the bytes disagree).
+    InvalidBody,
+    /// 401: API keys are configured and the request has none, or not a valid one.
+    Unauthorized,
     /// 404: no loss of that name.
     UnknownLoss,
     /// 404: no such route.
     NotFound,
     /// 405: the route exists, the method does not.
     MethodNotAllowed,
+    /// 406: `Accept-Encoding` refuses every encoding lossd can answer in, `identity` included.
+    NotAcceptable,
     /// 413: body over the limit, or more elements or jobs than the limit.
     PayloadTooLarge,
-    /// 415: the content type is not `application/json`.
+    /// 415: the content type is not `application/json`, or the content encoding is unknown.
     UnsupportedMediaType,
     /// 422: ragged arrays, non-numbers, bad base64, shape and data disagree, a fraction where
     /// an integer is needed.
@@ -48,9 +54,11 @@ impl Code {
     pub fn status(self) -> StatusCode {
         use Code::*;
         match self {
-            InvalidJson => StatusCode::BAD_REQUEST,
+            InvalidJson | InvalidBody => StatusCode::BAD_REQUEST,
+            Unauthorized => StatusCode::UNAUTHORIZED,
             UnknownLoss | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             InvalidTensor | ShapeMismatch | InvalidOption | InvalidExpression | InvalidValue => {
@@ -66,9 +74,12 @@ impl Code {
         use Code::*;
         match self {
             InvalidJson => "invalid_json",
+            InvalidBody => "invalid_body",
+            Unauthorized => "unauthorized",
             UnknownLoss => "unknown_loss",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
+            NotAcceptable => "not_acceptable",
             PayloadTooLarge => "payload_too_large",
             UnsupportedMediaType => "unsupported_media_type",
             InvalidTensor => "invalid_tensor",
@@ -87,9 +98,12 @@ impl Code {
         use Code::*;
         match self {
             InvalidJson => "Invalid JSON",
+            InvalidBody => "Invalid body",
+            Unauthorized => "Unauthorized",
             UnknownLoss => "Unknown loss",
             NotFound => "Not found",
             MethodNotAllowed => "Method not allowed",
+            NotAcceptable => "Not acceptable",
             PayloadTooLarge => "Payload too large",
             UnsupportedMediaType => "Unsupported media type",
             InvalidTensor => "Invalid tensor",
@@ -104,11 +118,14 @@ impl Code {
     }
 
     /// Every code, for documentation.
-    pub const ALL: [Code; 14] = [
+    pub const ALL: [Code; 17] = [
         Code::InvalidJson,
+        Code::InvalidBody,
+        Code::Unauthorized,
         Code::UnknownLoss,
         Code::NotFound,
         Code::MethodNotAllowed,
+        Code::NotAcceptable,
         Code::PayloadTooLarge,
         Code::UnsupportedMediaType,
         Code::InvalidTensor,

@@ -11,10 +11,12 @@
 //! - [`catalog`], [`openapi`]: the catalog and the OpenAPI document, from the registry.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`log`]: log output, the access log buffered off the request path.
+//! - [`access`]: API keys, CORS, compressed request and response bodies.
 //!
 //! The math lives in the `lossd-kernels` crate. [`app`] builds the router (tests use it with a
 //! listener on port 0); [`serve`] runs it until SIGTERM or SIGINT, then drains.
 
+pub mod access;
 pub mod catalog;
 pub mod compute;
 pub mod config;
@@ -54,20 +56,29 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The compute pool.
     pub pool: Arc<Pool>,
+    /// The API keys, when keys are required.
+    pub keys: Option<Arc<access::Keys>>,
 }
 
 impl AppState {
-    /// State for `config`.
+    /// State for `config`; panics when its API keys cannot be loaded (see [`AppState::try_new`]).
     pub fn new(config: Config) -> Self {
+        Self::try_new(config).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// State for `config`, or why its API keys cannot be loaded.
+    pub fn try_new(config: Config) -> std::io::Result<Self> {
+        let keys = access::Keys::from_config(&config)?;
         let pool = Pool::new(
             config.worker_count(),
             config.queue_capacity,
             config.timeout(),
         );
-        Self {
+        Ok(Self {
             config: Arc::new(config),
             pool: Arc::new(pool),
-        }
+            keys,
+        })
     }
 
     /// The decode limits of one request.
@@ -100,7 +111,14 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::docs::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Access (docs/access.md), innermost first: decode the body, check the key, compress
+        // the answer; CORS outside them all, so a preflight needs no key and a 401 reaches
+        // the browser's script.
+        .layer(middleware::from_fn(access::decompress))
+        .layer(access::auth(state.keys.as_ref()))
+        .layer(access::compression())
         .layer(middleware::from_fn(problems_only))
+        .layer(access::cors(&state.config))
         .layer(middleware::from_fn(metrics::record))
         .layer(middleware::from_fn(access_log))
         .with_state(state)
@@ -181,6 +199,7 @@ async fn problems_only(req: Request, next: Next) -> Response {
         StatusCode::BAD_REQUEST => Code::InvalidJson,
         StatusCode::NOT_FOUND => Code::NotFound,
         StatusCode::METHOD_NOT_ALLOWED => Code::MethodNotAllowed,
+        StatusCode::NOT_ACCEPTABLE => Code::NotAcceptable,
         StatusCode::PAYLOAD_TOO_LARGE => Code::PayloadTooLarge,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::UnsupportedMediaType,
         StatusCode::SERVICE_UNAVAILABLE => Code::Overloaded,
@@ -203,7 +222,10 @@ pub async fn serve(listener: TcpListener, config: Config) -> std::io::Result<()>
     use hyper_util::service::TowerToHyperService;
     use tower::ServiceExt;
 
-    let state = AppState::new(config);
+    let state = AppState::try_new(config)?;
+    if let Some(keys) = &state.keys {
+        access::reload_on_sighup(keys.clone());
+    }
     let pool = state.pool.clone();
     let header_timeout = state.config.header_timeout();
     let app = app(state);

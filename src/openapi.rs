@@ -181,6 +181,30 @@ pub fn document() -> utoipa::openapi::OpenApi {
             components.schemas.insert(n, s);
         }
     }
+    // API keys (docs/access.md): a bearer key, needed only when the server is run with keys
+    // (hence the empty alternative), and never by the health checks.
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    let bearer = HttpBuilder::new()
+        .scheme(HttpAuthScheme::Bearer)
+        .description(Some(
+            "An API key, as `Authorization: Bearer <key>`: needed when lossd runs with \
+             `--api-keys` or `--api-keys-file`; /healthz, /readyz, /docs and /openapi.json \
+             never need one.",
+        ))
+        .build();
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+    doc.security = Some(vec![
+        SecurityRequirement::new("bearer", Vec::<String>::new()),
+        SecurityRequirement::default(),
+    ]);
+    for path in ["/healthz", "/readyz"] {
+        if let Some(op) = doc.paths.paths.get_mut(path).and_then(|p| p.get.as_mut()) {
+            op.security = Some(Vec::new());
+        }
+    }
     let tag = |name: &str, text: &str| TagBuilder::new().name(name).description(Some(text)).build();
     doc.tags = Some(vec![
         tag(
@@ -338,10 +362,11 @@ fn responses() -> utoipa::openapi::Responses {
                 )
                 .build(),
         )
-        .response("400", problem("`invalid_json`: the body is not JSON."))
+        .response("400", problem("`invalid_json`: the body is not JSON; `invalid_body`: a compressed body does not decode."))
+        .response("401", problem("`unauthorized`: API keys are required and the request has no valid `Authorization: Bearer` key."))
         .response("404", problem("`unknown_loss`: no loss of that name."))
         .response("413", problem("`payload_too_large`: the body or the element count is over the limit."))
-        .response("415", problem("`unsupported_media_type`: the content type is not `application/json`."))
+        .response("415", problem("`unsupported_media_type`: the content type is not `application/json`, or the content encoding is not gzip, deflate, br or zstd."))
         .response(
             "422",
             problem(

@@ -1,16 +1,23 @@
-"""Calling lossd from Python: requests for HTTP, numpy arrays as base64 both ways.
+"""Calling lossd from Python: requests for HTTP, numpy arrays as base64 both ways, a body
+sent gzip-compressed, and an API key from LOSSD_API_KEY when the server wants one.
 
     pip install requests numpy
     python examples/clients/python_client.py [http://localhost:8080]
 """
 
 import base64
+import gzip
+import json
+import os
 import sys
 
 import numpy as np
 import requests
 
 URL = sys.argv[1] if len(sys.argv) > 1 else "http://localhost:8080"
+# A server run with API keys wants one in every request: `Authorization: Bearer <key>`.
+KEY = os.environ.get("LOSSD_API_KEY")
+AUTH = {"authorization": f"Bearer {KEY}"} if KEY else {}
 
 
 DTYPES = {"float64": "<f8", "float32": "<f4", "int64": "<i8"}
@@ -35,7 +42,13 @@ rng = np.random.default_rng(0)
 logits = rng.standard_normal((32, 10))
 labels = rng.integers(0, 10, size=32)
 body = {"input": tensor(logits), "target": tensor(labels), "grad": True, "encoding": "base64"}
-r = requests.post(f"{URL}/v1/losses/cross_entropy", json=body)
+# Large bodies may travel gzip-compressed (`Content-Encoding: gzip`); requests already asks
+# for compressed answers (`Accept-Encoding: gzip, deflate`) and decodes them.
+r = requests.post(
+    f"{URL}/v1/losses/cross_entropy",
+    data=gzip.compress(json.dumps(body).encode()),
+    headers={"content-type": "application/json", "content-encoding": "gzip", **AUTH},
+)
 r.raise_for_status()
 out = r.json()
 grad = array(out["grad"]["input"])
@@ -43,5 +56,5 @@ print(f"cross_entropy = {out['loss']:.6f}, gradient {grad.shape}, |grad| = {np.a
 
 # An error is a problem document: the code and a pointer to the field at fault.
 body = {"input": tensor(logits), "target": [10] * 32}
-r = requests.post(f"{URL}/v1/losses/cross_entropy", json=body)
+r = requests.post(f"{URL}/v1/losses/cross_entropy", json=body, headers=AUTH)
 print(r.status_code, r.json()["code"], r.json()["pointer"])

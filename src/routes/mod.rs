@@ -44,6 +44,8 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Reads the whole body within `timeout`, refusing more than `limit` bytes before reading
 /// them when the client declares its length, and as soon as the limit is passed otherwise.
+/// A compressed body arrives here decoded (`access::decompress`, which drops its declared
+/// length), so the limit counts decoded bytes, checked frame by frame as they are decoded.
 pub async fn read_body(
     headers: &HeaderMap,
     body: Body,
@@ -75,10 +77,13 @@ pub async fn read_body(
     };
     read.map_err(|e| match e {
         Collect::TooLarge => too_large(),
-        Collect::Body(e) => ApiError::new(
-            Code::InvalidJson,
-            format!("the body could not be read: {e}"),
-        ),
+        Collect::Body(e) => match e.into_inner().downcast::<crate::access::CorruptBody>() {
+            Ok(corrupt) => ApiError::new(Code::InvalidBody, corrupt.to_string()),
+            Err(e) => ApiError::new(
+                Code::InvalidJson,
+                format!("the body could not be read: {e}"),
+            ),
+        },
     })
 }
 

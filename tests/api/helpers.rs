@@ -68,7 +68,8 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
-/// A server with extra command-line flags (e.g. `["--max-elements", "10"]`).
+/// A server with extra command-line flags (e.g. `["--max-elements", "10"]`, or
+/// `["--api-keys", "k-one"]` for a server that wants keys).
 pub async fn spawn_app_with(flags: &[&str]) -> TestApp {
     init_tracing();
     let mut args = vec!["lossd", "--addr", "127.0.0.1:0"];
@@ -94,13 +95,28 @@ impl TestApp {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Reply {
+        let headers: Vec<(&str, &str)> = content_type
+            .map(|ct| ("content-type", ct))
+            .into_iter()
+            .collect();
+        self.send_with(method, path, &headers, body).await
+    }
+
+    /// Sends `method path` with a raw body and these headers.
+    pub async fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self
             .client
             .request(method, format!("{}{path}", self.base))
             .body(body);
-        if let Some(ct) = content_type {
-            req = req.header("content-type", ct);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let res = req.send().await.expect("request sent");
         let status = res.status().as_u16();

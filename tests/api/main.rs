@@ -1,5 +1,6 @@
 //! Integration tests through real HTTP: a server on port 0 per test.
 
+mod access;
 mod batch;
 mod catalog;
 mod conformance;

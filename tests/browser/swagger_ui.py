@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Browser test of lossd's Swagger UI, offline, in Debian's headless Chromium.
 
-Starts lossd on a free loopback port, opens /docs with Playwright driving /usr/bin/chromium
-(never a browser a tool downloads), expands `mse_loss`, clicks "Try it out" and "Execute",
+Starts lossd on a free loopback port with an API key, opens /docs with Playwright driving
+/usr/bin/chromium (never a browser a tool downloads), enters the key with the Authorize
+button (the page itself needs none), expands `mse_loss`, clicks "Try it out" and "Execute",
 and asserts that the response shown is a 200 carrying the loss. Fails if the page asks for
 anything but the server itself (the UI must work with no network). Saves a screenshot to
 target/browser/swagger-mse_loss.png.
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from urllib.parse import urlparse
 
@@ -61,9 +63,16 @@ def main() -> None:
     os.makedirs(shots, exist_ok=True)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([binary, "--addr", f"127.0.0.1:{port}", "--log", "warn"])
+    key = "k-browser-" + os.urandom(8).hex()
+    env = dict(os.environ, LOSSD_API_KEYS=key)
+    proc = subprocess.Popen([binary, "--addr", f"127.0.0.1:{port}", "--log", "warn"], env=env)
     try:
         wait_healthy(base, proc)
+        try:
+            urllib.request.urlopen(f"{base}/v1/losses", timeout=5)
+            sys.exit("lossd answered /v1/losses without a key")
+        except urllib.error.HTTPError as e:
+            assert e.code == 401, e.code
         foreign = []
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
@@ -75,6 +84,16 @@ def main() -> None:
                 else None,
             )
             page.goto(f"{base}/docs/", wait_until="networkidle")
+            # The document declares the bearer scheme: Swagger UI shows Authorize and takes the key.
+            authorize = page.locator(".auth-wrapper .authorize")
+            authorize.wait_for(timeout=20_000)
+            authorize.click()
+            dialog = page.locator(".dialog-ux .modal-ux")
+            dialog.locator("input").first.fill(key)
+            dialog.locator("button.modal-btn.authorize").click()
+            # Authorized: the dialog offers to log out, then closes.
+            dialog.locator("button.modal-btn.auth:not(.authorize)").first.wait_for(timeout=5_000)
+            dialog.locator("button.btn-done").click()
             op = page.locator("#operations-regression-mse_loss")
             op.wait_for(timeout=20_000)
             op.locator(".opblock-summary").first.click()
@@ -94,7 +113,7 @@ def main() -> None:
         assert shown["dtype"] == "float64" and shown["shape"] == [], body_text
         assert "grad" in shown, "the first example asks for the gradient"
         assert not foreign, f"the UI asked for other hosts: {foreign}"
-        print(f"ok: Swagger UI executed mse_loss and showed loss = {shown['loss']}; screenshot {shot}")
+        print(f"ok: Swagger UI took the API key, executed mse_loss and showed loss = {shown['loss']}; screenshot {shot}")
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -1,0 +1,382 @@
+//! Access (docs/access.md): API keys, CORS, compressed request and response bodies, all built
+//! from tower-http's layers. [`crate::app`] stacks them, outermost first:
+//!
+//! - [`cors`]: answers preflight requests itself, so they need no key, and marks every other
+//!   answer (a 401 included) for the browser;
+//! - [`compression`]: compresses large answers when `Accept-Encoding` allows;
+//! - [`auth`]: checks `Authorization: Bearer <key>` against [`Keys`] when keys are configured;
+//! - [`decompress`]: decodes `Content-Encoding` bodies as the handler reads them, so the body
+//!   limit of `routes::read_body` counts decoded bytes.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use tower::layer::util::Identity;
+use tower::util::Either;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::compression::{CompressionLayer, CompressionLevel};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::decompression::{DecompressionBody, RequestDecompression};
+use tower_http::validate_request::{ValidateRequest, ValidateRequestHeaderLayer};
+
+use crate::config::{Config, CorsOrigins};
+use crate::error::{ApiError, Code};
+
+/// The longest API key, in bytes. Keys are compared as fixed-length blocks of this size, so the
+/// time a comparison takes depends on neither key's content nor its length.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// Responses at least this large are compressed when the client accepts an encoding; smaller
+/// ones are sent as they are. Below it an answer is a segment or two on the wire, and the
+/// encoder's fixed set-up cost is more than the transfer time the saved bytes would buy even
+/// on a slow (100 Mbit/s) link; the measurement is in the commit that set it.
+pub const COMPRESS_FROM_BYTES: u64 = 4096;
+
+/// One key, padded with zeros to [`MAX_KEY_BYTES`].
+struct Key {
+    bytes: [u8; MAX_KEY_BYTES],
+    len: usize,
+}
+
+impl Key {
+    /// `token` as a block: its first [`MAX_KEY_BYTES`] bytes and its whole length (a longer
+    /// token keeps its length, so it matches no key).
+    fn padded(token: &[u8]) -> Self {
+        let mut bytes = [0u8; MAX_KEY_BYTES];
+        let n = token.len().min(MAX_KEY_BYTES);
+        bytes[..n].copy_from_slice(&token[..n]);
+        Key {
+            bytes,
+            len: token.len(),
+        }
+    }
+
+    /// 1 when the two keys are equal, else 0, looking at every byte of both blocks whatever
+    /// they hold: no early exit on a length or content difference.
+    fn matches(&self, other: &Key) -> u8 {
+        let mut acc = 0u8;
+        for (a, b) in self.bytes.iter().zip(other.bytes.iter()) {
+            acc |= a ^ b;
+        }
+        let diff = ((self.len ^ other.len) as u64) | u64::from(acc);
+        // `diff | -diff` has its top bit set exactly when `diff` is not zero.
+        std::hint::black_box((((diff | diff.wrapping_neg()) >> 63) as u8) ^ 1)
+    }
+}
+
+/// The API keys in force: those of `--api-keys` and those of `--api-keys-file`, which
+/// [`Keys::reload`] reads again (on SIGHUP). Keys are never logged or shown: messages name
+/// a key by its position.
+pub struct Keys {
+    inline: Vec<Arc<Key>>,
+    file: Option<PathBuf>,
+    current: RwLock<Arc<[Arc<Key>]>>,
+}
+
+impl Keys {
+    /// The keys of `config`; `None` when no key is configured (the service is then open).
+    /// Fails when a key is unusable or the keys file cannot be read.
+    pub fn from_config(config: &Config) -> io::Result<Option<Arc<Keys>>> {
+        let given = config.api_keys.as_ref().map_or(&[][..], |k| &k.0[..]);
+        if given.is_empty() && config.api_keys_file.is_none() {
+            return Ok(None);
+        }
+        let mut inline = Vec::with_capacity(given.len());
+        for (i, k) in given.iter().enumerate() {
+            inline.push(Arc::new(checked(k, || {
+                format!("key {} of --api-keys (LOSSD_API_KEYS)", i + 1)
+            })?));
+        }
+        let keys = Keys {
+            inline,
+            file: config.api_keys_file.clone(),
+            current: RwLock::new(Arc::from(Vec::new())),
+        };
+        let n = keys.reload()?;
+        tracing::info!(keys = n, "API keys required");
+        if n == 0 {
+            tracing::warn!("the API keys file holds no key: every protected route answers 401");
+        }
+        Ok(Some(Arc::new(keys)))
+    }
+
+    /// Reads the keys file again (when there is one) and puts its keys and those of
+    /// `--api-keys` in force; returns how many keys are in force. On an error the keys in
+    /// force stay as they were.
+    pub fn reload(&self) -> io::Result<usize> {
+        let mut all = self.inline.clone();
+        if let Some(path) = &self.file {
+            all.extend(read_keys_file(path)?.into_iter().map(Arc::new));
+        }
+        let n = all.len();
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::from(all);
+        Ok(n)
+    }
+
+    /// The number of keys in force.
+    pub fn len(&self) -> usize {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no key is in force (every protected route then refuses).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `token` is one of the keys, compared with every key in constant time.
+    pub fn accepts(&self, token: &[u8]) -> bool {
+        let given = Key::padded(token);
+        let keys = self
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut found = 0u8;
+        for k in keys.iter() {
+            found |= k.matches(&given);
+        }
+        found == 1
+    }
+
+    /// The keys file, if there is one.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+}
+
+/// A key as a [`Key`], or an error naming it by `what` (never by its content).
+fn checked(key: &str, what: impl Fn() -> String) -> io::Result<Key> {
+    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {why}", what()));
+    if key.len() > MAX_KEY_BYTES {
+        return Err(bad(&format!("longer than {MAX_KEY_BYTES} bytes")));
+    }
+    // What a client can send after `Bearer `: visible ASCII, no spaces.
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad(
+            "only visible ASCII characters, without spaces, can be sent as a key",
+        ));
+    }
+    Ok(Key::padded(key.as_bytes()))
+}
+
+/// The keys of a keys file: one a line; blank lines and the whitespace around a key are
+/// ignored.
+fn read_keys_file(path: &Path) -> io::Result<Vec<Key>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot read the API keys file {}: {e}", path.display()),
+        )
+    })?;
+    let mut keys = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let key = line.trim();
+        if key.is_empty() {
+            continue;
+        }
+        keys.push(checked(key, || {
+            format!("line {} of the API keys file {}", i + 1, path.display())
+        })?);
+    }
+    Ok(keys)
+}
+
+/// Re-reads the keys file on SIGHUP, for as long as the process runs; logs how many keys are
+/// in force, or why the file could not be read (the keys in force then stay).
+pub fn reload_on_sighup(keys: Arc<Keys>) {
+    #[cfg(unix)]
+    {
+        let Some(path) = keys.file().map(Path::to_path_buf) else {
+            return;
+        };
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: the API keys file will not be re-read");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match keys.reload() {
+                    Ok(n) => {
+                        tracing::info!(keys = n, file = %path.display(), "API keys reloaded")
+                    }
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        keys = keys.len(),
+                        "API keys not reloaded: the keys in force stay"
+                    ),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = keys;
+}
+
+/// Routes that never need a key: the health checks (load balancers and orchestrators call
+/// them without credentials) and the documentation (a browser must load Swagger UI before
+/// its Authorize button can take a key).
+pub fn is_open(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/openapi.json" | "/docs")
+        || path.starts_with("/docs/")
+        || path.starts_with("/v2/health/")
+}
+
+/// The token of an `Authorization: Bearer <token>` value (the scheme in any case).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"bearer ";
+    let head = value.get(..SCHEME.len())?;
+    if !head.eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    let token = value[SCHEME.len()..].trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+/// The check of `Authorization: Bearer <key>`, for tower-http's `ValidateRequestHeaderLayer`.
+#[derive(Clone)]
+pub struct Bearer(Arc<Keys>);
+
+impl ValidateRequest<Body> for Bearer {
+    type ResponseBody = Body;
+
+    fn validate(&mut self, req: &mut Request) -> Result<(), Response> {
+        if is_open(req.uri().path()) {
+            return Ok(());
+        }
+        let value = req.headers().get(header::AUTHORIZATION);
+        let detail = match value.map(|v| bearer_token(v.as_bytes())) {
+            Some(Some(token)) if self.0.accepts(token) => return Ok(()),
+            Some(Some(_)) => "the API key is not valid",
+            Some(None) => "the Authorization header must be `Bearer <API key>`",
+            None => "this route needs an API key: send `Authorization: Bearer <key>`",
+        };
+        Err(unauthorized(detail))
+    }
+}
+
+/// The 401 answer.
+fn unauthorized(detail: &str) -> Response {
+    let mut res = ApiError::new(Code::Unauthorized, detail).into_response();
+    res.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    res
+}
+
+/// The key check when keys are configured, else nothing.
+pub fn auth(keys: Option<&Arc<Keys>>) -> Either<ValidateRequestHeaderLayer<Bearer>, Identity> {
+    match keys {
+        Some(keys) => Either::Left(ValidateRequestHeaderLayer::custom(Bearer(keys.clone()))),
+        None => Either::Right(Identity::new()),
+    }
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// CORS for the origins of `--cors-origins`, else nothing. A preflight is answered here, before
+/// the key check; other answers get `Access-Control-Allow-Origin` when the origin is allowed.
+pub fn cors(config: &Config) -> Either<CorsLayer, Identity> {
+    let Some(origins) = &config.cors_origins else {
+        return Either::Right(Identity::new());
+    };
+    let allow = match origins {
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => AllowOrigin::list(list.iter().cloned()),
+    };
+    Either::Left(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                header::CONTENT_ENCODING,
+                X_REQUEST_ID.clone(),
+            ])
+            .expose_headers([
+                X_REQUEST_ID.clone(),
+                header::RETRY_AFTER,
+                header::WWW_AUTHENTICATE,
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// Compression of answers of at least [`COMPRESS_FROM_BYTES`] when `Accept-Encoding` allows
+/// (gzip, deflate, br, zstd), at each encoder's fastest level: on the networks lossd serves,
+/// time spent compressing is time the client waits. Problem documents and images are never
+/// compressed.
+pub fn compression() -> CompressionLayer<impl Predicate> {
+    CompressionLayer::new()
+        .quality(CompressionLevel::Fastest)
+        .compress_when(
+            SizeAbove::new(COMPRESS_FROM_BYTES)
+                .and(NotForContentType::IMAGES)
+                .and(NotForContentType::const_new("application/problem+json")),
+        )
+}
+
+/// A request body that did not decode: the handler answers 400 `invalid_body`.
+#[derive(Debug, thiserror::Error)]
+#[error("the body is not valid {encoding}: {source}")]
+pub struct CorruptBody {
+    encoding: &'static str,
+    source: tower_http::BoxError,
+}
+
+/// Decodes a `Content-Encoding: gzip, deflate, br or zstd` body with tower-http's
+/// `RequestDecompression` as the handler reads it; an unknown encoding is a 415. A request
+/// without `Content-Encoding` goes straight on, its body untouched.
+pub async fn decompress(req: Request, next: Next) -> Response {
+    let Some(value) = req.headers().get(header::CONTENT_ENCODING) else {
+        return next.run(req).await;
+    };
+    let encoding = match value.as_bytes() {
+        b"gzip" => "gzip",
+        b"deflate" => "deflate",
+        b"br" => "br",
+        b"zstd" => "zstd",
+        b"identity" => "identity",
+        other => {
+            let shown = std::str::from_utf8(other)
+                .ok()
+                .filter(|s| s.len() <= 40)
+                .map_or_else(String::new, |s| format!(" `{s}`"));
+            let mut res = ApiError::new(
+                Code::UnsupportedMediaType,
+                format!(
+                    "the content encoding{shown} is not supported: send the body as it is, or \
+                     as gzip, deflate, br or zstd"
+                ),
+            )
+            .into_response();
+            res.headers_mut().insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("gzip,deflate,br,zstd,identity"),
+            );
+            return res;
+        }
+    };
+    let inner = next.map_request(move |req: Request<DecompressionBody<Body>>| {
+        req.map(|body| Body::new(body.map_err(move |source| CorruptBody { encoding, source })))
+    });
+    match RequestDecompression::new(inner).oneshot(req).await {
+        Ok(res) => res.into_response(),
+        Err(never) => match never {},
+    }
+}
