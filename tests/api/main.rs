@@ -10,4 +10,5 @@ mod helpers;
 mod hostile;
 mod limits;
 mod openapi;
+mod request_ids;
 mod service;
