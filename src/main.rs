@@ -1,9 +1,7 @@
 //! The `lossd` binary: parse the configuration, start tracing, serve.
 
 use clap::Parser;
-use lossd::config::{Command, Config, LogFormat};
-use lossd::log::{BufferedLog, Fast, Style};
-use tracing_subscriber::EnvFilter;
+use lossd::config::{Command, Config};
 
 /// mimalloc: a request allocates and frees a few dozen small blocks (hyper, axum, the decode,
 /// the response), and mimalloc's thread-local free lists take a seventh off the service's
@@ -29,30 +27,8 @@ fn main() -> std::process::ExitCode {
         }
         Some(Command::Serve) | None => {}
     }
-    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    // The access log's lines are buffered and written by a thread of their own; the guard
-    // writes out the rest when `main` returns.
-    let (writer, _log_guard) = match BufferedLog::new(std::io::stdout()) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("lossd: cannot start the log writer: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    // Colours only for a terminal, not for a log file or a collector.
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    // The default formats' lines, written by lossd's own formatter (see `log::Fast`).
-    let format = tracing_subscriber::fmt::format();
-    match config.log_format {
-        LogFormat::Json => fmt
-            .json()
-            .event_format(Fast::new(Style::Json, format.json()))
-            .init(),
-        LogFormat::Text => fmt.event_format(Fast::new(Style::Text, format)).init(),
-    }
+    // Kept until `main` returns, after `serve`: the lines still queued are written out then.
+    let _log_guard = lossd::telemetry::init(config.log_format, &config.log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -68,7 +44,9 @@ fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             }
         };
-        tracing::info!(addr = %config.addr, "lossd listening");
+        // The address bound, which differs from the one asked for when that had port 0.
+        let addr = listener.local_addr().unwrap_or(config.addr);
+        tracing::info!(%addr, "lossd listening");
         match lossd::serve(listener, config).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {

@@ -12,4 +12,5 @@ mod helpers;
 mod hostile;
 mod limits;
 mod openapi;
+mod request_ids;
 mod service;
