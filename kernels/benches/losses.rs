@@ -39,7 +39,7 @@ use lossd_kernels::classification::{
 };
 use lossd_kernels::ndarray::{ArrayD, IxDyn};
 use lossd_kernels::probabilistic::{
-    ctc::ctc_loss,
+    ctc::{CtcOptions, ctc_loss},
     gaussian_nll::{Var, gaussian_nll_loss},
     kl_div::{KlReduction, kl_div},
     poisson_nll::poisson_nll_loss,
@@ -48,8 +48,10 @@ use lossd_kernels::ranking::{
     cosine_embedding::cosine_embedding_loss,
     hinge_embedding::hinge_embedding_loss,
     margin_ranking::margin_ranking_loss,
-    triplet_margin::triplet_margin_loss,
-    triplet_margin_with_distance::{DistanceFunction, triplet_margin_with_distance_loss},
+    triplet_margin::{TripletMarginOptions, triplet_margin_loss},
+    triplet_margin_with_distance::{
+        DistanceFunction, TripletMarginWithDistanceOptions, triplet_margin_with_distance_loss,
+    },
 };
 use lossd_kernels::regression::{
     huber::huber_loss, l1::l1_loss, mse::mse_loss, smooth_l1::smooth_l1_loss,
@@ -447,7 +449,18 @@ fn kernel<T: Real>(name: &str) -> Kernel<T> {
         },
         "ctc_loss" => |x, g| {
             let (t, il, tl) = (x.idx.view(), x.il.view(), x.tl.view());
-            ctc_loss(x.a.view(), t, il, tl, 0, false, M, g)
+            ctc_loss(
+                x.a.view(),
+                t,
+                il,
+                tl,
+                CtcOptions {
+                    blank: 0,
+                    zero_infinity: false,
+                    reduction: M,
+                    grad: g,
+                },
+            )
         },
         "margin_ranking_loss" => {
             |x, g| margin_ranking_loss(x.a.view(), x.b.view(), x.c.view(), 0.0, M, g)
@@ -458,12 +471,35 @@ fn kernel<T: Real>(name: &str) -> Kernel<T> {
         }
         "triplet_margin_loss" => |x, g| {
             let (a, p, n) = (x.a.view(), x.b.view(), x.c.view());
-            triplet_margin_loss(a, p, n, 1.0, 2.0, 1e-6, false, M, g)
+            triplet_margin_loss(
+                a,
+                p,
+                n,
+                TripletMarginOptions {
+                    margin: 1.0,
+                    p: 2.0,
+                    eps: 1e-6,
+                    swap: false,
+                    reduction: M,
+                    grad: g,
+                },
+            )
         },
         "triplet_margin_with_distance_loss" => |x, g| {
             let (a, p, n) = (x.a.view(), x.b.view(), x.c.view());
             let dist = DistanceFunction::PairwiseDistance;
-            triplet_margin_with_distance_loss(a, p, n, dist, 1.0, false, M, g)
+            triplet_margin_with_distance_loss(
+                a,
+                p,
+                n,
+                TripletMarginWithDistanceOptions {
+                    distance_function: dist,
+                    margin: 1.0,
+                    swap: false,
+                    reduction: M,
+                    grad: g,
+                },
+            )
         },
         other => unreachable!("no kernel {other}"),
     }

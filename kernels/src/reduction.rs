@@ -1,8 +1,11 @@
-//! [`Reduction`], and the one place where sums and means are taken.
+//! [`Reduction`], and the one place where sums and means are taken and the returned loss is
+//! built from them.
 //!
 //! Every sum over a tensor goes through [`Sum8`]: eight independent `f64` accumulators filled
 //! in a fixed order, so results are deterministic (independent of threads and load) and a
 //! reduction over millions of `f32` elements keeps `f64` accuracy.
+
+use ndarray::{ArrayD, IxDyn};
 
 use crate::real::Real;
 
@@ -136,6 +139,38 @@ pub fn mean(total: f64, count: usize) -> f64 {
     } else {
         total / count as f64
     }
+}
+
+/// The loss a kernel returns: the unreduced `losses` (of shape `shape`) for `none`, else the
+/// 0-d `value` (the already reduced sum or mean).
+pub(crate) fn finish<T: Real>(
+    reduction: Reduction,
+    shape: &[usize],
+    losses: Vec<T>,
+    value: f64,
+) -> ArrayD<T> {
+    match reduction {
+        Reduction::None => {
+            ArrayD::from_shape_vec(IxDyn(shape), losses).expect("one loss per position")
+        }
+        Reduction::Sum | Reduction::Mean => ndarray::arr0(T::of(value)).into_dyn(),
+    }
+}
+
+/// [`finish`] for a loss whose `mean` is its sum `total` over `count` elements (the mean of
+/// nothing is NaN).
+pub(crate) fn reduce<T: Real>(
+    reduction: Reduction,
+    shape: &[usize],
+    losses: Vec<T>,
+    total: f64,
+    count: usize,
+) -> ArrayD<T> {
+    let value = match reduction {
+        Reduction::Mean => mean(total, count),
+        Reduction::Sum | Reduction::None => total,
+    };
+    finish(reduction, shape, losses, value)
 }
 
 /// The upstream gradient each element of the unreduced loss receives when the reduced loss

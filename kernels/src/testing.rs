@@ -101,3 +101,15 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], rtol: f64, atol: f64)
         assert!(ok, "{what}: element {i}: got {g}, want {w}");
     }
 }
+
+/// The bits of each value (as `f64`), to compare results exactly.
+pub fn bits<T: crate::Real>(v: &[T]) -> Vec<u64> {
+    v.iter().map(|x| x.f64().to_bits()).collect()
+}
+
+/// The bits of a sum, any NaN as one: the sign of a NaN sum depends on which NaN operand
+/// an addition propagates, and the compiler may swap the operands of the lane additions
+/// (it does so differently in a reference loop and a vectorised pass).
+pub fn sum_bits(t: f64) -> u64 {
+    if t.is_nan() { f64::NAN } else { t }.to_bits()
+}

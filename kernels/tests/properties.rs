@@ -46,16 +46,16 @@ use lossd_kernels::classification::multilabel_soft_margin::multilabel_soft_margi
 use lossd_kernels::classification::nll::nll_loss;
 use lossd_kernels::classification::soft_margin::soft_margin_loss;
 use lossd_kernels::ndarray::{ArrayD, IxDyn};
-use lossd_kernels::probabilistic::ctc::ctc_loss;
+use lossd_kernels::probabilistic::ctc::{CtcOptions, ctc_loss};
 use lossd_kernels::probabilistic::gaussian_nll::{Var, gaussian_nll_loss};
 use lossd_kernels::probabilistic::kl_div::{KlReduction, MEAN_WARNING, kl_div};
 use lossd_kernels::probabilistic::poisson_nll::poisson_nll_loss;
 use lossd_kernels::ranking::cosine_embedding::cosine_embedding_loss;
 use lossd_kernels::ranking::hinge_embedding::hinge_embedding_loss;
 use lossd_kernels::ranking::margin_ranking::margin_ranking_loss;
-use lossd_kernels::ranking::triplet_margin::triplet_margin_loss;
+use lossd_kernels::ranking::triplet_margin::{TripletMarginOptions, triplet_margin_loss};
 use lossd_kernels::ranking::triplet_margin_with_distance::{
-    DistanceFunction, triplet_margin_with_distance_loss,
+    DistanceFunction, TripletMarginWithDistanceOptions, triplet_margin_with_distance_loss,
 };
 use lossd_kernels::regression::{
     huber::huber_loss, l1::l1_loss, mse::mse_loss, smooth_l1::smooth_l1_loss,
@@ -1788,10 +1788,12 @@ impl Call for CtcCall {
             self.targets.view(),
             self.input_lengths.view(),
             self.target_lengths.view(),
-            self.blank,
-            self.zero_infinity,
-            r.plain(),
-            g,
+            CtcOptions {
+                blank: self.blank,
+                zero_infinity: self.zero_infinity,
+                reduction: r.plain(),
+                grad: g,
+            },
         )
     }
 }
@@ -2089,16 +2091,27 @@ impl Call for TripletCall {
                 a,
                 p,
                 n,
-                self.margin,
-                self.p,
-                self.eps,
-                self.swap,
-                r.plain(),
-                g,
+                TripletMarginOptions {
+                    margin: self.margin,
+                    p: self.p,
+                    eps: self.eps,
+                    swap: self.swap,
+                    reduction: r.plain(),
+                    grad: g,
+                },
             ),
-            Some(d) => {
-                triplet_margin_with_distance_loss(a, p, n, d, self.margin, self.swap, r.plain(), g)
-            }
+            Some(d) => triplet_margin_with_distance_loss(
+                a,
+                p,
+                n,
+                TripletMarginWithDistanceOptions {
+                    distance_function: d,
+                    margin: self.margin,
+                    swap: self.swap,
+                    reduction: r.plain(),
+                    grad: g,
+                },
+            ),
         }
     }
 }
@@ -2682,13 +2695,11 @@ mod ctc_gradient_quirk {
             let il: Vec<usize> = call.input_lengths.iter().map(|&v| v as usize).collect();
             let tl: Vec<usize> = call.target_lengths.iter().map(|&v| v as usize).collect();
             let run = |lp: &A, r: Reduction, g: bool| {
-                ctc_loss(lp.view(), call.targets.view(), call.input_lengths.view(),
-                         call.target_lengths.view(), call.blank, call.zero_infinity, r, g).unwrap()
+                ctc_loss(lp.view(), call.targets.view(), call.input_lengths.view(), call.target_lengths.view(), CtcOptions { blank: call.blank, zero_infinity: call.zero_infinity, reduction: r, grad: g }).unwrap()
             };
             let none = run(&lp, Reduction::None, false).loss;
             // Infinite losses (zeroed or not) have no derivative to compare with.
-            let unzeroed = ctc_loss(lp.view(), call.targets.view(), call.input_lengths.view(),
-                call.target_lengths.view(), call.blank, false, Reduction::None, false).unwrap();
+            let unzeroed = ctc_loss(lp.view(), call.targets.view(), call.input_lengths.view(), call.target_lengths.view(), CtcOptions { blank: call.blank, zero_infinity: false, reduction: Reduction::None, grad: false }).unwrap();
             prop_assume!(unzeroed.loss.iter().all(|v| v.is_finite()));
             for r in [Reduction::None, Reduction::Mean, Reduction::Sum] {
                 let out = run(&lp, r, true);

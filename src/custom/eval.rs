@@ -464,18 +464,11 @@ pub fn run<T: Float>(
     let mut values: Vec<ArrayD<T>> = Vec::with_capacity(nodes.len());
     let mut stash: Vec<Option<LossOutput<T>>> = Vec::with_capacity(nodes.len());
     let mut warnings: Vec<String> = Vec::new();
+    let expr = Expr { graph, src, rank };
     for node in nodes {
         checkpoint()?;
         let mut kept = None;
-        let v = forward(
-            node,
-            &values,
-            &mut data,
-            src,
-            rank,
-            &mut kept,
-            &mut warnings,
-        )?;
+        let v = forward(&expr, node, &values, &mut data, &mut kept, &mut warnings)?;
         debug_assert_eq!(v.shape(), node.shape.as_slice());
         values.push(v);
         stash.push(kept);
@@ -490,7 +483,7 @@ pub fn run<T: Float>(
             }
             let Some(g) = grads[i].take() else { continue };
             checkpoint()?;
-            backward(graph, i, g, &values, &stash, &mut grads, src, rank)?;
+            backward(&expr, i, g, &values, &stash, &mut grads)?;
         }
     }
     let out_grads = wanted
@@ -516,16 +509,23 @@ pub fn run<T: Float>(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The expression [`run`] evaluates: its graph, its source (quoted in errors) and the rank
+/// the built-in losses are called with.
+struct Expr<'a> {
+    graph: &'a Graph,
+    src: &'a str,
+    rank: usize,
+}
+
 fn forward<T: Float>(
+    expr: &Expr<'_>,
     node: &Node,
     values: &[ArrayD<T>],
     data: &mut [Option<Tensor>],
-    src: &str,
-    rank: usize,
     kept: &mut Option<LossOutput<T>>,
     warnings: &mut Vec<String>,
 ) -> Result<ArrayD<T>, ApiError> {
+    let (src, rank) = (expr.src, expr.rank);
     let arg = |k: usize| &values[node.inputs[k]];
     let shape = node.shape.as_slice();
     Ok(match &node.op {
@@ -610,18 +610,15 @@ fn forward<T: Float>(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn backward<T: Float>(
-    graph: &Graph,
+    expr: &Expr<'_>,
     i: usize,
     g: ArrayD<T>,
     values: &[ArrayD<T>],
     stash: &[Option<LossOutput<T>>],
     grads: &mut [Option<ArrayD<T>>],
-    src: &str,
-    rank: usize,
 ) -> Result<(), ApiError> {
-    let nodes = &graph.nodes;
+    let nodes = &expr.graph.nodes;
     let node = &nodes[i];
     let inputs = &node.inputs;
     let needs = |k: usize| nodes[inputs[k]].grad;
@@ -809,25 +806,23 @@ fn backward<T: Float>(
             let out = stash[i]
                 .as_ref()
                 .ok_or_else(|| ApiError::internal("a built-in loss kept no gradients"))?;
-            loss_backward(graph, i, call, out, g, values, grads, src, rank)?;
+            loss_backward(expr, i, call, out, g, values, grads)?;
         }
     }
     Ok(())
 }
 
 /// Chains a built-in loss's gradients (see [`builtin`] for when this is exact).
-#[allow(clippy::too_many_arguments)]
 fn loss_backward<T: Float>(
-    graph: &Graph,
+    expr: &Expr<'_>,
     i: usize,
     call: &LossCall,
     out: &LossOutput<T>,
     g: ArrayD<T>,
     values: &[ArrayD<T>],
     grads: &mut [Option<ArrayD<T>>],
-    src: &str,
-    rank: usize,
 ) -> Result<(), ApiError> {
+    let Expr { graph, src, rank } = *expr;
     let nodes = &graph.nodes;
     let node = &nodes[i];
     let name = call.entry.info.name;

@@ -9,13 +9,13 @@
 //! PyTorch 2.15 returns uninitialised memory. Sums accumulate in `f64`; the gradient counts
 //! active pairs exactly instead of adding `±1/C` repeatedly.
 
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray::ArrayViewD;
 
-use super::binary_cross_entropy::unravel;
 use super::multi_margin::samples_and_classes;
+use crate::broadcast::unravel;
 use crate::cancel::checkpoint;
 use crate::error::fmt_shape;
-use crate::reduction::{Sum8, mean};
+use crate::reduction::{Sum8, reduce};
 use crate::regression::contiguous;
 use crate::{LossError, LossOutput, Real, Reduction};
 
@@ -141,20 +141,11 @@ pub fn multilabel_margin_loss<T: Real>(
         }
     }
 
-    let loss = match reduction {
-        Reduction::None => {
-            let out_shape: &[usize] = if shape.len() == 2 { &[n] } else { &[] };
-            ArrayD::from_shape_vec(IxDyn(out_shape), losses).expect("n elements")
-        }
-        Reduction::Sum => ndarray::arr0(T::of(raw_total.total() / c as f64)).into_dyn(),
-        Reduction::Mean => ndarray::arr0(T::of(mean(raw_total.total() / c as f64, n))).into_dyn(),
-    };
-    let mut out = LossOutput::new(loss);
+    let out_shape: &[usize] = if shape.len() == 2 { &[n] } else { &[] };
+    let total = raw_total.total() / c as f64;
+    let mut out = LossOutput::new(reduce(reduction, out_shape, losses, total, n));
     if grad {
-        out.grads.push((
-            "input",
-            ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n·c elements"),
-        ));
+        out.push_grad("input", &shape, dx);
     }
     Ok(out)
 }
@@ -164,7 +155,7 @@ mod tests {
     use super::*;
     use crate::ErrorKind;
     use crate::testing::{Rng, assert_close, assert_grad, scalar};
-    use ndarray::array;
+    use ndarray::{ArrayD, IxDyn, array};
 
     fn mlm(
         x: &ArrayD<f64>,

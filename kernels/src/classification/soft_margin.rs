@@ -4,11 +4,11 @@
 //! Computed stably as `softplus(z)` with `z = −y·x` (LOSSES.md §4 item 9): equal to PyTorch
 //! wherever PyTorch is finite, and finite where PyTorch's literal formula overflows to `inf`.
 
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray::ArrayViewD;
 
 use crate::broadcast::expands_to;
 use crate::error::fmt_shape;
-use crate::reduction::{BLOCK, add_to_lanes, lanes_total, mean};
+use crate::reduction::{BLOCK, add_to_lanes, lanes_total, reduce};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
@@ -53,21 +53,13 @@ pub fn soft_margin_loss<T: Real>(
         (true, false) => pass::<T, true, false>(&x, &y, l, d),
         (true, true) => pass::<T, true, true>(&x, &y, l, d),
     });
-    let loss = match reduction {
-        Reduction::None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
-        Reduction::Sum => ndarray::arr0(T::of(total)).into_dyn(),
-        Reduction::Mean => ndarray::arr0(T::of(mean(total, n))).into_dyn(),
-    };
-    let mut out = LossOutput::new(loss);
+    let mut out = LossOutput::new(reduce(reduction, &shape, losses, total, n));
     if grad {
         if reduction == Reduction::Mean {
             let s = T::of(1.0 / n as f64);
             dx.iter_mut().for_each(|g| *g *= s);
         }
-        out.grads.push((
-            "input",
-            ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n elements"),
-        ));
+        out.push_grad("input", &shape, dx);
     }
     Ok(out)
 }
