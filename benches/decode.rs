@@ -37,7 +37,7 @@ fn base64_body() -> Vec<u8> {
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
         base64_simd::STANDARD.encode_to_string(bytes)
     };
-    // Keys in the order of API.md and the clients (serde_json's `json!` would sort them).
+    // Keys in the order of docs/api.md and the clients (serde_json's `json!` would sort them).
     format!(
         r#"{{"input": {{"shape": [{N}], "dtype": "float64", "base64": "{}"}}, "target": {{"shape": [{N}], "dtype": "float64", "base64": "{}"}}}}"#,
         enc(values(1)),

@@ -29,7 +29,7 @@ use divan::{Bencher, black_box};
 use lossd_kernels::classification::{
     binary_cross_entropy::binary_cross_entropy,
     binary_cross_entropy_with_logits::binary_cross_entropy_with_logits,
-    cross_entropy::{CeTarget, cross_entropy},
+    cross_entropy::{CeTarget, CrossEntropyOptions, cross_entropy},
     linear_cross_entropy::linear_cross_entropy,
     multi_margin::multi_margin_loss,
     multilabel_margin::multilabel_margin_loss,
@@ -420,7 +420,17 @@ fn kernel<T: Real>(name: &str) -> Kernel<T> {
         "huber_loss" => |x, g| huber_loss(x.a.view(), x.b.view(), None, M, 1.0, g),
         "cross_entropy" => |x, g| {
             let t = CeTarget::Indices(x.idx.view());
-            cross_entropy(x.a.view(), t, None, -100, 0.0, M, g)
+            cross_entropy(
+                x.a.view(),
+                t,
+                CrossEntropyOptions {
+                    weight: None,
+                    ignore_index: -100,
+                    label_smoothing: 0.0,
+                    reduction: M,
+                    grad: g,
+                },
+            )
         },
         "nll_loss" => |x, g| nll_loss(x.a.view(), x.idx.view(), None, -100, M, g),
         "binary_cross_entropy" => |x, g| binary_cross_entropy(x.a.view(), x.b.view(), None, M, g),
@@ -437,7 +447,19 @@ fn kernel<T: Real>(name: &str) -> Kernel<T> {
         "soft_margin_loss" => |x, g| soft_margin_loss(x.a.view(), x.b.view(), M, g),
         "linear_cross_entropy" => |x, g| {
             let t = CeTarget::Indices(x.idx.view());
-            linear_cross_entropy(x.a.view(), x.b.view(), t, None, None, -100, 0.0, M, g)
+            linear_cross_entropy(
+                x.a.view(),
+                x.b.view(),
+                t,
+                None,
+                CrossEntropyOptions {
+                    weight: None,
+                    ignore_index: -100,
+                    label_smoothing: 0.0,
+                    reduction: M,
+                    grad: g,
+                },
+            )
         },
         "kl_div" => |x, g| kl_div(x.a.view(), x.b.view(), false, KlReduction::BatchMean, g),
         "poisson_nll_loss" => {

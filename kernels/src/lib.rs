@@ -2,8 +2,8 @@
 //! and the gradients PyTorch's autograd returns, in `f32` or `f64`.
 //!
 //! No HTTP, no async, no request types: the `lossd` service calls these, and so can any Rust
-//! program. Semantics are PyTorch 2.15's (CPU), documented per loss in the project's
-//! `LOSSES.md`.
+//! program. Semantics are PyTorch 2.15's (CPU), documented per loss in `docs/losses.md`; where
+//! lossd deliberately differs, `docs/differences.md` says so and why.
 //!
 //! # Layout
 //!
@@ -36,6 +36,7 @@ pub mod ranking;
 pub mod real;
 pub mod reduction;
 pub mod regression;
+pub(crate) mod softmax;
 pub mod vmath;
 
 #[cfg(test)]

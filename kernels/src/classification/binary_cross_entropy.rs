@@ -1,7 +1,7 @@
 //! `binary_cross_entropy` (`nn.BCELoss`): `ℓ = −w·[y·log x + (1 − y)·log(1 − x)]` on
-//! probabilities, LOSSES.md §2.8.
+//! probabilities, docs/losses.md.
 //!
-//! lossd mirrors ATen exactly (LOSSES.md §4 item 8): each log is clamped at −100 *before* it is
+//! lossd mirrors ATen exactly (docs/differences.md item 8): each log is clamped at −100 *before* it is
 //! multiplied, so `x ∈ {0, 1}` never gives NaN; the input gradient divides by
 //! `max(x(1 − x), EPS12)` (ATen's float32 `1e-12`) instead of differentiating the clamped
 //! logs; the target gradient `−w·logit(x)` is not clamped (±inf at `x ∈ {0, 1}`). Input and
@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn matches_the_worked_example_of_losses_md() {
-        // LOSSES.md §5: p=[0,.25,.5,1], y=[0,1,.5,0], none.
+        // The worked example: p=[0,.25,.5,1], y=[0,1,.5,0], none.
         let x = array![0.0, 0.25, 0.5, 1.0].into_dyn();
         let y = array![0.0, 1.0, 0.5, 0.0].into_dyn();
         let out = bce(&x, &y, None, Reduction::None, true).unwrap();

@@ -1,5 +1,5 @@
 //! `binary_cross_entropy_with_logits` (`nn.BCEWithLogitsLoss`): binary cross-entropy on logits,
-//! `ℓ = −w·[pw·y·log σ(x) + (1 − y)·log(1 − σ(x))]`, LOSSES.md §2.9.
+//! `ℓ = −w·[pw·y·log σ(x) + (1 − y)·log(1 − σ(x))]`, docs/losses.md.
 //!
 //! Computed in ATen's stable form `ℓ = w·[(1 − y)·x − (1 + (pw − 1)·y)·logσ(x)]` with
 //! `logσ(x) = min(x, 0) − log1p(exp(−|x|))`, so logits of any size are exact in `f32` and `f64`
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn matches_the_worked_example_of_losses_md() {
-        // LOSSES.md §5 gives the outputs for pos_weight=2, none, but not x and y; these are
+        // The worked example gives the outputs for pos_weight=2, none, but not x and y; these are
         // the values its gradients solve for.
         let x = array![-3.0, 0.0, 1.5, 50.0].into_dyn();
         let y = array![0.0, 1.0, 0.5, 0.0].into_dyn();

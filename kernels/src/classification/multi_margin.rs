@@ -1,9 +1,9 @@
 //! `multi_margin_loss` (`nn.MultiMarginLoss`): the multi-class hinge
-//! `ℓ_n = (1/C)·Σ_{i ≠ t} w_t·max(0, margin − x_t + x_i)^p`, LOSSES.md §2.11.
+//! `ℓ_n = (1/C)·Σ_{i ≠ t} w_t·max(0, margin − x_t + x_i)^p`, docs/losses.md.
 //!
 //! Shapes, checks and arithmetic follow ATen's `LossMultiMargin.cpp`: the weight of the
 //! **target** class multiplies every term, a hinge at exactly 0 contributes nothing (and no
-//! gradient), `margin` is not validated. lossd decision (LOSSES.md §4 item 1): an empty batch
+//! gradient), `margin` is not validated. lossd decision (docs/differences.md item 1): an empty batch
 //! `(0, C)` gives `sum = 0` and `mean = NaN` where PyTorch 2.15 returns uninitialised memory.
 //! The per-sample sums accumulate in `f64`.
 

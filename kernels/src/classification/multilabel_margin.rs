@@ -1,11 +1,11 @@
 //! `multilabel_margin_loss` (`nn.MultiLabelMarginLoss`): the multi-label hinge
-//! `ℓ_n = (1/C)·Σ_{j ∈ J} Σ_{i ∉ J} max(0, 1 − (x_j − x_i))`, LOSSES.md §2.12.
+//! `ℓ_n = (1/C)·Σ_{j ∈ J} Σ_{i ∉ J} max(0, 1 − (x_j − x_i))`, docs/losses.md.
 //!
 //! `J` is the prefix of the sample's target row before its first negative entry; duplicates in
 //! it count with multiplicity (each occurrence adds its terms again). As in ATen's
 //! `LossMultiLabelMargin.cpp`, every entry of the whole target tensor must lie in `[−1, C − 1]`,
 //! even after the first −1, and a hinge at exactly 0 contributes nothing. lossd decision
-//! (LOSSES.md §4 item 1): an empty batch `(0, C)` gives `sum = 0` and `mean = NaN` where
+//! (docs/differences.md item 1): an empty batch `(0, C)` gives `sum = 0` and `mean = NaN` where
 //! PyTorch 2.15 returns uninitialised memory. Sums accumulate in `f64`; the gradient counts
 //! active pairs exactly instead of adding `±1/C` repeatedly.
 
@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn duplicate_targets_count_with_multiplicity() {
-        // LOSSES.md §2.12 (verified on torch 2.15): x=[.5,−.3,.2,.9], y=[1,1,−1,2] → 2.75.
+        // docs/losses.md (verified on torch 2.15): x=[.5,−.3,.2,.9], y=[1,1,−1,2] → 2.75.
         let x = array![0.5, -0.3, 0.2, 0.9].into_dyn();
         let t = array![1, 1, -1, 2].into_dyn();
         let out = mlm(&x, &t, Reduction::None, true).unwrap();

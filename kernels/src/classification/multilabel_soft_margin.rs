@@ -1,6 +1,6 @@
 //! `multilabel_soft_margin_loss` (`nn.MultiLabelSoftMarginLoss`): per-class logistic loss
 //! averaged over the classes, `ℓ_n = (1/C)·Σ_c w_c·e_{n,c}` with
-//! `e = −[y·logσ(x) + (1 − y)·logσ(−x)]`, LOSSES.md §2.10.
+//! `e = −[y·logσ(x) + (1 − y)·logσ(−x)]`, docs/losses.md.
 //!
 //! lossd mirrors PyTorch's functional exactly: input, target and weight broadcast together
 //! (no value is checked; targets need not be 0/1), the loss is summed over dimension
@@ -251,7 +251,7 @@ mod tests {
 
     #[test]
     fn matches_the_worked_example_of_losses_md() {
-        // LOSSES.md §5 (x and y solved from its gradient; checked on torch 2.15).
+        // The worked example (x and y solved from its gradient; checked on torch 2.15).
         let x = array![[0.5, -1.0, 2.0]].into_dyn();
         let y = array![[1.0, 0.0, 1.0]].into_dyn();
         let out = mlsm(&x, &y, None, Reduction::None, true).unwrap();

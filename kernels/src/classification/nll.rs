@@ -1,12 +1,12 @@
-//! `nll_loss` (`nn.NLLLoss`): `ℓ_n = −w_{t_n} · input[n, t_n]`, LOSSES.md §2.5.
+//! `nll_loss` (`nn.NLLLoss`): `ℓ_n = −w_{t_n} · input[n, t_n]`, docs/losses.md.
 //!
 //! The input is used as given (log-probabilities are expected, never checked). The class
 //! dimension is 0 for a `(C)` input and 1 otherwise; batch and spatial positions are flattened.
 //! `mean` is the weighted mean `Σ ℓ_n / Σ w_{t_n}` over the non-ignored positions, so all
 //! ignored (or zero total weight) gives `0/0 = NaN`, and the gradient then holds NaN/±inf at
-//! the target entries exactly as PyTorch's does (LOSSES.md §4 item 6).
+//! the target entries exactly as PyTorch's does (docs/differences.md item 6).
 //!
-//! lossd accepts a `(1,)` target for a `(C)` input (§4 item 17). PyTorch 2.15 computes the
+//! lossd accepts a `(1,)` target for a `(C)` input (docs/differences.md item 17). PyTorch 2.15 computes the
 //! forward for it but its backward fails ("size mismatch"); lossd returns the gradient of the
 //! `()` target case.
 //!
@@ -210,8 +210,8 @@ pub(crate) fn check_index_target<'a, T: Real>(
         }
         None => {
             // Without weights: a branch-free count and range check that vectorises (a
-            // branch per target was ~15 % of a (100000, 100) forward pass), then, only when
-            // some target is out of range, the scan that finds the first one.
+            // branch per target is a noticeable part of a large forward pass), then, only
+            // when some target is out of range, the scan that finds the first one.
             let (counted, bad) = vectorised!(count_targets(&targets, ignore_index, c));
             if bad {
                 let (i, &t) = targets

@@ -1,7 +1,7 @@
 //! `soft_margin_loss` (`nn.SoftMarginLoss`): `ℓ = log(1 + exp(−target · input))`,
-//! LOSSES.md §2.13.
+//! docs/losses.md.
 //!
-//! Computed stably as `softplus(z)` with `z = −y·x` (LOSSES.md §4 item 9): equal to PyTorch
+//! Computed stably as `softplus(z)` with `z = −y·x` (docs/differences.md item 9): equal to PyTorch
 //! wherever PyTorch is finite, and finite where PyTorch's literal formula overflows to `inf`.
 
 use ndarray::ArrayViewD;
@@ -109,7 +109,7 @@ mod tests {
 
     #[test]
     fn matches_the_worked_example_of_losses_md() {
-        // LOSSES.md §5 gives loss and gradient, but not x and y: reconstruct from the formula.
+        // The worked example gives loss and gradient, but not x and y: reconstruct from the formula.
         let x = array![0.5, -1.5, 0.3, -0.5].into_dyn();
         let y = array![1.0, 1.0, -1.0, -1.0].into_dyn();
         let out = soft_margin_loss(x.view(), y.view(), Reduction::None, true).unwrap();

@@ -1,9 +1,9 @@
 //! `ctc_loss` (`nn.CTCLoss`): the negative log-likelihood of a target sequence under every
-//! alignment of it to the input frames, LOSSES.md §2.17.
+//! alignment of it to the input frames, docs/losses.md.
 //!
 //! The forward–backward recursions run in log space exactly as ATen's CPU kernel does (same
 //! log-sum-exp order, same handling of `−inf`), so results agree with PyTorch to the last bits
-//! in most cases. lossd's decisions (LOSSES.md §4 items 2 and 3):
+//! in most cases. lossd's decisions (docs/differences.md items 2 and 3):
 //!
 //! - the gradient is PyTorch's value `exp(log_probs) − γ`, which is the gradient with respect
 //!   to the *logits* when `log_probs = log_softmax(logits)`, not the partial derivative with

@@ -1,8 +1,8 @@
 //! `gaussian_nll_loss` (`nn.GaussianNLLLoss`):
 //! `ℓ = ½ (log max(var, eps) + (input − target)² / max(var, eps))`, plus `½ log 2π` with
-//! `full`, LOSSES.md §2.16.
+//! `full`, docs/losses.md.
 //!
-//! lossd mirrors PyTorch (LOSSES.md §4 item 12): negative variances are rejected first, then
+//! lossd mirrors PyTorch (docs/differences.md item 12): negative variances are rejected first, then
 //! `var`'s shape is checked by PyTorch's rule (the input's shape; the input's shape without
 //! its last dimension, which gets a trailing 1; or the input's rank with the sizes where they
 //! differ summing to 1), then input, target and var broadcast. The clamp at `eps` is invisible
@@ -331,7 +331,7 @@ mod tests {
 
     #[test]
     fn matches_the_worked_example_of_losses_md() {
-        // LOSSES.md §5 (var (2,1), full, none): input − target = [[0.5, −0.5], [0, −2]] and
+        // The worked example (var (2,1), full, none): input − target = [[0.5, −0.5], [0, −2]] and
         // var = [[0.5], [2]], recovered from its gradients (x − y)/v.
         let x = array![[1.0, 0.5], [2.0, -1.0]].into_dyn();
         let y = array![[0.5, 1.0], [2.0, 1.0]].into_dyn();
@@ -435,7 +435,7 @@ mod tests {
 
     #[test]
     fn the_clamp_is_invisible_to_the_gradient() {
-        // LOSSES.md §2.16: var = 0, d = 1, eps = 1e-6 gives ∂/∂var = −4.999995e11.
+        // docs/losses.md: var = 0, d = 1, eps = 1e-6 gives ∂/∂var = −4.999995e11.
         let x = array![1.0].into_dyn();
         let y = array![0.0].into_dyn();
         let v = array![0.0].into_dyn();

@@ -1,9 +1,9 @@
 //! `kl_div` (`nn.KLDivLoss`): `ℓ = xlogy(target, target) − target · input`, or
-//! `exp(target) · (target − input)` with `log_target`, LOSSES.md §2.14.
+//! `exp(target) · (target − input)` with `log_target`, docs/losses.md.
 //!
 //! Input and target broadcast silently. lossd mirrors PyTorch exactly, including its quirks:
 //! `reduction = Mean` divides by every element and adds PyTorch's warning to `warnings`
-//! (LOSSES.md §4 item 10); `BatchMean` divides by `input.size(0)` (a 0-d input gets the plain
+//! (docs/differences.md item 10); `BatchMean` divides by `input.size(0)` (a 0-d input gets the plain
 //! sum); a zero target contributes 0 (NaN when the input is infinite), a negative one NaN; the
 //! target gradient is NaN where the target is 0, as autograd's `xlogy` derivative gives.
 
@@ -281,7 +281,7 @@ mod tests {
     use crate::testing::{Rng, assert_close, assert_grad, scalar};
     use ndarray::array;
 
-    /// LOSSES.md §5's KLDivLoss case (x, y recovered from its gradients `−y/2` and
+    /// The worked example's KLDivLoss case (x, y recovered from its gradients `−y/2` and
     /// `(log y + 1 − x)/2`; `x[0][0]` is free since `y[0][0] = 0`).
     fn worked_example() -> (ArrayD<f64>, ArrayD<f64>) {
         let x = array![[-1.0, -0.5, -2.0], [-0.1, -3.0, -1.5]].into_dyn();

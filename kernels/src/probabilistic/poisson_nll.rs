@@ -1,10 +1,10 @@
 //! `poisson_nll_loss` (`nn.PoissonNLLLoss`): `ℓ = exp(input) − target · input`, or
-//! `input − target · log(input + eps)` without `log_input`, LOSSES.md §2.15.
+//! `input − target · log(input + eps)` without `log_input`, docs/losses.md.
 //!
 //! Input and target broadcast silently; no value is checked (as in PyTorch). `full` adds the
 //! Stirling term `y·log y − y + ½·log(2π y)` only where `y > 1`. lossd returns the gradient
 //! with respect to the input only: PyTorch's target gradient is NaN at `y ≤ 0` with `full`,
-//! and lossd does not expose it (LOSSES.md §4 item 11).
+//! and lossd does not expose it (docs/differences.md item 11).
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn log_input_full_matches_the_worked_example_of_losses_md() {
-        // LOSSES.md §5: x = [0.5, −1, 2], y = [0, 1, 3] (recovered from its gradients
+        // The worked example: x = [0.5, −1, 2], y = [0, 1, 3] (recovered from its gradients
         // exp(x) − y and −x + Stirling').
         let x = array![0.5, -1.0, 2.0].into_dyn();
         let y = array![0.0, 1.0, 3.0].into_dyn();
@@ -312,13 +312,13 @@ mod tests {
         assert_eq!(
             out.grads.len(),
             1,
-            "no target gradient (LOSSES.md §4 item 11)"
+            "no target gradient (docs/differences.md item 11)"
         );
     }
 
     #[test]
     fn rate_input_matches_the_worked_example_of_losses_md() {
-        // LOSSES.md §5: input = [0.5, 1, 2], y = [0, 1, 3] (recovered from its gradients).
+        // The worked example: input = [0.5, 1, 2], y = [0, 1, 3] (recovered from its gradients).
         let x = array![0.5, 1.0, 2.0].into_dyn();
         let y = array![0.0, 1.0, 3.0].into_dyn();
         let out = poisson_nll_loss(

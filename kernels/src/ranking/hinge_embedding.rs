@@ -1,7 +1,7 @@
-//! `hinge_embedding_loss` (`nn.HingeEmbeddingLoss`), LOSSES.md §2.18.
+//! `hinge_embedding_loss` (`nn.HingeEmbeddingLoss`), docs/losses.md.
 //!
 //! `ℓ = 1[y ≠ 1]·max(0, margin − x) + 1[y ≠ −1]·x`, ATen's formula, so a target other than
-//! ±1 (0, 2, 0.5, NaN, ...) gives `x + max(0, margin − x)` (LOSSES.md §4 item 13: mirrored).
+//! ±1 (0, 2, 0.5, NaN, ...) gives `x + max(0, margin − x)` (docs/differences.md item 13: mirrored).
 //! Input and target broadcast both ways without a warning; the margin is not validated.
 //! Only `input` gets a gradient (the target is used in comparisons only).
 
@@ -113,7 +113,7 @@ mod tests {
 
     #[test]
     fn matches_the_worked_example_of_losses_md() {
-        // §5: margin 1, none, output [0.3, 0.0, 1.2, 1.0], gradient [1, 0, −1, 0]; the row
+        // The worked example: margin 1, none, output [0.3, 0.0, 1.2, 1.0], gradient [1, 0, −1, 0]; the row
         // notes target 0 → x + max(0, 1 − x). Inputs reconstructed from those values.
         let x = array![0.3, 1.0, -0.2, 0.5].into_dyn();
         let y = array![1.0, -1.0, -1.0, 0.0].into_dyn();

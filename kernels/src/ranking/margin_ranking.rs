@@ -1,9 +1,9 @@
 //! `margin_ranking_loss` (`nn.MarginRankingLoss`): `ℓ = max(0, −y·(x1 − x2) + margin)`,
-//! LOSSES.md §2.20.
+//! docs/losses.md.
 //!
 //! `input1`, `input2` and `target` must have the same number of dimensions (PyTorch's Python
 //! check), then broadcast silently. All three are differentiable (a floating target is, in
-//! PyTorch). The hinge has derivative 0 where `z = 0` (§1.6).
+//! PyTorch). The hinge has derivative 0 where `z = 0` (docs/differences.md, At kinks).
 //!
 //! This file also holds the small pieces the other ranking kernels share: the hinge as ATen's
 //! `clamp_min(z, 0)` computes it and its backward.

@@ -1,5 +1,5 @@
-//! `triplet_margin_loss` (`nn.TripletMarginLoss`), LOSSES.md §2.21, and the triplet machinery
-//! it shares with `triplet_margin_with_distance_loss` (§2.22).
+//! `triplet_margin_loss` (`nn.TripletMarginLoss`), docs/losses.md, and the triplet machinery
+//! it shares with `triplet_margin_with_distance_loss`.
 //!
 //! `ℓ = max(0, margin + d(a, p) − d_neg)` with `d_neg = d(a, n)`, or with `swap`
 //! `d_neg = min(d(a, n), d(p, n))`; `d(u, v) = ‖u − v + eps‖_p` over the last dimension, eps
@@ -13,7 +13,7 @@
 //! - The three tensors must have the same rank; each *pair* broadcasts as ATen broadcasts
 //!   `x1 − x2` (so a last dimension of size 1 is repeated, not summed once), and the
 //!   per-pair distances broadcast together. 0-D tensors are accepted (the norm of a scalar).
-//! - Gradients follow autograd's chain exactly (§2.21 table, §1.6): the hinge has derivative 0
+//! - Gradients follow autograd's chain exactly (docs/differences.md, Gradients): the hinge has derivative 0
 //!   at 0, `p = ∞` ties share the gradient equally, a swap tie gives ½ to each branch, a zero
 //!   difference has gradient 0, and a masked (zero) upstream times a non-finite factor is NaN,
 //!   as in PyTorch.

@@ -1,4 +1,4 @@
-//! `triplet_margin_with_distance_loss` (`nn.TripletMarginWithDistanceLoss`), LOSSES.md §2.22.
+//! `triplet_margin_with_distance_loss` (`nn.TripletMarginWithDistanceLoss`), docs/losses.md.
 //!
 //! PyTorch takes any callable as `distance_function`; lossd offers a fixed menu,
 //! [`DistanceFunction`]: the default `nn.PairwiseDistance()` (numerically identical to

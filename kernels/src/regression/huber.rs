@@ -1,4 +1,4 @@
-//! `huber_loss` (`nn.HuberLoss`), LOSSES.md §2.3.
+//! `huber_loss` (`nn.HuberLoss`), docs/losses.md.
 
 use std::hint::select_unpredictable;
 

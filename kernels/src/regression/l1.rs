@@ -1,4 +1,4 @@
-//! `l1_loss` (`nn.L1Loss`): `ℓ = |input − target|`, LOSSES.md §2.1.
+//! `l1_loss` (`nn.L1Loss`): `ℓ = |input − target|`, docs/losses.md.
 
 use ndarray::ArrayViewD;
 
@@ -34,7 +34,7 @@ mod tests {
 
     #[test]
     fn matches_the_worked_example_of_losses_md() {
-        // LOSSES.md §5: x=[[1,-0.5],[0.25,2]], y=[[0.5,-0.5],[1.25,0]].
+        // The worked example: x=[[1,-0.5],[0.25,2]], y=[[0.5,-0.5],[1.25,0]].
         let x = array![[1.0, -0.5], [0.25, 2.0]].into_dyn();
         let y = array![[0.5, -0.5], [1.25, 0.0]].into_dyn();
         let out = l1_loss(x.view(), y.view(), None, Reduction::Mean, true).unwrap();

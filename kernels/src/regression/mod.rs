@@ -21,7 +21,7 @@ use crate::real::Real;
 use crate::reduction::{Reduction, Sum8};
 use crate::vmath::vectorised;
 
-/// How the weighted `mean` is divided (LOSSES.md §4 item 7).
+/// How the weighted `mean` is divided (docs/differences.md item 7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum WeightedMean {
     /// `Σ w·ℓ / Σ w` (`l1_loss`, `mse_loss`).

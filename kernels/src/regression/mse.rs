@@ -1,4 +1,4 @@
-//! `mse_loss` (`nn.MSELoss`): `ℓ = (input − target)²`, LOSSES.md §2.2.
+//! `mse_loss` (`nn.MSELoss`): `ℓ = (input − target)²`, docs/losses.md.
 
 use ndarray::ArrayViewD;
 

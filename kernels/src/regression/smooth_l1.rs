@@ -1,4 +1,4 @@
-//! `smooth_l1_loss` (`nn.SmoothL1Loss`), LOSSES.md §2.4.
+//! `smooth_l1_loss` (`nn.SmoothL1Loss`), docs/losses.md.
 
 use std::hint::select_unpredictable;
 

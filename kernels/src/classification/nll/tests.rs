@@ -9,7 +9,7 @@ fn t1(v: &[i64]) -> ArrayD<i64> {
 
 #[test]
 fn matches_the_worked_example_of_losses_md() {
-    // LOSSES.md §5: NLLLoss weight=[1,2,0.5] mean on the CE example's x, t=[2,0,1].
+    // The worked example: NLLLoss weight=[1,2,0.5] mean on the CE example's x, t=[2,0,1].
     let x = array![[1.0, 2.0, 0.5], [0.0, -1.0, 3.0], [2.0, 2.0, 2.0]].into_dyn();
     let w = array![1.0, 2.0, 0.5].into_dyn();
     let t = t1(&[2, 0, 1]);

@@ -6,7 +6,7 @@ use ndarray::array;
 
 #[test]
 fn matches_the_worked_example_of_losses_md() {
-    // LOSSES.md §5 gives the outputs but not the inputs: x1 − x2 = [0.2, −1, −1] with
+    // The worked example gives the outputs but not the inputs: x1 − x2 = [0.2, −1, −1] with
     // y = [1, 1, −1] and margin 0.5 reproduce every listed value and sign of zero.
     let x1 = array![0.7, 0.0, 0.0].into_dyn();
     let x2 = array![0.5, 1.0, 1.0].into_dyn();

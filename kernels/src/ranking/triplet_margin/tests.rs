@@ -48,7 +48,7 @@ fn g(out: &LossOutput<f64>, k: &str) -> Vec<f64> {
     out.grad(k).unwrap().iter().copied().collect()
 }
 
-/// The inputs of LOSSES.md §5's triplet rows (which abbreviate them), reconstructed with
+/// The inputs of the worked triplet examples (which abbreviate them), reconstructed with
 /// torch 2.15 so that every listed value is reproduced.
 fn worked_inputs() -> [ArrayD<f64>; 3] {
     [
