@@ -9,12 +9,12 @@
 //! input before target, as ATen checks them. The weighted mean divides by the element count,
 //! not by `Σ w`. `weight` is not differentiable (PyTorch raises if it requires grad).
 
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray::ArrayViewD;
 
-use crate::broadcast::expands_to;
+use crate::broadcast::{expands_to, unravel};
 use crate::cancel::checkpoint;
 use crate::error::fmt_shape;
-use crate::reduction::{BLOCK, add_to_lanes, lanes_total, mean};
+use crate::reduction::{BLOCK, add_to_lanes, lanes_total, reduce};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
@@ -27,18 +27,6 @@ pub(crate) const CHUNK: usize = 1 << 16;
 #[inline(always)]
 pub(crate) fn eps12<T: Real>() -> T {
     T::of(f64::from(1e-12f32))
-}
-
-/// The row-major multi-index of the `flat`-th element of a tensor of shape `shape`.
-pub(crate) fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
-    let mut idx = vec![0; shape.len()];
-    for (i, &d) in shape.iter().enumerate().rev() {
-        if d > 0 {
-            idx[i] = flat % d;
-            flat /= d;
-        }
-    }
-    idx
 }
 
 /// Checks that the optional tensor `arg` broadcasts to the input's `shape` without enlarging
@@ -159,21 +147,10 @@ pub fn binary_cross_entropy<T: Real>(
         true false false, true false true, true true false, true true true
     )?;
 
-    let loss = match reduction {
-        Reduction::None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
-        Reduction::Sum => ndarray::arr0(T::of(total)).into_dyn(),
-        Reduction::Mean => ndarray::arr0(T::of(mean(total, n))).into_dyn(),
-    };
-    let mut out = LossOutput::new(loss);
+    let mut out = LossOutput::new(reduce(reduction, &shape, losses, total, n));
     if grad {
-        out.grads.push((
-            "input",
-            ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n elements"),
-        ));
-        out.grads.push((
-            "target",
-            ArrayD::from_shape_vec(IxDyn(&shape), dy).expect("n elements"),
-        ));
+        out.push_grad("input", &shape, dx);
+        out.push_grad("target", &shape, dy);
     }
     Ok(out)
 }
@@ -184,7 +161,6 @@ pub fn binary_cross_entropy<T: Real>(
 /// (element `i` to lane `i mod 8`, the order of [`crate::reduction::Sum8`]); a cancellation
 /// checkpoint every [`CHUNK`] elements. Returns `Σ ℓ`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn pass<T: Real, const W: bool, const KEEP: bool, const GRAD: bool>(
     x: &[T],
     y: &[T],
@@ -252,7 +228,7 @@ mod tests {
     use super::*;
     use crate::ErrorKind;
     use crate::testing::{Rng, assert_close, assert_grad, scalar};
-    use ndarray::array;
+    use ndarray::{ArrayD, IxDyn, array};
     use std::f64::consts::LN_2;
 
     fn bce(

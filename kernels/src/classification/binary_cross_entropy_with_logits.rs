@@ -9,12 +9,12 @@
 //! computes in one dtype per request, so PyTorch's "result follows the target's dtype" quirk
 //! does not arise.
 
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray::ArrayViewD;
 
 use super::binary_cross_entropy::{CHUNK, check_expands_to, check_same_shape};
 use super::soft_margin::sigmoid;
 use crate::cancel::checkpoint;
-use crate::reduction::{BLOCK, add_to_lanes, lanes_total, mean};
+use crate::reduction::{BLOCK, add_to_lanes, lanes_total, reduce};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
@@ -75,7 +75,7 @@ pub fn binary_cross_entropy_with_logits<T: Real>(
         ($($w:literal $p:literal $k:literal $g:literal),*) => {
             match (w.is_some(), pw.is_some(), keep, grad) {
                 $(($w, $p, $k, $g) => vectorised!(pass::<T, $w, $p, $k, $g>(
-                    &x, &y, ws, pws, div, l, gx, gy
+                    &x, &y, ws, pws, div, l, [gx, gy]
                 )),)*
             }
         };
@@ -89,21 +89,10 @@ pub fn binary_cross_entropy_with_logits<T: Real>(
         true true true true
     )?;
 
-    let loss = match reduction {
-        Reduction::None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
-        Reduction::Sum => ndarray::arr0(T::of(total)).into_dyn(),
-        Reduction::Mean => ndarray::arr0(T::of(mean(total, n))).into_dyn(),
-    };
-    let mut out = LossOutput::new(loss);
+    let mut out = LossOutput::new(reduce(reduction, &shape, losses, total, n));
     if grad {
-        out.grads.push((
-            "input",
-            ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n elements"),
-        ));
-        out.grads.push((
-            "target",
-            ArrayD::from_shape_vec(IxDyn(&shape), dy).expect("n elements"),
-        ));
+        out.push_grad("input", &shape, dx);
+        out.push_grad("target", &shape, dy);
     }
     Ok(out)
 }
@@ -115,7 +104,6 @@ pub fn binary_cross_entropy_with_logits<T: Real>(
 /// to lane `i mod 8`, the order of [`crate::reduction::Sum8`]); a cancellation checkpoint
 /// every [`CHUNK`] elements. Returns `Σ ℓ`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn pass<T: Real, const W: bool, const PW: bool, const KEEP: bool, const GRAD: bool>(
     x: &[T],
     y: &[T],
@@ -123,8 +111,7 @@ fn pass<T: Real, const W: bool, const PW: bool, const KEEP: bool, const GRAD: bo
     pw: &[T],
     div: T,
     losses: &mut [T],
-    dx: &mut [T],
-    dy: &mut [T],
+    [dx, dy]: [&mut [T]; 2],
 ) -> Result<f64, LossError> {
     const { assert!(CHUNK.is_multiple_of(BLOCK)) };
     let one = T::one();
@@ -199,7 +186,7 @@ mod tests {
     use super::*;
     use crate::ErrorKind;
     use crate::testing::{Rng, assert_close, assert_grad, scalar};
-    use ndarray::array;
+    use ndarray::{ArrayD, IxDyn, array};
 
     type Opt<'a> = Option<&'a ArrayD<f64>>;
 

@@ -15,7 +15,7 @@ use ndarray::{ArrayD, ArrayViewD, Axis, Dimension, IxDyn};
 
 use crate::broadcast::{broadcast_pair, unbroadcast};
 use crate::error::fmt_shape;
-use crate::reduction::{BLOCK, Reduction, add_to_lanes, lanes_total, mean};
+use crate::reduction::{BLOCK, Reduction, add_to_lanes, lanes_total, reduce};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real};
@@ -200,12 +200,7 @@ pub fn gaussian_nll_loss<T: Real>(
         (false, true, true) => vectorised!(pass::<T, false, true, true>(&x, &y, &v, c, l, gx, gv)),
     };
 
-    let loss = match reduction {
-        Reduction::None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
-        Reduction::Sum => ndarray::arr0(T::of(total)).into_dyn(),
-        Reduction::Mean => ndarray::arr0(T::of(mean(total, n))).into_dyn(),
-    };
-    let mut out = LossOutput::new(loss);
+    let mut out = LossOutput::new(reduce(reduction, &shape, losses, total, n));
     if grad {
         let dy: Vec<T> = dx.iter().map(|&g| -g).collect();
         let dx = ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n elements");
@@ -247,7 +242,6 @@ struct Consts<T> {
 /// branches. Each block's losses go to the eight lanes (element `i` to lane `i mod 8`, the
 /// order of [`crate::reduction::Sum8`]). Returns `Σ ℓ`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn pass<T: Real, const VS: bool, const KEEP: bool, const GRAD: bool>(
     x: &[T],
     y: &[T],

@@ -9,7 +9,7 @@
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use crate::broadcast::{broadcast_pair, unbroadcast};
-use crate::reduction::{BLOCK, Reduction, add_to_lanes, lanes_total, mean};
+use crate::reduction::{BLOCK, Reduction, add_to_lanes, lanes_total, reduce};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real};
@@ -78,12 +78,7 @@ pub fn poisson_nll_loss<T: Real>(
         true true true true
     );
 
-    let loss = match reduction {
-        Reduction::None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
-        Reduction::Sum => ndarray::arr0(T::of(total)).into_dyn(),
-        Reduction::Mean => ndarray::arr0(T::of(mean(total, n))).into_dyn(),
-    };
-    let mut out = LossOutput::new(loss);
+    let mut out = LossOutput::new(reduce(reduction, &shape, losses, total, n));
     if grad {
         let dx = if broadcast {
             broadcast_input_grad(&input, &y, &shape, log_input, eps, g)

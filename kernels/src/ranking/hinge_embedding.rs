@@ -7,10 +7,10 @@
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
-use super::margin_ranking::{CHUNK, hinge, hinge_grad, reduce};
+use super::margin_ranking::{CHUNK, hinge, hinge_grad};
 use crate::broadcast::{broadcast_pair, unbroadcast};
 use crate::cancel::checkpoint;
-use crate::reduction::{BLOCK, add_to_lanes, lanes_total, upstream};
+use crate::reduction::{BLOCK, add_to_lanes, lanes_total, reduce, upstream};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
@@ -108,7 +108,7 @@ mod tests {
     use super::*;
     use crate::ErrorKind;
     use crate::reduction::Sum8;
-    use crate::testing::{Rng, assert_close, assert_grad, scalar};
+    use crate::testing::{Rng, assert_close, assert_grad, bits, scalar, sum_bits};
     use ndarray::array;
 
     #[test]
@@ -276,17 +276,6 @@ mod tests {
             });
         }
         [x, y]
-    }
-
-    fn bits<T: Real>(v: &[T]) -> Vec<u64> {
-        v.iter().map(|x| x.f64().to_bits()).collect()
-    }
-
-    /// The bits of a sum, any NaN as one: the sign of a NaN sum depends on which NaN operand
-    /// an addition propagates, and the compiler may swap the operands of the lane additions
-    /// (it does so differently in the reference loop and the vectorised pass).
-    fn sum_bits(t: f64) -> u64 {
-        if t.is_nan() { f64::NAN } else { t }.to_bits()
     }
 
     /// Runs the pass with the given writes on the widest vector path (`avx2`) or the baseline;

@@ -13,9 +13,7 @@ use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use crate::broadcast::{broadcast_pair, unbroadcast};
 use crate::cancel::checkpoint;
 use crate::error::fmt_shape;
-// `reduce` is re-exported until hinge_embedding imports it from `crate::reduction`.
-pub(crate) use crate::reduction::reduce;
-use crate::reduction::{BLOCK, add_to_lanes, lanes_total, upstream};
+use crate::reduction::{BLOCK, add_to_lanes, lanes_total, reduce, upstream};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};

@@ -2,7 +2,7 @@
 
 use ndarray::ArrayViewD;
 
-use super::{WeightedMean, distance_loss, sign};
+use super::{Args, WeightedMean, distance_loss, sign};
 use crate::{LossError, LossOutput, Real, Reduction};
 
 /// `F.l1_loss(input, target, reduction, weight)`.
@@ -16,11 +16,13 @@ pub fn l1_loss<T: Real>(
     grad: bool,
 ) -> Result<LossOutput<T>, LossError> {
     distance_loss(
-        input,
-        target,
-        weight,
-        reduction,
-        grad,
+        Args {
+            input,
+            target,
+            weight,
+            reduction,
+            grad,
+        },
         WeightedMean::SumOfWeights,
         1.0,
         |d| (d.abs(), sign(d)),
