@@ -138,13 +138,9 @@ pub fn cross_entropy<T: Real>(
     target: CeTarget<'_, T>,
     options: CrossEntropyOptions<'_, T>,
 ) -> Result<LossOutput<T>, LossError> {
-    let CrossEntropyOptions {
-        weight,
-        ignore_index,
-        label_smoothing,
-        reduction,
-        grad,
-    } = options;
+    let (weight, ignore_index) = (options.weight, options.ignore_index);
+    let (label_smoothing, reduction, grad) =
+        (options.label_smoothing, options.reduction, options.grad);
     check_label_smoothing(label_smoothing)?;
     let shape = input.shape().to_vec();
     match target {

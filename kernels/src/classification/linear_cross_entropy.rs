@@ -79,13 +79,9 @@ pub fn linear_cross_entropy<T: Real>(
     linear_bias: Option<ArrayViewD<'_, T>>,
     options: CrossEntropyOptions<'_, T>,
 ) -> Result<LossOutput<T>, LossError> {
-    let CrossEntropyOptions {
-        weight,
-        ignore_index,
-        label_smoothing,
-        reduction,
-        grad,
-    } = options;
+    let (weight, ignore_index) = (options.weight, options.ignore_index);
+    let (label_smoothing, reduction, grad) =
+        (options.label_smoothing, options.reduction, options.grad);
     check_label_smoothing(label_smoothing)?;
     let in_shape = input.shape().to_vec();
     let w_shape = linear_weight.shape().to_vec();

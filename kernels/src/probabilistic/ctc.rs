@@ -344,12 +344,8 @@ pub fn ctc_loss<T: Real>(
     target_lengths: ArrayViewD<'_, i64>,
     options: CtcOptions,
 ) -> Result<LossOutput<T>, LossError> {
-    let CtcOptions {
-        blank,
-        zero_infinity,
-        reduction,
-        grad,
-    } = options;
+    let (blank, zero_infinity) = (options.blank, options.zero_infinity);
+    let (reduction, grad) = (options.reduction, options.grad);
     let lp_shape = log_probs.shape().to_vec();
     if log_probs.is_empty() {
         return Err(LossError::shape(

@@ -74,27 +74,21 @@ pub fn triplet_margin_loss<T: Real>(
     negative: ArrayViewD<'_, T>,
     options: TripletMarginOptions,
 ) -> Result<LossOutput<T>, LossError> {
-    let TripletMarginOptions {
+    check_margin(options.margin)?;
+    let distance = Distance::PNorm {
+        p: options.p,
+        eps: options.eps,
+    };
+    let (margin, swap) = (options.margin, options.swap);
+    let (reduction, grad) = (options.reduction, options.grad);
+    let triplet = Triplet {
         margin,
-        p,
-        eps,
+        distance,
         swap,
         reduction,
         grad,
-    } = options;
-    check_margin(margin)?;
-    triplet_loss(
-        anchor,
-        positive,
-        negative,
-        Triplet {
-            margin,
-            distance: Distance::PNorm { p, eps },
-            swap,
-            reduction,
-            grad,
-        },
-    )
+    };
+    triplet_loss(anchor, positive, negative, triplet)
 }
 
 /// Rejects `margin <= 0` (and NaN) with PyTorch's message.
@@ -500,13 +494,8 @@ pub(crate) fn triplet_loss<T: Real>(
     negative: ArrayViewD<'_, T>,
     triplet: Triplet,
 ) -> Result<LossOutput<T>, LossError> {
-    let Triplet {
-        margin,
-        distance,
-        swap,
-        reduction,
-        grad,
-    } = triplet;
+    let (margin, distance, swap) = (triplet.margin, triplet.distance, triplet.swap);
+    let (reduction, grad) = (triplet.reduction, triplet.grad);
     let (sa, sp, sn) = (anchor.shape(), positive.shape(), negative.shape());
     let k = sa.len();
     if sp.len() != k || sn.len() != k {

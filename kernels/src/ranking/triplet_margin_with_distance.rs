@@ -79,26 +79,18 @@ pub fn triplet_margin_with_distance_loss<T: Real>(
     negative: ArrayViewD<'_, T>,
     options: TripletMarginWithDistanceOptions,
 ) -> Result<LossOutput<T>, LossError> {
-    let TripletMarginWithDistanceOptions {
-        distance_function,
+    check_margin(options.margin)?;
+    let distance = options.distance_function.distance();
+    let (margin, swap) = (options.margin, options.swap);
+    let (reduction, grad) = (options.reduction, options.grad);
+    let triplet = Triplet {
         margin,
+        distance,
         swap,
         reduction,
         grad,
-    } = options;
-    check_margin(margin)?;
-    triplet_loss(
-        anchor,
-        positive,
-        negative,
-        Triplet {
-            margin,
-            distance: distance_function.distance(),
-            swap,
-            reduction,
-            grad,
-        },
-    )
+    };
+    triplet_loss(anchor, positive, negative, triplet)
 }
 
 #[cfg(test)]

@@ -70,13 +70,8 @@ pub(crate) fn distance_loss<T: Real>(
     dx_factor: f64,
     f: impl Fn(T) -> (T, T),
 ) -> Result<LossOutput<T>, LossError> {
-    let Args {
-        input,
-        target,
-        weight,
-        reduction,
-        grad,
-    } = args;
+    let (input, target, weight) = (args.input, args.target, args.weight);
+    let (reduction, grad) = (args.reduction, args.grad);
     debug_assert!(dx_factor == 1.0 || weight.is_none());
     let (xs, ys) = (input.shape().to_vec(), target.shape().to_vec());
     let shape = broadcast_pair("input", &xs, "target", &ys)?;
