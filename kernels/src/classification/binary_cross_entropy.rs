@@ -12,15 +12,11 @@
 use ndarray::ArrayViewD;
 
 use crate::broadcast::{expands_to, unravel};
-use crate::cancel::checkpoint;
 use crate::error::fmt_shape;
-use crate::reduction::{BLOCK, add_to_lanes, lanes_total, reduce};
+use crate::reduction::{blocked_checked, reduce};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
-
-/// Elements between two cancellation checkpoints in the element-wise classification kernels.
-pub(crate) const CHUNK: usize = 1 << 16;
 
 /// ATen's `EPSILON` in `Loss.cpp`: `1e-12` stored as a float32, widened to `T`
 /// (9.99999996e-13 in `f64`).
@@ -159,7 +155,7 @@ pub fn binary_cross_entropy<T: Real>(
 /// what it writes (`KEEP`: `losses`; `GRAD`: `dx`, `dy`), so the element-wise loop
 /// (vectorisable `ln`/`ln_1p`) has no branches. Each block's losses go to the eight lanes
 /// (element `i` to lane `i mod 8`, the order of [`crate::reduction::Sum8`]); a cancellation
-/// checkpoint every [`CHUNK`] elements. Returns `Σ ℓ`.
+/// checkpoint every [`CHUNK`](crate::reduction::CHUNK) elements. Returns `Σ ℓ`.
 #[inline(always)]
 fn pass<T: Real, const W: bool, const KEEP: bool, const GRAD: bool>(
     x: &[T],
@@ -170,57 +166,50 @@ fn pass<T: Real, const W: bool, const KEEP: bool, const GRAD: bool>(
     dx: &mut [T],
     dy: &mut [T],
 ) -> Result<f64, LossError> {
-    const { assert!(CHUNK.is_multiple_of(BLOCK)) };
     let (one, floor, eps) = (T::one(), T::of(-100.0), eps12::<T>());
     let n = x.len();
     let y = &y[..n];
     let w = if W { &w[..n] } else { w };
-    let losses = if KEEP { &mut losses[..n] } else { losses };
     let (dx, dy) = if GRAD {
         (&mut dx[..n], &mut dy[..n])
     } else {
         (dx, dy)
     };
-    let mut lanes = [0.0f64; 8];
-    let mut buf = [T::zero(); BLOCK];
-    for start in (0..n).step_by(BLOCK) {
-        if start % CHUNK == 0 {
-            checkpoint()?;
-        }
-        let end = (start + BLOCK).min(n);
-        let (xs, ys) = (&x[start..end], &y[start..end]);
-        let ws = if W { &w[start..end] } else { w };
-        let block = &mut buf[..end - start];
-        let (gxs, gys) = if GRAD {
-            (&mut dx[start..end], &mut dy[start..end])
-        } else {
-            (&mut dx[..0], &mut dy[..0])
-        };
-        for k in 0..block.len() {
-            let (xi, yi) = (xs[k], ys[k]);
-            // ATen's expression and operation order: `(y − 1)·max(log1p(−x), −100) − y·max(log x, −100)`.
-            let mut l = (yi - one) * (-xi).vln_1p().max(floor) - yi * xi.vln().max(floor);
-            if W {
-                l *= ws[k];
-            }
-            block[k] = l;
-            if GRAD {
-                let mut gx = (xi - yi) / ((one - xi) * xi).max(eps);
-                let mut gy = -(xi / (one - xi)).vln();
+
+    blocked_checked::<T, KEEP>(
+        n,
+        losses,
+        #[inline(always)]
+        |r, block| {
+            let (start, end) = (r.start, r.end);
+            let (xs, ys) = (&x[start..end], &y[start..end]);
+            let ws = if W { &w[start..end] } else { w };
+            let (gxs, gys) = if GRAD {
+                (&mut dx[start..end], &mut dy[start..end])
+            } else {
+                (&mut dx[..0], &mut dy[..0])
+            };
+            for k in 0..block.len() {
+                let (xi, yi) = (xs[k], ys[k]);
+                // ATen's expression and operation order: `(y − 1)·max(log1p(−x), −100) − y·max(log x, −100)`.
+                let mut l = (yi - one) * (-xi).vln_1p().max(floor) - yi * xi.vln().max(floor);
                 if W {
-                    gx *= ws[k];
-                    gy *= ws[k];
+                    l *= ws[k];
                 }
-                gxs[k] = gx / div;
-                gys[k] = gy / div;
+                block[k] = l;
+                if GRAD {
+                    let mut gx = (xi - yi) / ((one - xi) * xi).max(eps);
+                    let mut gy = -(xi / (one - xi)).vln();
+                    if W {
+                        gx *= ws[k];
+                        gy *= ws[k];
+                    }
+                    gxs[k] = gx / div;
+                    gys[k] = gy / div;
+                }
             }
-        }
-        if KEEP {
-            losses[start..end].copy_from_slice(block);
-        }
-        add_to_lanes(&mut lanes, block);
-    }
-    Ok(lanes_total(&lanes))
+        },
+    )
 }
 
 #[cfg(test)]

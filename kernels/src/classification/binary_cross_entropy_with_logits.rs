@@ -11,10 +11,9 @@
 
 use ndarray::ArrayViewD;
 
-use super::binary_cross_entropy::{CHUNK, check_expands_to, check_same_shape};
+use super::binary_cross_entropy::{check_expands_to, check_same_shape};
 use super::soft_margin::sigmoid;
-use crate::cancel::checkpoint;
-use crate::reduction::{BLOCK, add_to_lanes, lanes_total, reduce};
+use crate::reduction::{blocked_checked, reduce};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
@@ -102,7 +101,7 @@ pub fn binary_cross_entropy_with_logits<T: Real>(
 /// element-wise loop has no branches and vectorises (one `exp(−|x|)` per element serves
 /// `logσ(x)`, `logσ(−x)` and `σ(x)`). Each block's losses go to the eight lanes (element `i`
 /// to lane `i mod 8`, the order of [`crate::reduction::Sum8`]); a cancellation checkpoint
-/// every [`CHUNK`] elements. Returns `Σ ℓ`.
+/// every [`CHUNK`](crate::reduction::CHUNK) elements. Returns `Σ ℓ`.
 #[inline(always)]
 fn pass<T: Real, const W: bool, const PW: bool, const KEEP: bool, const GRAD: bool>(
     x: &[T],
@@ -113,72 +112,65 @@ fn pass<T: Real, const W: bool, const PW: bool, const KEEP: bool, const GRAD: bo
     losses: &mut [T],
     [dx, dy]: [&mut [T]; 2],
 ) -> Result<f64, LossError> {
-    const { assert!(CHUNK.is_multiple_of(BLOCK)) };
     let one = T::one();
     let n = x.len();
     let y = &y[..n];
     let w = if W { &w[..n] } else { w };
     let pw = if PW { &pw[..n] } else { pw };
-    let losses = if KEEP { &mut losses[..n] } else { losses };
     let (dx, dy) = if GRAD {
         (&mut dx[..n], &mut dy[..n])
     } else {
         (dx, dy)
     };
-    let mut lanes = [0.0f64; 8];
-    let mut buf = [T::zero(); BLOCK];
-    for start in (0..n).step_by(BLOCK) {
-        if start % CHUNK == 0 {
-            checkpoint()?;
-        }
-        let end = (start + BLOCK).min(n);
-        let len = end - start;
-        let (xs, ys) = (&x[start..end], &y[start..end]);
-        let ws = if W { &w[start..end] } else { w };
-        let pws = if PW { &pw[start..end] } else { pw };
-        let block = &mut buf[..len];
-        let (gxs, gys) = if GRAD {
-            (&mut dx[start..end], &mut dy[start..end])
-        } else {
-            (&mut dx[..0], &mut dy[..0])
-        };
-        for k in 0..len {
-            let (xi, yi) = (xs[k], ys[k]);
-            let ls = log_sigmoid(xi);
-            // ATen: `(1 − y)·x − logσ(x)·((pw − 1)·y + 1)`, then `·w`.
-            let mut l = if PW {
-                (one - yi) * xi - ls * ((pws[k] - one) * yi + one)
+
+    blocked_checked::<T, KEEP>(
+        n,
+        losses,
+        #[inline(always)]
+        |r, block| {
+            let (start, end) = (r.start, r.end);
+            let len = end - start;
+            let (xs, ys) = (&x[start..end], &y[start..end]);
+            let ws = if W { &w[start..end] } else { w };
+            let pws = if PW { &pw[start..end] } else { pw };
+            let (gxs, gys) = if GRAD {
+                (&mut dx[start..end], &mut dy[start..end])
             } else {
-                (one - yi) * xi - ls
+                (&mut dx[..0], &mut dy[..0])
             };
-            if W {
-                l *= ws[k];
-            }
-            block[k] = l;
-            if GRAD {
-                let (mut gx, mut gy) = if PW {
-                    let t = pws[k] * yi;
-                    (
-                        (t + one - yi) * sigmoid(xi) - t,
-                        log_sigmoid(-xi) - ls * pws[k],
-                    )
+            for k in 0..len {
+                let (xi, yi) = (xs[k], ys[k]);
+                let ls = log_sigmoid(xi);
+                // ATen: `(1 − y)·x − logσ(x)·((pw − 1)·y + 1)`, then `·w`.
+                let mut l = if PW {
+                    (one - yi) * xi - ls * ((pws[k] - one) * yi + one)
                 } else {
-                    (sigmoid(xi) - yi, -xi)
+                    (one - yi) * xi - ls
                 };
                 if W {
-                    gx *= ws[k];
-                    gy *= ws[k];
+                    l *= ws[k];
                 }
-                gxs[k] = gx / div;
-                gys[k] = gy / div;
+                block[k] = l;
+                if GRAD {
+                    let (mut gx, mut gy) = if PW {
+                        let t = pws[k] * yi;
+                        (
+                            (t + one - yi) * sigmoid(xi) - t,
+                            log_sigmoid(-xi) - ls * pws[k],
+                        )
+                    } else {
+                        (sigmoid(xi) - yi, -xi)
+                    };
+                    if W {
+                        gx *= ws[k];
+                        gy *= ws[k];
+                    }
+                    gxs[k] = gx / div;
+                    gys[k] = gy / div;
+                }
             }
-        }
-        if KEEP {
-            losses[start..end].copy_from_slice(block);
-        }
-        add_to_lanes(&mut lanes, block);
-    }
-    Ok(lanes_total(&lanes))
+        },
+    )
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use ndarray::ArrayViewD;
 
 use crate::broadcast::expands_to;
 use crate::error::fmt_shape;
-use crate::reduction::{BLOCK, add_to_lanes, lanes_total, reduce};
+use crate::reduction::{blocked, reduce};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
@@ -77,33 +77,29 @@ fn pass<T: Real, const KEEP: bool, const GRAD: bool>(
 ) -> f64 {
     let n = x.len();
     let y = &y[..n];
-    let losses = if KEEP { &mut losses[..n] } else { losses };
     let dx = if GRAD { &mut dx[..n] } else { dx };
-    let mut lanes = [0.0f64; 8];
-    let mut buf = [T::zero(); BLOCK];
-    for start in (0..n).step_by(BLOCK) {
-        let end = (start + BLOCK).min(n);
-        let (xs, ys) = (&x[start..end], &y[start..end]);
-        let block = &mut buf[..end - start];
-        for ((l, &xv), &yv) in block.iter_mut().zip(xs).zip(ys) {
-            *l = softplus(-yv * xv);
-        }
-        if GRAD {
-            for ((g, &xv), &yv) in dx[start..end].iter_mut().zip(xs).zip(ys) {
-                *g = -yv * sigmoid(-yv * xv);
+    blocked::<T, KEEP>(
+        n,
+        losses,
+        #[inline(always)]
+        |r, block| {
+            let (xs, ys) = (&x[r.clone()], &y[r.clone()]);
+            for ((l, &xv), &yv) in block.iter_mut().zip(xs).zip(ys) {
+                *l = softplus(-yv * xv);
             }
-        }
-        if KEEP {
-            losses[start..end].copy_from_slice(block);
-        }
-        add_to_lanes(&mut lanes, block);
-    }
-    lanes_total(&lanes)
+            if GRAD {
+                for ((g, &xv), &yv) in dx[r].iter_mut().zip(xs).zip(ys) {
+                    *g = -yv * sigmoid(-yv * xv);
+                }
+            }
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reduction::BLOCK;
     use crate::testing::{Rng, assert_close, assert_grad, scalar};
     use ndarray::array;
 

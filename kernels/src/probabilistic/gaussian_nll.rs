@@ -15,7 +15,7 @@ use ndarray::{ArrayD, ArrayViewD, Axis, Dimension, IxDyn};
 
 use crate::broadcast::{broadcast_pair, unbroadcast};
 use crate::error::fmt_shape;
-use crate::reduction::{BLOCK, Reduction, add_to_lanes, lanes_total, reduce};
+use crate::reduction::{Reduction, blocked, reduce};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real};
@@ -256,46 +256,43 @@ fn pass<T: Real, const VS: bool, const KEEP: bool, const GRAD: bool>(
     let n = x.len();
     let y = &y[..n];
     let v = if VS { &v[..1] } else { &v[..n] };
-    let losses = if KEEP { &mut losses[..n] } else { losses };
     let dx = if GRAD { &mut dx[..n] } else { dx };
     let dv = if GRAD && !VS { &mut dv[..n] } else { dv };
-    let mut lanes = [0.0f64; 8];
-    let mut buf = [T::zero(); BLOCK];
-    for start in (0..n).step_by(BLOCK) {
-        let end = (start + BLOCK).min(n);
-        let len = end - start;
-        let (xs, ys) = (&x[start..end], &y[start..end]);
-        let vs = if VS { v } else { &v[start..end] };
-        let block = &mut buf[..len];
-        let gxs = if GRAD {
-            &mut dx[start..end]
-        } else {
-            &mut dx[..0]
-        };
-        let gvs = if GRAD && !VS {
-            &mut dv[start..end]
-        } else {
-            &mut dv[..0]
-        };
-        for k in 0..len {
-            let d = xs[k] - ys[k];
-            let vi = clamp_min(if VS { vs[0] } else { vs[k] }, c.eps);
-            let q = d * d;
-            let l = half * (vi.vln() + q / vi);
-            block[k] = if c.full { l + c.constant } else { l };
-            if GRAD {
-                gxs[k] = gs / vi * (two * d);
-                if !VS {
-                    gvs[k] = gs / vi + (-gs) * (q / vi / vi);
+
+    blocked::<T, KEEP>(
+        n,
+        losses,
+        #[inline(always)]
+        |r, block| {
+            let (start, end) = (r.start, r.end);
+            let len = end - start;
+            let (xs, ys) = (&x[start..end], &y[start..end]);
+            let vs = if VS { v } else { &v[start..end] };
+            let gxs = if GRAD {
+                &mut dx[start..end]
+            } else {
+                &mut dx[..0]
+            };
+            let gvs = if GRAD && !VS {
+                &mut dv[start..end]
+            } else {
+                &mut dv[..0]
+            };
+            for k in 0..len {
+                let d = xs[k] - ys[k];
+                let vi = clamp_min(if VS { vs[0] } else { vs[k] }, c.eps);
+                let q = d * d;
+                let l = half * (vi.vln() + q / vi);
+                block[k] = if c.full { l + c.constant } else { l };
+                if GRAD {
+                    gxs[k] = gs / vi * (two * d);
+                    if !VS {
+                        gvs[k] = gs / vi + (-gs) * (q / vi / vi);
+                    }
                 }
             }
-        }
-        if KEEP {
-            losses[start..end].copy_from_slice(block);
-        }
-        add_to_lanes(&mut lanes, block);
-    }
-    lanes_total(&lanes)
+        },
+    )
 }
 
 #[cfg(test)]

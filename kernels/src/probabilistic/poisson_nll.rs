@@ -9,7 +9,7 @@
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use crate::broadcast::{broadcast_pair, unbroadcast};
-use crate::reduction::{BLOCK, Reduction, add_to_lanes, lanes_total, reduce};
+use crate::reduction::{Reduction, blocked, reduce};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real};
@@ -149,48 +149,38 @@ fn pass<T: Real, const LOG: bool, const FULL: bool, const KEEP: bool, const GRAD
 ) -> f64 {
     let n = x.len();
     let y = &y[..n];
-    let losses = if KEEP { &mut losses[..n] } else { losses };
     let dx = if GRAD { &mut dx[..n] } else { dx };
-    let mut lanes = [0.0f64; 8];
-    let mut buf = [T::zero(); BLOCK];
-    for start in (0..n).step_by(BLOCK) {
-        let end = (start + BLOCK).min(n);
-        let len = end - start;
-        let (xs, ys) = (&x[start..end], &y[start..end]);
-        let block = &mut buf[..len];
-        let gs = if GRAD {
-            &mut dx[start..end]
-        } else {
-            &mut dx[..0]
-        };
-        for k in 0..len {
-            let (xi, yi) = (xs[k], ys[k]);
-            let l = if LOG {
-                let e = xi.vexp();
-                if GRAD {
-                    gs[k] = g * e + (-g) * yi;
-                }
-                e - yi * xi
-            } else {
-                let shifted = xi + eps;
-                if GRAD {
-                    gs[k] = g + (-g) * yi / shifted;
-                }
-                xi - yi * shifted.vln()
-            };
-            // `masked_fill(target <= 1, 0)`: a NaN target keeps its (NaN) term.
-            block[k] = if FULL && (yi > T::one() || yi.is_nan()) {
-                l + stirling(yi)
-            } else {
-                l
-            };
-        }
-        if KEEP {
-            losses[start..end].copy_from_slice(block);
-        }
-        add_to_lanes(&mut lanes, block);
-    }
-    lanes_total(&lanes)
+    blocked::<T, KEEP>(
+        n,
+        losses,
+        #[inline(always)]
+        |r, block| {
+            let (xs, ys) = (&x[r.clone()], &y[r.clone()]);
+            let gs = if GRAD { &mut dx[r] } else { &mut dx[..0] };
+            for k in 0..block.len() {
+                let (xi, yi) = (xs[k], ys[k]);
+                let l = if LOG {
+                    let e = xi.vexp();
+                    if GRAD {
+                        gs[k] = g * e + (-g) * yi;
+                    }
+                    e - yi * xi
+                } else {
+                    let shifted = xi + eps;
+                    if GRAD {
+                        gs[k] = g + (-g) * yi / shifted;
+                    }
+                    xi - yi * shifted.vln()
+                };
+                // `masked_fill(target <= 1, 0)`: a NaN target keeps its (NaN) term.
+                block[k] = if FULL && (yi > T::one() || yi.is_nan()) {
+                    l + stirling(yi)
+                } else {
+                    l
+                };
+            }
+        },
+    )
 }
 
 #[cfg(test)]

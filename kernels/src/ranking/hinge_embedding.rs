@@ -7,10 +7,9 @@
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
-use super::margin_ranking::{CHUNK, hinge, hinge_grad};
+use super::margin_ranking::{hinge, hinge_grad};
 use crate::broadcast::{broadcast_pair, unbroadcast};
-use crate::cancel::checkpoint;
-use crate::reduction::{BLOCK, add_to_lanes, lanes_total, reduce, upstream};
+use crate::reduction::{blocked_checked, reduce, upstream};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
@@ -57,7 +56,7 @@ pub fn hinge_embedding_loss<T: Real>(
 /// The pass over the elements in blocks of [`BLOCK`], specialised on what it writes (`KEEP`:
 /// `losses`; `GRAD`: `dx`), so the element-wise loops have no branches and vectorise. Each
 /// block's losses go to the eight lanes (element `i` to lane `i mod 8`, the order of
-/// [`crate::reduction::Sum8`]); a cancellation checkpoint every [`CHUNK`] elements.
+/// [`crate::reduction::Sum8`]); a cancellation checkpoint every [`CHUNK`](crate::reduction::CHUNK) elements.
 /// Returns `Σ ℓ`.
 #[inline(always)]
 fn pass<T: Real, const KEEP: bool, const GRAD: bool>(
@@ -68,45 +67,39 @@ fn pass<T: Real, const KEEP: bool, const GRAD: bool>(
     losses: &mut [T],
     dx: &mut [T],
 ) -> Result<f64, LossError> {
-    const { assert!(CHUNK.is_multiple_of(BLOCK)) };
     let (one, zero) = (T::one(), T::zero());
     let n = x.len();
     let y = &y[..n];
-    let losses = if KEEP { &mut losses[..n] } else { losses };
     let dx = if GRAD { &mut dx[..n] } else { dx };
-    let mut lanes = [0.0f64; 8];
-    let mut buf = [T::zero(); BLOCK];
-    for start in (0..n).step_by(BLOCK) {
-        if start % CHUNK == 0 {
-            checkpoint()?;
-        }
-        let end = (start + BLOCK).min(n);
-        let (xs, ys) = (&x[start..end], &y[start..end]);
-        let block = &mut buf[..end - start];
-        for ((l, &xi), &yi) in block.iter_mut().zip(xs).zip(ys) {
-            let hinge_part = if yi != one { hinge(m - xi) } else { zero };
-            let self_part = if yi != -one { xi } else { zero };
-            *l = hinge_part + self_part;
-        }
-        if GRAD {
-            for ((g, &xi), &yi) in dx[start..end].iter_mut().zip(xs).zip(ys) {
-                let g_self = if yi != -one { up } else { zero };
-                let g_hinge = if yi != one { up } else { zero };
-                *g = g_self - hinge_grad(m - xi, g_hinge);
+
+    blocked_checked::<T, KEEP>(
+        n,
+        losses,
+        #[inline(always)]
+        |r, block| {
+            let (start, end) = (r.start, r.end);
+            let (xs, ys) = (&x[start..end], &y[start..end]);
+            for ((l, &xi), &yi) in block.iter_mut().zip(xs).zip(ys) {
+                let hinge_part = if yi != one { hinge(m - xi) } else { zero };
+                let self_part = if yi != -one { xi } else { zero };
+                *l = hinge_part + self_part;
             }
-        }
-        if KEEP {
-            losses[start..end].copy_from_slice(block);
-        }
-        add_to_lanes(&mut lanes, block);
-    }
-    Ok(lanes_total(&lanes))
+            if GRAD {
+                for ((g, &xi), &yi) in dx[start..end].iter_mut().zip(xs).zip(ys) {
+                    let g_self = if yi != -one { up } else { zero };
+                    let g_hinge = if yi != one { up } else { zero };
+                    *g = g_self - hinge_grad(m - xi, g_hinge);
+                }
+            }
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ErrorKind;
+    use crate::reduction::BLOCK;
     use crate::reduction::Sum8;
     use crate::testing::{Rng, assert_close, assert_grad, bits, scalar, sum_bits};
     use ndarray::array;

@@ -11,15 +11,11 @@
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use crate::broadcast::{broadcast_pair, unbroadcast};
-use crate::cancel::checkpoint;
 use crate::error::fmt_shape;
-use crate::reduction::{BLOCK, add_to_lanes, lanes_total, reduce, upstream};
+use crate::reduction::{blocked_checked, reduce, upstream};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
-
-/// Elements processed between two cancellation checkpoints.
-pub(crate) const CHUNK: usize = 1 << 16;
 
 /// `max(0, z)` as ATen's `clamp_min(z, 0)`: a NaN `z` stays NaN (`f64::max` would drop it).
 #[inline(always)]
@@ -106,7 +102,7 @@ pub fn margin_ranking_loss<T: Real>(
 /// The pass over the elements in blocks of [`BLOCK`], specialised on what it writes (`KEEP`:
 /// `losses`; `GRAD`: the gradients `d1`, `d2`, `dt`), so the element-wise loops have no branches and
 /// vectorise. Each block's losses go to the eight lanes (element `i` to lane `i mod 8`, the
-/// order of [`crate::reduction::Sum8`]); a cancellation checkpoint every [`CHUNK`] elements.
+/// order of [`crate::reduction::Sum8`]); a cancellation checkpoint every [`CHUNK`](crate::reduction::CHUNK) elements.
 /// Returns `Σ ℓ`.
 #[inline(always)]
 fn pass<T: Real, const KEEP: bool, const GRAD: bool>(
@@ -118,50 +114,43 @@ fn pass<T: Real, const KEEP: bool, const GRAD: bool>(
     losses: &mut [T],
     [d1, d2, dt]: [&mut [T]; 3],
 ) -> Result<f64, LossError> {
-    const { assert!(CHUNK.is_multiple_of(BLOCK)) };
     let n = x1.len();
     let (x2, y) = (&x2[..n], &y[..n]);
-    let losses = if KEEP { &mut losses[..n] } else { losses };
     let (d1, d2, dt) = if GRAD {
         (&mut d1[..n], &mut d2[..n], &mut dt[..n])
     } else {
         (d1, d2, dt)
     };
-    let mut lanes = [0.0f64; 8];
-    let mut buf = [T::zero(); BLOCK];
-    for start in (0..n).step_by(BLOCK) {
-        if start % CHUNK == 0 {
-            checkpoint()?;
-        }
-        let end = (start + BLOCK).min(n);
-        let (x1s, x2s, ys) = (&x1[start..end], &x2[start..end], &y[start..end]);
-        let block = &mut buf[..end - start];
-        for (((l, &a), &b), &yv) in block.iter_mut().zip(x1s).zip(x2s).zip(ys) {
-            *l = hinge(-yv * (a - b) + m);
-        }
-        if GRAD {
-            let gs = d1[start..end]
-                .iter_mut()
-                .zip(&mut d2[start..end])
-                .zip(&mut dt[start..end]);
-            for ((((g1, g2), gt), (&a, &b)), &yv) in gs.zip(x1s.iter().zip(x2s)).zip(ys) {
-                let d = a - b;
-                let z = -yv * d + m;
-                // Autograd's chain for `(−y)·(x1 − x2) + margin`, so that a masked (zero)
-                // gradient times an infinite difference is NaN, as in PyTorch.
-                let gz = hinge_grad(z, up);
-                let g = gz * -yv;
-                *g1 = g;
-                *g2 = -g;
-                *gt = -(gz * d);
+
+    blocked_checked::<T, KEEP>(
+        n,
+        losses,
+        #[inline(always)]
+        |r, block| {
+            let (start, end) = (r.start, r.end);
+            let (x1s, x2s, ys) = (&x1[start..end], &x2[start..end], &y[start..end]);
+            for (((l, &a), &b), &yv) in block.iter_mut().zip(x1s).zip(x2s).zip(ys) {
+                *l = hinge(-yv * (a - b) + m);
             }
-        }
-        if KEEP {
-            losses[start..end].copy_from_slice(block);
-        }
-        add_to_lanes(&mut lanes, block);
-    }
-    Ok(lanes_total(&lanes))
+            if GRAD {
+                let gs = d1[start..end]
+                    .iter_mut()
+                    .zip(&mut d2[start..end])
+                    .zip(&mut dt[start..end]);
+                for ((((g1, g2), gt), (&a, &b)), &yv) in gs.zip(x1s.iter().zip(x2s)).zip(ys) {
+                    let d = a - b;
+                    let z = -yv * d + m;
+                    // Autograd's chain for `(−y)·(x1 − x2) + margin`, so that a masked (zero)
+                    // gradient times an infinite difference is NaN, as in PyTorch.
+                    let gz = hinge_grad(z, up);
+                    let g = gz * -yv;
+                    *g1 = g;
+                    *g2 = -g;
+                    *gt = -(gz * d);
+                }
+            }
+        },
+    )
 }
 
 #[cfg(test)]

@@ -20,11 +20,11 @@
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
-use super::margin_ranking::{CHUNK, hinge, hinge_grad};
+use super::margin_ranking::{hinge, hinge_grad};
 use crate::broadcast::{broadcast_pair, broadcast_shape, unbroadcast};
 use crate::cancel::checkpoint;
 use crate::error::fmt_shape;
-use crate::reduction::{Sum8, add_to_lanes, lanes_total, reduce, upstream};
+use crate::reduction::{CHUNK, Sum8, add_to_lanes, lanes_total, reduce, upstream};
 use crate::regression::{contiguous, sign};
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};

@@ -1,5 +1,6 @@
 use super::*;
 use crate::ErrorKind;
+use crate::reduction::BLOCK;
 use crate::reduction::Sum8;
 use crate::testing::{Rng, assert_close, assert_grad, bits, scalar, sum_bits};
 use ndarray::array;
