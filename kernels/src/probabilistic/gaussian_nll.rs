@@ -299,7 +299,7 @@ fn pass<T: Real, const VS: bool, const KEEP: bool, const GRAD: bool>(
 mod tests {
     use super::*;
     use crate::ErrorKind;
-    use crate::testing::{Rng, assert_close, assert_grad, scalar};
+    use crate::testing::{Rng, assert_close, assert_grads3};
     use ndarray::array;
 
     fn run(
@@ -576,17 +576,9 @@ mod tests {
                     let f = |x: &ArrayD<f64>, y: &ArrayD<f64>, v: &ArrayD<f64>| {
                         run(x, y, v, full, reduction).unwrap()
                     };
-                    let out = f(&x, &y, &v);
                     let what = format!("{xs:?}/{ys:?}/{vs:?} full={full} {reduction:?}");
-                    assert_grad(&what, &x, out.grad("input").unwrap(), |x| {
-                        scalar(&f(x, &y, &v))
-                    });
-                    assert_grad(&what, &y, out.grad("target").unwrap(), |y| {
-                        scalar(&f(&x, y, &v))
-                    });
-                    assert_grad(&what, &v, out.grad("var").unwrap(), |v| {
-                        scalar(&f(&x, &y, v))
-                    });
+                    let args = [&x, &y, &v];
+                    assert_grads3(&what, args, ["input", "target", "var"], f);
                 }
             }
         }

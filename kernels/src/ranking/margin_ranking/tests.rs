@@ -2,7 +2,7 @@ use super::*;
 use crate::ErrorKind;
 use crate::reduction::BLOCK;
 use crate::reduction::Sum8;
-use crate::testing::{Rng, assert_close, assert_grad, bits, scalar, sum_bits};
+use crate::testing::{Rng, assert_close, assert_grads3, bits, sum_bits};
 use ndarray::array;
 
 #[test]
@@ -166,17 +166,9 @@ fn gradients_match_finite_differences() {
             let run = |x1: &ArrayD<f64>, x2: &ArrayD<f64>, y: &ArrayD<f64>| {
                 margin_ranking_loss(x1.view(), x2.view(), y.view(), 0.3, reduction, true).unwrap()
             };
-            let out = run(&x1, &x2, &y);
             let what = format!("{s1:?} {reduction:?}");
-            assert_grad(&what, &x1, out.grad("input1").unwrap(), |v| {
-                scalar(&run(v, &x2, &y))
-            });
-            assert_grad(&what, &x2, out.grad("input2").unwrap(), |v| {
-                scalar(&run(&x1, v, &y))
-            });
-            assert_grad(&what, &y, out.grad("target").unwrap(), |v| {
-                scalar(&run(&x1, &x2, v))
-            });
+            let args = [&x1, &x2, &y];
+            assert_grads3(&what, args, ["input1", "input2", "target"], run);
         }
     }
 }

@@ -1,6 +1,6 @@
 use super::*;
 use crate::ErrorKind;
-use crate::testing::{Rng, assert_close, assert_grad, scalar};
+use crate::testing::{Rng, assert_close, assert_grads3};
 use ndarray::{arr0, array};
 
 /// `triplet_margin_loss` on owned arrays.
@@ -444,17 +444,9 @@ fn gradients_match_finite_differences() {
                     let f = |a: &ArrayD<f64>, p: &ArrayD<f64>, n: &ArrayD<f64>| {
                         triplet(a, p, n, opts(2.0, pn, 1e-3, swap, reduction, true)).unwrap()
                     };
-                    let out = f(&a, &p, &n);
                     let what = format!("{sa:?} p={pn} swap={swap} {reduction:?}");
-                    assert_grad(&what, &a, out.grad("anchor").unwrap(), |v| {
-                        scalar(&f(v, &p, &n))
-                    });
-                    assert_grad(&what, &p, out.grad("positive").unwrap(), |v| {
-                        scalar(&f(&a, v, &n))
-                    });
-                    assert_grad(&what, &n, out.grad("negative").unwrap(), |v| {
-                        scalar(&f(&a, &p, v))
-                    });
+                    let args = [&a, &p, &n];
+                    assert_grads3(&what, args, ["anchor", "positive", "negative"], f);
                 }
             }
         }

@@ -1,7 +1,7 @@
 use super::*;
 use crate::ErrorKind;
 use crate::ranking::triplet_margin::tests::{opts as triplet_opts, triplet};
-use crate::testing::{Rng, assert_close, assert_grad, scalar};
+use crate::testing::{Rng, assert_close, assert_grads3};
 use ndarray::{ArrayD, IxDyn, array};
 
 /// `triplet_margin_with_distance_loss` on owned arrays.
@@ -225,17 +225,9 @@ fn gradients_match_finite_differences() {
                     let run = |a: &ArrayD<f64>, p: &ArrayD<f64>, n: &ArrayD<f64>| {
                         with_distance(a, p, n, opts(f, 1.5, swap, reduction, true)).unwrap()
                     };
-                    let out = run(&a, &p, &n);
                     let what = format!("{sa:?} {f:?} swap={swap} {reduction:?}");
-                    assert_grad(&what, &a, out.grad("anchor").unwrap(), |v| {
-                        scalar(&run(v, &p, &n))
-                    });
-                    assert_grad(&what, &p, out.grad("positive").unwrap(), |v| {
-                        scalar(&run(&a, v, &n))
-                    });
-                    assert_grad(&what, &n, out.grad("negative").unwrap(), |v| {
-                        scalar(&run(&a, &p, v))
-                    });
+                    let args = [&a, &p, &n];
+                    assert_grads3(&what, args, ["anchor", "positive", "negative"], run);
                 }
             }
         }
