@@ -151,7 +151,7 @@ pub fn binary_cross_entropy<T: Real>(
     Ok(out)
 }
 
-/// The pass over the elements in blocks of [`BLOCK`], specialised on the weight (`W`) and on
+/// The pass over the elements in blocks of [`BLOCK`](crate::reduction::BLOCK), specialised on the weight (`W`) and on
 /// what it writes (`KEEP`: `losses`; `GRAD`: `dx`, `dy`), so the element-wise loop
 /// (vectorisable `ln`/`ln_1p`) has no branches. Each block's losses go to the eight lanes
 /// (element `i` to lane `i mod 8`, the order of [`crate::reduction::Sum8`]); a cancellation

@@ -96,7 +96,7 @@ pub fn binary_cross_entropy_with_logits<T: Real>(
     Ok(out)
 }
 
-/// The pass over the elements in blocks of [`BLOCK`], specialised on the optional tensors
+/// The pass over the elements in blocks of [`BLOCK`](crate::reduction::BLOCK), specialised on the optional tensors
 /// (`W`, `PW`) and on what it writes (`KEEP`: `losses`; `GRAD`: `dx`, `dy`), so the
 /// element-wise loop has no branches and vectorises (one `exp(−|x|)` per element serves
 /// `logσ(x)`, `logσ(−x)` and `σ(x)`). Each block's losses go to the eight lanes (element `i`

@@ -64,7 +64,7 @@ pub fn soft_margin_loss<T: Real>(
     Ok(out)
 }
 
-/// The pass over the elements, in blocks of [`BLOCK`]: `ℓ = softplus(−y·x)` and, when
+/// The pass over the elements, in blocks of [`BLOCK`](crate::reduction::BLOCK): `ℓ = softplus(−y·x)` and, when
 /// `GRAD`, `−y·σ(−y·x)` element-wise (vectorised), then the block's losses added to the
 /// eight lanes (element `i` to lane `i mod 8`, the order of [`crate::reduction::Sum8`]).
 /// Returns `Σ ℓ`; fills `losses` when `KEEP` and `dx` when `GRAD`.

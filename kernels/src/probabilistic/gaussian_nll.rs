@@ -236,7 +236,7 @@ struct Consts<T> {
     full: bool,
 }
 
-/// The pass over the elements in blocks of [`BLOCK`], specialised on a scalar var (`VS`:
+/// The pass over the elements in blocks of [`BLOCK`](crate::reduction::BLOCK), specialised on a scalar var (`VS`:
 /// `v` has one element and no gradient) and on what it writes (`KEEP`: `losses`; `GRAD`:
 /// `dx`, and `dv` unless `VS`), so the element-wise loop (with the vectorisable `ln`) has no
 /// branches. Each block's losses go to the eight lanes (element `i` to lane `i mod 8`, the

@@ -133,7 +133,7 @@ fn broadcast_input_grad<T: Real>(
     dx
 }
 
-/// The pass over the elements in blocks of [`BLOCK`], specialised on `log_input` (`LOG`),
+/// The pass over the elements in blocks of [`BLOCK`](crate::reduction::BLOCK), specialised on `log_input` (`LOG`),
 /// `full` (`FULL`) and what it writes (`KEEP`: `losses`; `GRAD`: `dx`), so the element-wise
 /// loop (vectorisable `exp`/`ln`; the Stirling term computed everywhere and selected where
 /// `y > 1` or `y` is NaN) has no branches. Each block's losses go to the eight lanes (element

@@ -53,7 +53,7 @@ pub fn hinge_embedding_loss<T: Real>(
     Ok(out)
 }
 
-/// The pass over the elements in blocks of [`BLOCK`], specialised on what it writes (`KEEP`:
+/// The pass over the elements in blocks of [`BLOCK`](crate::reduction::BLOCK), specialised on what it writes (`KEEP`:
 /// `losses`; `GRAD`: `dx`), so the element-wise loops have no branches and vectorise. Each
 /// block's losses go to the eight lanes (element `i` to lane `i mod 8`, the order of
 /// [`crate::reduction::Sum8`]); a cancellation checkpoint every [`CHUNK`](crate::reduction::CHUNK) elements.
