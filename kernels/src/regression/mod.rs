@@ -18,7 +18,7 @@ use crate::broadcast::{broadcast_pair, materialize, unbroadcast};
 use crate::error::{LossError, fmt_shape};
 use crate::output::LossOutput;
 use crate::real::Real;
-use crate::reduction::{Reduction, Sum8, blocked};
+use crate::reduction::{Reduction, Sum8};
 use crate::vmath::vectorised;
 
 /// How the weighted `mean` is divided (docs/differences.md item 7).
@@ -196,31 +196,48 @@ fn pass<T: Real, const KEEP: bool, const GRAD: bool, const W: bool>(
     let n = x.len();
     let y = &y[..n];
     let w = if W { &w[..n] } else { w };
+    let losses = if KEEP { &mut losses[..n] } else { losses };
     let dx = if GRAD { &mut dx[..n] } else { dx };
     let raw = if GRAD && W { &mut raw[..n] } else { raw };
-    // Per block: first the element-wise loop (no reduction in it, so the loop vectoriser
-    // takes it, selects and all), then the block's losses summed into the eight lanes.
-    blocked::<T, KEEP>(
-        n,
-        losses,
-        #[inline(always)]
-        |r, block| {
-            let start = r.start;
-            let (xs, ys) = (&x[r.clone()], &y[r.clone()]);
-            let ws = if W { &w[r] } else { &w[..0] };
-            for k in 0..block.len() {
-                let (l, g) = f(xs[k] - ys[k]);
-                let (wl, wg) = if W { (ws[k] * l, ws[k] * g) } else { (l, g) };
-                block[k] = wl;
-                if GRAD {
-                    dx[start + k] = wg;
-                    if W {
-                        raw[start + k] = l;
-                    }
+    // Blocks of 512: first the element-wise loop (no reduction in it, so the loop vectoriser
+    // takes it, selects and all), then the block's losses summed into the eight lanes. The
+    // block length is a multiple of 8, so element `i` still goes to lane `i mod 8`.
+    const BLOCK: usize = 512;
+    let mut lanes = [0.0f64; 8];
+    let mut buf = [T::zero(); BLOCK];
+    for start in (0..n).step_by(BLOCK) {
+        let end = (start + BLOCK).min(n);
+        let len = end - start;
+        let (xs, ys) = (&x[start..end], &y[start..end]);
+        let ws = if W { &w[start..end] } else { &w[..0] };
+        let block = &mut buf[..len];
+        for k in 0..len {
+            let (l, g) = f(xs[k] - ys[k]);
+            let (wl, wg) = if W { (ws[k] * l, ws[k] * g) } else { (l, g) };
+            block[k] = wl;
+            if GRAD {
+                dx[start + k] = wg;
+                if W {
+                    raw[start + k] = l;
                 }
             }
-        },
-    )
+        }
+        if KEEP {
+            losses[start..end].copy_from_slice(block);
+        }
+        let chunks = block.chunks_exact(8);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for (lane, v) in lanes.iter_mut().zip(c) {
+                *lane += v.f64();
+            }
+        }
+        for (lane, v) in lanes.iter_mut().zip(rest) {
+            *lane += v.f64();
+        }
+    }
+    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
 }
 
 /// `sign(d)` as ATen's `sgn` computes it for reals: `(0 < d) − (d < 0)`, so `sign(0) = 0`
