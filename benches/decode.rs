@@ -37,7 +37,7 @@ fn base64_body() -> Vec<u8> {
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
         base64_simd::STANDARD.encode_to_string(bytes)
     };
-    // Keys in the order of API.md and the clients (serde_json's `json!` would sort them).
+    // Keys in the order of docs/api.md and the clients (serde_json's `json!` would sort them).
     format!(
         r#"{{"input": {{"shape": [{N}], "dtype": "float64", "base64": "{}"}}, "target": {{"shape": [{N}], "dtype": "float64", "base64": "{}"}}}}"#,
         enc(values(1)),
@@ -60,20 +60,18 @@ fn budget() -> Budget {
     }
 }
 
+/// Decodes `body` as an `mse_loss` request, as the service does.
+fn decode_mse(body: &[u8]) -> losses::mse_loss::MseLoss {
+    let mut budget = budget();
+    let info = &losses::mse_loss::MseLoss::INFO;
+    losses::decode(black_box(body), &mut budget, info, None).unwrap()
+}
+
 #[divan::bench(sample_count = 20)]
 fn decode_nested_json(b: divan::Bencher) {
     let body = nested_body();
-    b.counter(BytesCount::new(body.len())).bench(|| {
-        let mut budget = budget();
-        let req: losses::mse_loss::MseLoss = losses::decode(
-            black_box(&body),
-            &mut budget,
-            &losses::mse_loss::MseLoss::INFO,
-            None,
-        )
-        .unwrap();
-        black_box(req)
-    });
+    b.counter(BytesCount::new(body.len()))
+        .bench(|| black_box(decode_mse(&body)));
 }
 
 /// The same on one core: rayon's work inside a one-thread pool (the per-core figure; the
@@ -85,51 +83,22 @@ fn decode_nested_json_one_core(b: divan::Bencher) {
         .num_threads(1)
         .build()
         .unwrap();
-    b.counter(BytesCount::new(body.len())).bench(|| {
-        one.install(|| {
-            let mut budget = budget();
-            let req: losses::mse_loss::MseLoss = losses::decode(
-                black_box(&body),
-                &mut budget,
-                &losses::mse_loss::MseLoss::INFO,
-                None,
-            )
-            .unwrap();
-            black_box(req)
-        })
-    });
+    b.counter(BytesCount::new(body.len()))
+        .bench(|| one.install(|| black_box(decode_mse(&body))));
 }
 
 #[divan::bench(sample_count = 20)]
 fn decode_base64(b: divan::Bencher) {
     let body = base64_body();
-    b.counter(BytesCount::new(body.len())).bench(|| {
-        let mut budget = budget();
-        let req: losses::mse_loss::MseLoss = losses::decode(
-            black_box(&body),
-            &mut budget,
-            &losses::mse_loss::MseLoss::INFO,
-            None,
-        )
-        .unwrap();
-        black_box(req)
-    });
+    b.counter(BytesCount::new(body.len()))
+        .bench(|| black_box(decode_mse(&body)));
 }
 
 #[divan::bench(sample_count = 20)]
 fn decode_base64_sorted_keys(b: divan::Bencher) {
     let body = base64_body_sorted_keys();
-    b.counter(BytesCount::new(body.len())).bench(|| {
-        let mut budget = budget();
-        let req: losses::mse_loss::MseLoss = losses::decode(
-            black_box(&body),
-            &mut budget,
-            &losses::mse_loss::MseLoss::INFO,
-            None,
-        )
-        .unwrap();
-        black_box(req)
-    });
+    b.counter(BytesCount::new(body.len()))
+        .bench(|| black_box(decode_mse(&body)));
 }
 
 /// A small request (`mse_loss` 3×5, the HTTP benchmark's small case): decoding is a few
@@ -137,17 +106,8 @@ fn decode_base64_sorted_keys(b: divan::Bencher) {
 #[divan::bench]
 fn decode_small_json(b: divan::Bencher) {
     let body = SMALL;
-    b.counter(BytesCount::new(body.len())).bench(|| {
-        let mut budget = budget();
-        let req: losses::mse_loss::MseLoss = losses::decode(
-            black_box(body),
-            &mut budget,
-            &losses::mse_loss::MseLoss::INFO,
-            None,
-        )
-        .unwrap();
-        black_box(req)
-    });
+    b.counter(BytesCount::new(body.len()))
+        .bench(|| black_box(decode_mse(body)));
 }
 
 const SMALL: &[u8] = br#"{"input": [[0.1, -1.2, 2.5, 0.33, 1.0], [0.5, 0.25, -0.75, 3.0, -2.0], [1.5, 2.5, 3.5, 4.5, 5.5]], "target": [[1, 0, 2, 1, 0], [0.5, 0.5, 0.5, 0.5, 0.5], [1.25, 2.0, 3.0, 4.0, 5.0]], "reduction": "mean"}"#;

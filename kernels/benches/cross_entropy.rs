@@ -6,7 +6,7 @@
 use std::fmt;
 
 use divan::{Bencher, black_box, counter::ItemsCount};
-use lossd_kernels::classification::cross_entropy::{CeTarget, cross_entropy};
+use lossd_kernels::classification::cross_entropy::{CeTarget, CrossEntropyOptions, cross_entropy};
 use lossd_kernels::ndarray::{ArrayD, IxDyn};
 use lossd_kernels::{Real, Reduction};
 
@@ -59,11 +59,13 @@ fn run<T: Real>(bencher: Bencher, size: Size, grad: bool) {
             cross_entropy(
                 black_box(x.view()),
                 CeTarget::Indices(t.view()),
-                None,
-                -100,
-                0.0,
-                Reduction::Mean,
-                grad,
+                CrossEntropyOptions {
+                    weight: None,
+                    ignore_index: -100,
+                    label_smoothing: 0.0,
+                    reduction: Reduction::Mean,
+                    grad,
+                },
             )
             .expect("valid arguments")
         });

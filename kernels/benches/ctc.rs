@@ -8,7 +8,7 @@ use divan::Bencher;
 use lossd_kernels::Real;
 use lossd_kernels::Reduction;
 use lossd_kernels::ndarray::{ArrayD, IxDyn};
-use lossd_kernels::probabilistic::ctc::ctc_loss;
+use lossd_kernels::probabilistic::ctc::{CtcOptions, ctc_loss};
 
 const T: usize = 500;
 const N: usize = 16;
@@ -53,36 +53,23 @@ fn inputs<R: Real>() -> (ArrayD<R>, ArrayD<i64>, ArrayD<i64>, ArrayD<i64>) {
 
 #[divan::bench(types = [f32, f64], sample_count = 20)]
 fn forward_and_gradient<R: Real>(bencher: Bencher) {
-    let (lp, tg, il, tl) = inputs::<R>();
-    bencher.bench_local(|| {
-        ctc_loss(
-            lp.view(),
-            tg.view(),
-            il.view(),
-            tl.view(),
-            0,
-            false,
-            Reduction::Mean,
-            true,
-        )
-        .expect("valid inputs")
-    });
+    run::<R>(bencher, true);
 }
 
 #[divan::bench(types = [f32, f64], sample_count = 20)]
 fn forward_only<R: Real>(bencher: Bencher) {
+    run::<R>(bencher, false);
+}
+
+/// Times `ctc_loss` with `reduction="mean"`, with or without the gradient.
+fn run<R: Real>(bencher: Bencher, grad: bool) {
     let (lp, tg, il, tl) = inputs::<R>();
+    let options = CtcOptions {
+        reduction: Reduction::Mean,
+        grad,
+        ..CtcOptions::default()
+    };
     bencher.bench_local(|| {
-        ctc_loss(
-            lp.view(),
-            tg.view(),
-            il.view(),
-            tl.view(),
-            0,
-            false,
-            Reduction::Mean,
-            false,
-        )
-        .expect("valid inputs")
+        ctc_loss(lp.view(), tg.view(), il.view(), tl.view(), options).expect("valid inputs")
     });
 }

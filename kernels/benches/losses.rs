@@ -29,7 +29,7 @@ use divan::{Bencher, black_box};
 use lossd_kernels::classification::{
     binary_cross_entropy::binary_cross_entropy,
     binary_cross_entropy_with_logits::binary_cross_entropy_with_logits,
-    cross_entropy::{CeTarget, cross_entropy},
+    cross_entropy::{CeTarget, CrossEntropyOptions, cross_entropy},
     linear_cross_entropy::linear_cross_entropy,
     multi_margin::multi_margin_loss,
     multilabel_margin::multilabel_margin_loss,
@@ -39,7 +39,7 @@ use lossd_kernels::classification::{
 };
 use lossd_kernels::ndarray::{ArrayD, IxDyn};
 use lossd_kernels::probabilistic::{
-    ctc::ctc_loss,
+    ctc::{CtcOptions, ctc_loss},
     gaussian_nll::{Var, gaussian_nll_loss},
     kl_div::{KlReduction, kl_div},
     poisson_nll::poisson_nll_loss,
@@ -48,8 +48,10 @@ use lossd_kernels::ranking::{
     cosine_embedding::cosine_embedding_loss,
     hinge_embedding::hinge_embedding_loss,
     margin_ranking::margin_ranking_loss,
-    triplet_margin::triplet_margin_loss,
-    triplet_margin_with_distance::{DistanceFunction, triplet_margin_with_distance_loss},
+    triplet_margin::{TripletMarginOptions, triplet_margin_loss},
+    triplet_margin_with_distance::{
+        DistanceFunction, TripletMarginWithDistanceOptions, triplet_margin_with_distance_loss,
+    },
 };
 use lossd_kernels::regression::{
     huber::huber_loss, l1::l1_loss, mse::mse_loss, smooth_l1::smooth_l1_loss,
@@ -418,7 +420,17 @@ fn kernel<T: Real>(name: &str) -> Kernel<T> {
         "huber_loss" => |x, g| huber_loss(x.a.view(), x.b.view(), None, M, 1.0, g),
         "cross_entropy" => |x, g| {
             let t = CeTarget::Indices(x.idx.view());
-            cross_entropy(x.a.view(), t, None, -100, 0.0, M, g)
+            cross_entropy(
+                x.a.view(),
+                t,
+                CrossEntropyOptions {
+                    weight: None,
+                    ignore_index: -100,
+                    label_smoothing: 0.0,
+                    reduction: M,
+                    grad: g,
+                },
+            )
         },
         "nll_loss" => |x, g| nll_loss(x.a.view(), x.idx.view(), None, -100, M, g),
         "binary_cross_entropy" => |x, g| binary_cross_entropy(x.a.view(), x.b.view(), None, M, g),
@@ -435,7 +447,19 @@ fn kernel<T: Real>(name: &str) -> Kernel<T> {
         "soft_margin_loss" => |x, g| soft_margin_loss(x.a.view(), x.b.view(), M, g),
         "linear_cross_entropy" => |x, g| {
             let t = CeTarget::Indices(x.idx.view());
-            linear_cross_entropy(x.a.view(), x.b.view(), t, None, None, -100, 0.0, M, g)
+            linear_cross_entropy(
+                x.a.view(),
+                x.b.view(),
+                t,
+                None,
+                CrossEntropyOptions {
+                    weight: None,
+                    ignore_index: -100,
+                    label_smoothing: 0.0,
+                    reduction: M,
+                    grad: g,
+                },
+            )
         },
         "kl_div" => |x, g| kl_div(x.a.view(), x.b.view(), false, KlReduction::BatchMean, g),
         "poisson_nll_loss" => {
@@ -447,7 +471,18 @@ fn kernel<T: Real>(name: &str) -> Kernel<T> {
         },
         "ctc_loss" => |x, g| {
             let (t, il, tl) = (x.idx.view(), x.il.view(), x.tl.view());
-            ctc_loss(x.a.view(), t, il, tl, 0, false, M, g)
+            ctc_loss(
+                x.a.view(),
+                t,
+                il,
+                tl,
+                CtcOptions {
+                    blank: 0,
+                    zero_infinity: false,
+                    reduction: M,
+                    grad: g,
+                },
+            )
         },
         "margin_ranking_loss" => {
             |x, g| margin_ranking_loss(x.a.view(), x.b.view(), x.c.view(), 0.0, M, g)
@@ -458,12 +493,35 @@ fn kernel<T: Real>(name: &str) -> Kernel<T> {
         }
         "triplet_margin_loss" => |x, g| {
             let (a, p, n) = (x.a.view(), x.b.view(), x.c.view());
-            triplet_margin_loss(a, p, n, 1.0, 2.0, 1e-6, false, M, g)
+            triplet_margin_loss(
+                a,
+                p,
+                n,
+                TripletMarginOptions {
+                    margin: 1.0,
+                    p: 2.0,
+                    eps: 1e-6,
+                    swap: false,
+                    reduction: M,
+                    grad: g,
+                },
+            )
         },
         "triplet_margin_with_distance_loss" => |x, g| {
             let (a, p, n) = (x.a.view(), x.b.view(), x.c.view());
             let dist = DistanceFunction::PairwiseDistance;
-            triplet_margin_with_distance_loss(a, p, n, dist, 1.0, false, M, g)
+            triplet_margin_with_distance_loss(
+                a,
+                p,
+                n,
+                TripletMarginWithDistanceOptions {
+                    distance_function: dist,
+                    margin: 1.0,
+                    swap: false,
+                    reduction: M,
+                    grad: g,
+                },
+            )
         },
         other => unreachable!("no kernel {other}"),
     }

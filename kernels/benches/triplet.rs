@@ -5,9 +5,9 @@
 
 use divan::Bencher;
 use divan::counter::ItemsCount;
+use lossd_kernels::Real;
 use lossd_kernels::ndarray::{ArrayD, IxDyn};
-use lossd_kernels::ranking::triplet_margin::triplet_margin_loss;
-use lossd_kernels::{Real, Reduction};
+use lossd_kernels::ranking::triplet_margin::{TripletMarginOptions, triplet_margin_loss};
 
 const N: usize = 65536;
 const D: usize = 128;
@@ -36,18 +36,11 @@ fn tensor<T: Real>(seed: u64) -> ArrayD<T> {
 fn run<T: Real>(bencher: Bencher, grad: bool) {
     let (a, p, n) = (tensor::<T>(1), tensor::<T>(2), tensor::<T>(3));
     bencher.counter(ItemsCount::new(N)).bench(|| {
-        triplet_margin_loss(
-            a.view(),
-            p.view(),
-            n.view(),
-            1.0,
-            2.0,
-            1e-6,
-            false,
-            Reduction::Mean,
+        let options = TripletMarginOptions {
             grad,
-        )
-        .expect("valid inputs")
+            ..TripletMarginOptions::default()
+        };
+        triplet_margin_loss(a.view(), p.view(), n.view(), options).expect("valid inputs")
     });
 }
 

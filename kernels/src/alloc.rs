@@ -4,9 +4,8 @@
 //! answered. With glibc's default malloc settings, buffers of a few hundred kilobytes and up
 //! go straight back to the operating system when freed (the top of the heap is trimmed past
 //! 2 × the last mmapped size, and large blocks are mmapped), so the next call of the same size
-//! faults in and zeroes every page again: at 1e5 `f64` elements with gradients that is most of
-//! the time of a loss (`huber_loss` forward + gradient 806 µs against 148 µs with memory kept;
-//! `kernels/benches/losses.rs`). [`keep_freed_memory`] keeps it.
+//! faults in and zeroes every page again, which at 1e5 `f64` elements with gradients is most of
+//! the time of a loss (`kernels/benches/losses.rs` shows it). [`keep_freed_memory`] keeps it.
 
 /// Blocks up to this size come from the heap, where freed memory is reused; larger ones are
 /// mapped and unmapped on their own (glibc's largest mmap threshold on 64-bit).

@@ -1,5 +1,6 @@
-//! PyTorch's broadcasting rules, and the "unbroadcast" that sums a gradient back to the shape
-//! of the argument it belongs to.
+//! PyTorch's broadcasting rules, the "unbroadcast" that sums a gradient back to the shape of
+//! the argument it belongs to, and [`unravel`] (a flat position as a multi-index, for the
+//! error messages that point at an element).
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
@@ -117,6 +118,18 @@ pub fn unbroadcast<T: Real>(grad: ArrayD<T>, shape: &[usize]) -> ArrayD<T> {
         .expect("the length is the product of the shape")
 }
 
+/// The row-major multi-index of the `flat`-th element of a tensor of shape `shape`.
+pub fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; shape.len()];
+    for (i, &d) in shape.iter().enumerate().rev() {
+        if d > 0 {
+            idx[i] = flat % d;
+            flat /= d;
+        }
+    }
+    idx
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +163,14 @@ mod tests {
         );
         assert_eq!(unbroadcast(g.clone(), &[]), ndarray::arr0(21.0).into_dyn());
         assert_eq!(unbroadcast(g.clone(), &[2, 3]), g);
+    }
+
+    #[test]
+    fn unravel_gives_the_row_major_multi_index() {
+        assert_eq!(unravel(0, &[2, 3]), vec![0, 0]);
+        assert_eq!(unravel(5, &[2, 3]), vec![1, 2]);
+        assert_eq!(unravel(4, &[2, 1, 3]), vec![1, 0, 1]);
+        assert_eq!(unravel(0, &[]), Vec::<usize>::new());
     }
 
     #[test]

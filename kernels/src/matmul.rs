@@ -2,9 +2,9 @@
 //!
 //! `gemm` packs and multiplies with register-blocked kernels chosen at run time for the CPU
 //! (AVX2 + FMA on x86_64), and has a dot-product kernel for products with a single row or
-//! column. On the 2-core Zen 4 of BENCHMARKS.md it is 10–18 % faster than ndarray's
-//! `general_mat_mul` (matrixmultiply) at `(100, 256)·(256, 1000)` and up, and about 5× faster
-//! for one row, where matrixmultiply packs the whole right-hand matrix for a single output row.
+//! column. It is faster than ndarray's `general_mat_mul` (matrixmultiply) at the sizes of
+//! `linear_cross_entropy`, and much faster for one row, where matrixmultiply packs the whole
+//! right-hand matrix for a single output row (BENCHMARKS.md has the figures).
 //! One thread per product: the service runs one request per core.
 
 use std::any::TypeId;

@@ -1,6 +1,6 @@
 //! [`LossOutput`]: what every kernel returns.
 
-use ndarray::ArrayD;
+use ndarray::{ArrayD, IxDyn};
 
 /// A loss value with the gradients asked for and PyTorch's warnings.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,6 +22,12 @@ impl<T> LossOutput<T> {
             grads: Vec::new(),
             warnings: Vec::new(),
         }
+    }
+
+    /// Adds the gradient with respect to `arg`: `data` in row-major order, of shape `shape`.
+    pub(crate) fn push_grad(&mut self, arg: &'static str, shape: &[usize], data: Vec<T>) {
+        let g = ArrayD::from_shape_vec(IxDyn(shape), data).expect("one value per element");
+        self.grads.push((arg, g));
     }
 
     /// The gradient with respect to `arg`, if it was computed.

@@ -1,9 +1,16 @@
-//! [`Reduction`], and the one place where sums and means are taken.
+//! [`Reduction`], and the one place where sums and means are taken and the returned loss is
+//! built from them.
 //!
 //! Every sum over a tensor goes through [`Sum8`]: eight independent `f64` accumulators filled
 //! in a fixed order, so results are deterministic (independent of threads and load) and a
 //! reduction over millions of `f32` elements keeps `f64` accuracy.
 
+use std::ops::Range;
+
+use ndarray::{ArrayD, IxDyn};
+
+use crate::cancel::checkpoint;
+use crate::error::LossError;
 use crate::real::Real;
 
 /// PyTorch's `reduction` argument (`'batchmean'` belongs to `kl_div` alone and lives there).
@@ -129,6 +136,58 @@ pub(crate) fn lanes_total(l: &[f64; 8]) -> f64 {
 /// Length of the blocks of blocked kernels (a multiple of 8, see [`add_to_lanes`]).
 pub(crate) const BLOCK: usize = 512;
 
+/// The pass of a blocked element-wise kernel: for each block of at most [`BLOCK`] elements,
+/// `fill(range, block)` writes the block's losses into `block` (and whatever else the kernel
+/// writes for `range`, element-wise, so the loop vectorises); then the losses are kept in
+/// `losses` when `KEEP` and added to eight lanes, element `i` to lane `i mod 8` (the order of
+/// [`Sum8`]). Returns `Σ ℓ`.
+#[inline(always)]
+pub(crate) fn blocked<T: Real, const KEEP: bool>(
+    n: usize,
+    losses: &mut [T],
+    fill: impl FnMut(Range<usize>, &mut [T]),
+) -> f64 {
+    blocked_in::<T, KEEP, false>(n, losses, fill).expect("no checkpoint, no error")
+}
+
+/// [`blocked`] with a cancellation checkpoint every [`CHUNK`] elements.
+#[inline(always)]
+pub(crate) fn blocked_checked<T: Real, const KEEP: bool>(
+    n: usize,
+    losses: &mut [T],
+    fill: impl FnMut(Range<usize>, &mut [T]),
+) -> Result<f64, LossError> {
+    blocked_in::<T, KEEP, true>(n, losses, fill)
+}
+
+/// Elements between two cancellation checkpoints of [`blocked_checked`].
+pub(crate) const CHUNK: usize = 1 << 16;
+
+#[inline(always)]
+fn blocked_in<T: Real, const KEEP: bool, const CHECK: bool>(
+    n: usize,
+    losses: &mut [T],
+    mut fill: impl FnMut(Range<usize>, &mut [T]),
+) -> Result<f64, LossError> {
+    const { assert!(CHUNK.is_multiple_of(BLOCK)) };
+    let losses = if KEEP { &mut losses[..n] } else { losses };
+    let mut lanes = [0.0f64; 8];
+    let mut buf = [T::zero(); BLOCK];
+    for start in (0..n).step_by(BLOCK) {
+        if CHECK && start % CHUNK == 0 {
+            checkpoint()?;
+        }
+        let end = (start + BLOCK).min(n);
+        let block = &mut buf[..end - start];
+        fill(start..end, block);
+        if KEEP {
+            losses[start..end].copy_from_slice(block);
+        }
+        add_to_lanes(&mut lanes, block);
+    }
+    Ok(lanes_total(&lanes))
+}
+
 /// `total / count` as PyTorch takes a mean: the mean of nothing is NaN.
 pub fn mean(total: f64, count: usize) -> f64 {
     if count == 0 {
@@ -136,6 +195,38 @@ pub fn mean(total: f64, count: usize) -> f64 {
     } else {
         total / count as f64
     }
+}
+
+/// The loss a kernel returns: the unreduced `losses` (of shape `shape`) for `none`, else the
+/// 0-d `value` (the already reduced sum or mean).
+pub(crate) fn finish<T: Real>(
+    reduction: Reduction,
+    shape: &[usize],
+    losses: Vec<T>,
+    value: f64,
+) -> ArrayD<T> {
+    match reduction {
+        Reduction::None => {
+            ArrayD::from_shape_vec(IxDyn(shape), losses).expect("one loss per position")
+        }
+        Reduction::Sum | Reduction::Mean => ndarray::arr0(T::of(value)).into_dyn(),
+    }
+}
+
+/// [`finish`] for a loss whose `mean` is its sum `total` over `count` elements (the mean of
+/// nothing is NaN).
+pub(crate) fn reduce<T: Real>(
+    reduction: Reduction,
+    shape: &[usize],
+    losses: Vec<T>,
+    total: f64,
+    count: usize,
+) -> ArrayD<T> {
+    let value = match reduction {
+        Reduction::Mean => mean(total, count),
+        Reduction::Sum | Reduction::None => total,
+    };
+    finish(reduction, shape, losses, value)
 }
 
 /// The upstream gradient each element of the unreduced loss receives when the reduced loss

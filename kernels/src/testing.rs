@@ -101,3 +101,31 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], rtol: f64, atol: f64)
         assert!(ok, "{what}: element {i}: got {g}, want {w}");
     }
 }
+
+/// The bits of each value (as `f64`), to compare results exactly.
+pub fn bits<T: crate::Real>(v: &[T]) -> Vec<u64> {
+    v.iter().map(|x| x.f64().to_bits()).collect()
+}
+
+/// The bits of a sum, any NaN as one: the sign of a NaN sum depends on which NaN operand
+/// an addition propagates, and the compiler may swap the operands of the lane additions
+/// (it does so differently in a reference loop and a vectorised pass).
+pub fn sum_bits(t: f64) -> u64 {
+    if t.is_nan() { f64::NAN } else { t }.to_bits()
+}
+
+/// Checks the three gradients of a kernel of three tensors against finite differences:
+/// `names[k]` is the gradient `run` returns for `args[k]`.
+pub fn assert_grads3(
+    what: &str,
+    args: [&ArrayD<f64>; 3],
+    names: [&str; 3],
+    run: impl Fn(&ArrayD<f64>, &ArrayD<f64>, &ArrayD<f64>) -> LossOutput<f64>,
+) {
+    let [a, b, c] = args;
+    let out = run(a, b, c);
+    let grad = |k: usize| out.grad(names[k]).unwrap();
+    assert_grad(what, a, grad(0), |v| scalar(&run(v, b, c)));
+    assert_grad(what, b, grad(1), |v| scalar(&run(a, v, c)));
+    assert_grad(what, c, grad(2), |v| scalar(&run(a, b, v)));
+}

@@ -1,4 +1,4 @@
-//! Property tests over all 22 loss kernels of `lossd-kernels` (LOSSES.md §1.3–§1.6, §2).
+//! Property tests over all 22 loss kernels of `lossd-kernels` (docs/losses.md, docs/differences.md).
 //!
 //! For every loss a strategy generates random *valid* calls: shapes in each form the loss
 //! accepts (unbatched, batched, K-dimensional, broadcast; sizes up to 4–6, occasionally
@@ -9,8 +9,8 @@
 //!
 //! 1. `returns_ok_with_documented_shapes_for_valid_inputs`: `Ok` for every reduction in both
 //!    dtypes, with and without gradients; the unreduced loss has the documented shape, the
-//!    reduced one is 0-d; the gradients are exactly the differentiable arguments (LOSSES.md
-//!    §1.5), in argument order, each with its argument's shape; nothing is NaN or infinite
+//!    reduced one is 0-d; the gradients are exactly the differentiable arguments (docs/differences.md,
+//!    Gradients), in argument order, each with its argument's shape; nothing is NaN or infinite
 //!    except the mean of nothing.
 //! 2. `gradients_match_finite_differences`: every returned gradient equals the central
 //!    difference of the `f64` loss (of the sum of the output for `none`), at inputs kept away
@@ -38,7 +38,7 @@
 
 use lossd_kernels::classification::binary_cross_entropy::binary_cross_entropy;
 use lossd_kernels::classification::binary_cross_entropy_with_logits::binary_cross_entropy_with_logits;
-use lossd_kernels::classification::cross_entropy::{CeTarget, cross_entropy};
+use lossd_kernels::classification::cross_entropy::{CeTarget, CrossEntropyOptions, cross_entropy};
 use lossd_kernels::classification::linear_cross_entropy::linear_cross_entropy;
 use lossd_kernels::classification::multi_margin::multi_margin_loss;
 use lossd_kernels::classification::multilabel_margin::multilabel_margin_loss;
@@ -46,16 +46,16 @@ use lossd_kernels::classification::multilabel_soft_margin::multilabel_soft_margi
 use lossd_kernels::classification::nll::nll_loss;
 use lossd_kernels::classification::soft_margin::soft_margin_loss;
 use lossd_kernels::ndarray::{ArrayD, IxDyn};
-use lossd_kernels::probabilistic::ctc::ctc_loss;
+use lossd_kernels::probabilistic::ctc::{CtcOptions, ctc_loss};
 use lossd_kernels::probabilistic::gaussian_nll::{Var, gaussian_nll_loss};
 use lossd_kernels::probabilistic::kl_div::{KlReduction, MEAN_WARNING, kl_div};
 use lossd_kernels::probabilistic::poisson_nll::poisson_nll_loss;
 use lossd_kernels::ranking::cosine_embedding::cosine_embedding_loss;
 use lossd_kernels::ranking::hinge_embedding::hinge_embedding_loss;
 use lossd_kernels::ranking::margin_ranking::margin_ranking_loss;
-use lossd_kernels::ranking::triplet_margin::triplet_margin_loss;
+use lossd_kernels::ranking::triplet_margin::{TripletMarginOptions, triplet_margin_loss};
 use lossd_kernels::ranking::triplet_margin_with_distance::{
-    DistanceFunction, triplet_margin_with_distance_loss,
+    DistanceFunction, TripletMarginWithDistanceOptions, triplet_margin_with_distance_loss,
 };
 use lossd_kernels::regression::{
     huber::huber_loss, l1::l1_loss, mse::mse_loss, smooth_l1::smooth_l1_loss,
@@ -702,7 +702,7 @@ fn far(v: f64, kink: f64) -> bool {
 }
 
 // =================================================================================================
-// Regression: l1, mse, smooth_l1, huber (LOSSES.md §2.1–2.4).
+// Regression: l1, mse, smooth_l1, huber (docs/losses.md).
 // =================================================================================================
 
 #[derive(Clone, Copy, Debug)]
@@ -785,7 +785,7 @@ fn beta() -> BoxedStrategy<f64> {
     prop_oneof![
         1 => Just(0.0),
         1 => Just(1.0),
-        // β = ∞: the loss is identically 0 (§2.4).
+        // β = ∞: the loss is identically 0.
         1 => Just(f64::INFINITY),
         4 => (0.01..3.0).prop_map(r32),
     ]
@@ -817,7 +817,7 @@ loss_properties! {
 }
 
 // =================================================================================================
-// nll_loss and cross_entropy (§2.5, §2.6).
+// nll_loss and cross_entropy.
 // =================================================================================================
 
 /// `nll_loss` or `cross_entropy`, with the integer target (when in index mode) bound.
@@ -853,11 +853,13 @@ impl Call for ClassCall {
             cross_entropy(
                 x,
                 target,
-                w,
-                self.ignore_index,
-                self.label_smoothing,
-                r.plain(),
-                g,
+                CrossEntropyOptions {
+                    weight: w,
+                    ignore_index: self.ignore_index,
+                    label_smoothing: self.label_smoothing,
+                    reduction: r.plain(),
+                    grad: g,
+                },
             )
         }
     }
@@ -1032,7 +1034,7 @@ loss_properties! {
 }
 
 // =================================================================================================
-// linear_cross_entropy (§2.7).
+// linear_cross_entropy.
 // =================================================================================================
 
 #[derive(Clone, Debug)]
@@ -1067,11 +1069,13 @@ impl Call for LinearCeCall {
             f[1].view(),
             target,
             bias,
-            w,
-            self.ignore_index,
-            self.label_smoothing,
-            r.plain(),
-            g,
+            CrossEntropyOptions {
+                weight: w,
+                ignore_index: self.ignore_index,
+                label_smoothing: self.label_smoothing,
+                reduction: r.plain(),
+                grad: g,
+            },
         )
     }
 }
@@ -1153,7 +1157,7 @@ loss_properties! {
 }
 
 // =================================================================================================
-// binary_cross_entropy, binary_cross_entropy_with_logits (§2.8, §2.9).
+// binary_cross_entropy, binary_cross_entropy_with_logits.
 // =================================================================================================
 
 #[derive(Clone, Debug)]
@@ -1233,7 +1237,7 @@ loss_properties! {
 }
 
 // =================================================================================================
-// multi_margin, multilabel_margin (§2.11, §2.12).
+// multi_margin, multilabel_margin.
 // =================================================================================================
 
 #[derive(Clone, Debug)]
@@ -1420,7 +1424,7 @@ loss_properties! {
 }
 
 // =================================================================================================
-// multilabel_soft_margin, soft_margin (§2.10, §2.13).
+// multilabel_soft_margin, soft_margin.
 // =================================================================================================
 
 #[derive(Clone, Debug)]
@@ -1528,7 +1532,7 @@ loss_properties! {
 }
 
 // =================================================================================================
-// kl_div, poisson_nll, gaussian_nll (§2.14–2.16).
+// kl_div, poisson_nll, gaussian_nll.
 // =================================================================================================
 
 #[derive(Clone, Debug)]
@@ -1680,7 +1684,7 @@ fn var_shapes(xs: &[usize]) -> Vec<Vec<usize>> {
     out
 }
 
-/// The shape var broadcasts as (PyTorch's rule, LOSSES.md §2.16).
+/// The shape var broadcasts as (PyTorch's rule, docs/losses.md).
 fn effective_var_shape(xs: &[usize], vs: &[usize]) -> Vec<usize> {
     if vs != xs && xs.split_last().is_some_and(|(_, lead)| lead == vs) {
         vs.iter().copied().chain([1]).collect()
@@ -1721,7 +1725,7 @@ fn gaussian_nll_case() -> BoxedStrategy<Spec<ProbCall>> {
                     let (scalar, vshape) = match var {
                         Err(v) => (Some(v), vec![]),
                         Ok(v) => {
-                            // The clamp at eps is invisible to the gradient (§2.16): where it
+                            // The clamp at eps is invisible to the gradient: where it
                             // acts, ∂/∂var is not the derivative of the forward.
                             if v.iter().any(|&v| v < eps) {
                                 fd_skip.push("var");
@@ -1746,12 +1750,12 @@ loss_properties! {
     /// `gaussian_nll_loss`: tensor var in every accepted shape (full, one per row, one dim of
     /// size 1) or a scalar var; `full`, `eps`; target broadcast both ways; variances below
     /// eps sometimes (their gradient is not checked by finite differences: the clamp is
-    /// invisible to autograd, §2.16).
+    /// invisible to autograd).
     gaussian_nll: gaussian_nll_case()
 }
 
 // =================================================================================================
-// ctc_loss (§2.17).
+// ctc_loss.
 // =================================================================================================
 
 #[derive(Clone, Debug)]
@@ -1780,7 +1784,7 @@ fn log_softmax_last<T: Real>(z: &ArrayD<T>) -> ArrayD<T> {
 impl Call for CtcCall {
     /// floats[0] holds *logits*: the kernel's documented gradient is PyTorch's
     /// `exp(log_probs) − γ`, the gradient with respect to the logits when
-    /// `log_probs = log_softmax(logits)` (LOSSES.md §2.17, §4 item 2).
+    /// `log_probs = log_softmax(logits)` (docs/losses.md, docs/differences.md item 2).
     fn call<T: Real>(&self, f: &[ArrayD<T>], r: Red, g: bool) -> Result<LossOutput<T>, LossError> {
         let lp = log_softmax_last(&f[0]);
         ctc_loss(
@@ -1788,10 +1792,12 @@ impl Call for CtcCall {
             self.targets.view(),
             self.input_lengths.view(),
             self.target_lengths.view(),
-            self.blank,
-            self.zero_infinity,
-            r.plain(),
-            g,
+            CtcOptions {
+                blank: self.blank,
+                zero_infinity: self.zero_infinity,
+                reduction: r.plain(),
+                grad: g,
+            },
         )
     }
 }
@@ -1907,7 +1913,7 @@ loss_properties! {
 }
 
 // =================================================================================================
-// Ranking: margin_ranking, hinge_embedding, cosine_embedding (§2.18–2.20).
+// Ranking: margin_ranking, hinge_embedding, cosine_embedding.
 // =================================================================================================
 
 #[derive(Clone, Debug)]
@@ -2062,7 +2068,7 @@ loss_properties! {
 }
 
 // =================================================================================================
-// triplet_margin, triplet_margin_with_distance (§2.21, §2.22).
+// triplet_margin, triplet_margin_with_distance.
 // =================================================================================================
 
 #[derive(Clone, Copy, Debug)]
@@ -2089,16 +2095,27 @@ impl Call for TripletCall {
                 a,
                 p,
                 n,
-                self.margin,
-                self.p,
-                self.eps,
-                self.swap,
-                r.plain(),
-                g,
+                TripletMarginOptions {
+                    margin: self.margin,
+                    p: self.p,
+                    eps: self.eps,
+                    swap: self.swap,
+                    reduction: r.plain(),
+                    grad: g,
+                },
             ),
-            Some(d) => {
-                triplet_margin_with_distance_loss(a, p, n, d, self.margin, self.swap, r.plain(), g)
-            }
+            Some(d) => triplet_margin_with_distance_loss(
+                a,
+                p,
+                n,
+                TripletMarginWithDistanceOptions {
+                    distance_function: d,
+                    margin: self.margin,
+                    swap: self.swap,
+                    reduction: r.plain(),
+                    grad: g,
+                },
+            ),
         }
     }
 }
@@ -2379,7 +2396,18 @@ fn ce(
         Ok(t) => CeTarget::Indices(t.view()),
         Err(p) => CeTarget::Probs(p.view()),
     };
-    cross_entropy(x.view(), t, w.as_ref().map(|w| w.view()), ig, ls, r, true).unwrap()
+    cross_entropy(
+        x.view(),
+        t,
+        CrossEntropyOptions {
+            weight: w.as_ref().map(|w| w.view()),
+            ignore_index: ig,
+            label_smoothing: ls,
+            reduction: r,
+            grad: true,
+        },
+    )
+    .unwrap()
 }
 
 mod cross_entropy_relations {
@@ -2415,7 +2443,7 @@ mod cross_entropy_relations {
 
         /// Class indices with label smoothing ε give the losses of the one-hot probability
         /// target with the same ε, and of the smoothed one-hot `(1 − ε)·onehot + ε/C` without
-        /// smoothing (LOSSES.md §2.6 consistency facts); the means agree when unweighted (the
+        /// smoothing (docs/losses.md consistency facts); the means agree when unweighted (the
         /// weighted means have different denominators).
         #[test]
         fn class_indices_equal_their_one_hot_probabilities(
@@ -2579,7 +2607,7 @@ mod regression_relations {
         #![proptest_config(config())]
 
         /// `smooth_l1_loss` with β = 0 is exactly `l1_loss`; `huber_loss` with δ is
-        /// `δ · smooth_l1_loss` with β = δ (LOSSES.md §2.3, §2.4), gradients included.
+        /// `δ · smooth_l1_loss` with β = δ (docs/losses.md), gradients included.
         #[test]
         fn smooth_l1_and_huber_relate_to_l1_and_each_other(
             spec in regression(delta().prop_map(|delta| RegKind::Huber { delta }).boxed(), false)
@@ -2611,7 +2639,7 @@ mod triplet_relations {
         #![proptest_config(config())]
 
         /// `triplet_margin_with_distance_loss` with the default pairwise distance is
-        /// numerically identical to `triplet_margin_loss` with p = 2, eps = 1e-6 (§2.22).
+        /// numerically identical to `triplet_margin_loss` with p = 2, eps = 1e-6.
         #[test]
         fn default_distance_equals_triplet_margin_with_p2(
             spec in triplet_margin_with_distance_case()
@@ -2638,7 +2666,7 @@ mod kl_div_target_gradient {
         #![proptest_config(config())]
 
         /// With probabilities as target, a zero target contributes 0 to the loss and its
-        /// gradient is NaN (PyTorch's `xlogy` derivative, §2.14); elsewhere it is finite.
+        /// gradient is NaN (PyTorch's `xlogy` derivative); elsewhere it is finite.
         #[test]
         fn is_nan_exactly_where_the_target_is_zero(
             (x, y) in dims(0, 3, 5).prop_flat_map(|s| {
@@ -2668,7 +2696,7 @@ mod ctc_gradient_quirk {
 
         /// The returned gradient is PyTorch's `exp(log_probs) − γ` (times the upstream
         /// gradient) on the frames `t < T_b`: subtracting `exp(log_probs)·ĝ_b` there gives the
-        /// finite-difference derivative with respect to `log_probs` itself (`−γ`, §2.17).
+        /// finite-difference derivative with respect to `log_probs` itself (`−γ`).
         #[test]
         fn minus_exp_log_probs_is_the_true_partial_derivative(spec in ctc_case()) {
             let call = &spec.call;
@@ -2682,13 +2710,11 @@ mod ctc_gradient_quirk {
             let il: Vec<usize> = call.input_lengths.iter().map(|&v| v as usize).collect();
             let tl: Vec<usize> = call.target_lengths.iter().map(|&v| v as usize).collect();
             let run = |lp: &A, r: Reduction, g: bool| {
-                ctc_loss(lp.view(), call.targets.view(), call.input_lengths.view(),
-                         call.target_lengths.view(), call.blank, call.zero_infinity, r, g).unwrap()
+                ctc_loss(lp.view(), call.targets.view(), call.input_lengths.view(), call.target_lengths.view(), CtcOptions { blank: call.blank, zero_infinity: call.zero_infinity, reduction: r, grad: g }).unwrap()
             };
             let none = run(&lp, Reduction::None, false).loss;
             // Infinite losses (zeroed or not) have no derivative to compare with.
-            let unzeroed = ctc_loss(lp.view(), call.targets.view(), call.input_lengths.view(),
-                call.target_lengths.view(), call.blank, false, Reduction::None, false).unwrap();
+            let unzeroed = ctc_loss(lp.view(), call.targets.view(), call.input_lengths.view(), call.target_lengths.view(), CtcOptions { blank: call.blank, zero_infinity: false, reduction: Reduction::None, grad: false }).unwrap();
             prop_assume!(unzeroed.loss.iter().all(|v| v.is_finite()));
             for r in [Reduction::None, Reduction::Mean, Reduction::Sum] {
                 let out = run(&lp, r, true);

@@ -1,7 +1,7 @@
 //! `POST /v1/losses/cross_entropy`: `nn.CrossEntropyLoss` / `F.cross_entropy`.
 
 use lossd_kernels::LossOutput;
-use lossd_kernels::classification::cross_entropy::{CeTarget, cross_entropy};
+use lossd_kernels::classification::cross_entropy::{CeTarget, CrossEntropyOptions, cross_entropy};
 use serde_json::json;
 
 use super::nll_loss::minus_100;
@@ -103,11 +103,13 @@ impl Loss for CrossEntropy {
         Ok(cross_entropy(
             x.view(),
             target.view(),
-            w,
-            self.ignore_index,
-            self.label_smoothing,
-            self.reduction.into(),
-            grad,
+            CrossEntropyOptions {
+                weight: w,
+                ignore_index: self.ignore_index,
+                label_smoothing: self.label_smoothing,
+                reduction: self.reduction.into(),
+                grad,
+            },
         )?)
     }
 

@@ -1,7 +1,7 @@
 //! `POST /v1/losses/ctc_loss`: `nn.CTCLoss` / `F.ctc_loss`.
 
 use lossd_kernels::LossOutput;
-use lossd_kernels::probabilistic::ctc::ctc_loss;
+use lossd_kernels::probabilistic::ctc::{CtcOptions, ctc_loss};
 use serde_json::json;
 
 use super::{
@@ -96,10 +96,12 @@ impl Loss for CtcLoss {
             targets.view(),
             il.view(),
             tl.view(),
-            self.blank,
-            self.zero_infinity,
-            self.reduction.into(),
-            grad,
+            CtcOptions {
+                blank: self.blank,
+                zero_infinity: self.zero_infinity,
+                reduction: self.reduction.into(),
+                grad,
+            },
         )?)
     }
 

@@ -2,6 +2,7 @@
 //! `F.linear_cross_entropy` (new in PyTorch 2.15).
 
 use lossd_kernels::LossOutput;
+use lossd_kernels::classification::cross_entropy::CrossEntropyOptions;
 use lossd_kernels::classification::linear_cross_entropy::linear_cross_entropy;
 use serde_json::json;
 
@@ -120,11 +121,13 @@ impl Loss for LinearCrossEntropy {
             lw.view(),
             target.view(),
             bias.as_ref().map(|b| b.view()),
-            w.as_ref().map(|w| w.view()),
-            self.ignore_index.unwrap_or(-100),
-            self.label_smoothing,
-            self.reduction.into(),
-            grad,
+            CrossEntropyOptions {
+                weight: w.as_ref().map(|w| w.view()),
+                ignore_index: self.ignore_index.unwrap_or(-100),
+                label_smoothing: self.label_smoothing,
+                reduction: self.reduction.into(),
+                grad,
+            },
         )?)
     }
 

@@ -1,7 +1,7 @@
 //! `POST /v1/losses/triplet_margin_loss`: `nn.TripletMarginLoss` / `F.triplet_margin_loss`.
 
 use lossd_kernels::LossOutput;
-use lossd_kernels::ranking::triplet_margin::triplet_margin_loss;
+use lossd_kernels::ranking::triplet_margin::{TripletMarginOptions, triplet_margin_loss};
 use serde_json::json;
 
 use super::args::Float;
@@ -128,12 +128,14 @@ impl Loss for TripletMarginLoss {
             a.view(),
             p.view(),
             n.view(),
-            self.margin,
-            self.p.0,
-            self.eps,
-            self.swap,
-            self.reduction.into(),
-            grad,
+            TripletMarginOptions {
+                margin: self.margin,
+                p: self.p.0,
+                eps: self.eps,
+                swap: self.swap,
+                reduction: self.reduction.into(),
+                grad,
+            },
         )?)
     }
 

@@ -2,7 +2,7 @@
 
 use lossd_kernels::LossOutput;
 use lossd_kernels::ranking::triplet_margin_with_distance::{
-    DistanceFunction, triplet_margin_with_distance_loss,
+    DistanceFunction, TripletMarginWithDistanceOptions, triplet_margin_with_distance_loss,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -84,11 +84,13 @@ impl Loss for TripletMarginWithDistanceLoss {
             a.view(),
             p.view(),
             n.view(),
-            d,
-            self.margin,
-            self.swap,
-            self.reduction.into(),
-            grad,
+            TripletMarginWithDistanceOptions {
+                distance_function: d,
+                margin: self.margin,
+                swap: self.swap,
+                reduction: self.reduction.into(),
+                grad,
+            },
         )?)
     }
 

@@ -1,7 +1,7 @@
 //! `binary_cross_entropy` (`nn.BCELoss`): `ℓ = −w·[y·log x + (1 − y)·log(1 − x)]` on
-//! probabilities, LOSSES.md §2.8.
+//! probabilities, docs/losses.md.
 //!
-//! lossd mirrors ATen exactly (LOSSES.md §4 item 8): each log is clamped at −100 *before* it is
+//! lossd mirrors ATen exactly (docs/differences.md item 8): each log is clamped at −100 *before* it is
 //! multiplied, so `x ∈ {0, 1}` never gives NaN; the input gradient divides by
 //! `max(x(1 − x), EPS12)` (ATen's float32 `1e-12`) instead of differentiating the clamped
 //! logs; the target gradient `−w·logit(x)` is not clamped (±inf at `x ∈ {0, 1}`). Input and
@@ -9,36 +9,20 @@
 //! input before target, as ATen checks them. The weighted mean divides by the element count,
 //! not by `Σ w`. `weight` is not differentiable (PyTorch raises if it requires grad).
 
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray::ArrayViewD;
 
-use crate::broadcast::expands_to;
-use crate::cancel::checkpoint;
+use crate::broadcast::{expands_to, unravel};
 use crate::error::fmt_shape;
-use crate::reduction::{BLOCK, add_to_lanes, lanes_total, mean};
+use crate::reduction::{blocked_checked, reduce};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
-
-/// Elements between two cancellation checkpoints in the element-wise classification kernels.
-pub(crate) const CHUNK: usize = 1 << 16;
 
 /// ATen's `EPSILON` in `Loss.cpp`: `1e-12` stored as a float32, widened to `T`
 /// (9.99999996e-13 in `f64`).
 #[inline(always)]
 pub(crate) fn eps12<T: Real>() -> T {
     T::of(f64::from(1e-12f32))
-}
-
-/// The row-major multi-index of the `flat`-th element of a tensor of shape `shape`.
-pub(crate) fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
-    let mut idx = vec![0; shape.len()];
-    for (i, &d) in shape.iter().enumerate().rev() {
-        if d > 0 {
-            idx[i] = flat % d;
-            flat /= d;
-        }
-    }
-    idx
 }
 
 /// Checks that the optional tensor `arg` broadcasts to the input's `shape` without enlarging
@@ -159,32 +143,20 @@ pub fn binary_cross_entropy<T: Real>(
         true false false, true false true, true true false, true true true
     )?;
 
-    let loss = match reduction {
-        Reduction::None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
-        Reduction::Sum => ndarray::arr0(T::of(total)).into_dyn(),
-        Reduction::Mean => ndarray::arr0(T::of(mean(total, n))).into_dyn(),
-    };
-    let mut out = LossOutput::new(loss);
+    let mut out = LossOutput::new(reduce(reduction, &shape, losses, total, n));
     if grad {
-        out.grads.push((
-            "input",
-            ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n elements"),
-        ));
-        out.grads.push((
-            "target",
-            ArrayD::from_shape_vec(IxDyn(&shape), dy).expect("n elements"),
-        ));
+        out.push_grad("input", &shape, dx);
+        out.push_grad("target", &shape, dy);
     }
     Ok(out)
 }
 
-/// The pass over the elements in blocks of [`BLOCK`], specialised on the weight (`W`) and on
+/// The pass over the elements in blocks of [`BLOCK`](crate::reduction::BLOCK), specialised on the weight (`W`) and on
 /// what it writes (`KEEP`: `losses`; `GRAD`: `dx`, `dy`), so the element-wise loop
 /// (vectorisable `ln`/`ln_1p`) has no branches. Each block's losses go to the eight lanes
 /// (element `i` to lane `i mod 8`, the order of [`crate::reduction::Sum8`]); a cancellation
-/// checkpoint every [`CHUNK`] elements. Returns `Σ ℓ`.
+/// checkpoint every [`CHUNK`](crate::reduction::CHUNK) elements. Returns `Σ ℓ`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn pass<T: Real, const W: bool, const KEEP: bool, const GRAD: bool>(
     x: &[T],
     y: &[T],
@@ -194,57 +166,50 @@ fn pass<T: Real, const W: bool, const KEEP: bool, const GRAD: bool>(
     dx: &mut [T],
     dy: &mut [T],
 ) -> Result<f64, LossError> {
-    const { assert!(CHUNK.is_multiple_of(BLOCK)) };
     let (one, floor, eps) = (T::one(), T::of(-100.0), eps12::<T>());
     let n = x.len();
     let y = &y[..n];
     let w = if W { &w[..n] } else { w };
-    let losses = if KEEP { &mut losses[..n] } else { losses };
     let (dx, dy) = if GRAD {
         (&mut dx[..n], &mut dy[..n])
     } else {
         (dx, dy)
     };
-    let mut lanes = [0.0f64; 8];
-    let mut buf = [T::zero(); BLOCK];
-    for start in (0..n).step_by(BLOCK) {
-        if start % CHUNK == 0 {
-            checkpoint()?;
-        }
-        let end = (start + BLOCK).min(n);
-        let (xs, ys) = (&x[start..end], &y[start..end]);
-        let ws = if W { &w[start..end] } else { w };
-        let block = &mut buf[..end - start];
-        let (gxs, gys) = if GRAD {
-            (&mut dx[start..end], &mut dy[start..end])
-        } else {
-            (&mut dx[..0], &mut dy[..0])
-        };
-        for k in 0..block.len() {
-            let (xi, yi) = (xs[k], ys[k]);
-            // ATen's expression and operation order: `(y − 1)·max(log1p(−x), −100) − y·max(log x, −100)`.
-            let mut l = (yi - one) * (-xi).vln_1p().max(floor) - yi * xi.vln().max(floor);
-            if W {
-                l *= ws[k];
-            }
-            block[k] = l;
-            if GRAD {
-                let mut gx = (xi - yi) / ((one - xi) * xi).max(eps);
-                let mut gy = -(xi / (one - xi)).vln();
+
+    blocked_checked::<T, KEEP>(
+        n,
+        losses,
+        #[inline(always)]
+        |r, block| {
+            let (start, end) = (r.start, r.end);
+            let (xs, ys) = (&x[start..end], &y[start..end]);
+            let ws = if W { &w[start..end] } else { w };
+            let (gxs, gys) = if GRAD {
+                (&mut dx[start..end], &mut dy[start..end])
+            } else {
+                (&mut dx[..0], &mut dy[..0])
+            };
+            for k in 0..block.len() {
+                let (xi, yi) = (xs[k], ys[k]);
+                // ATen's expression and operation order: `(y − 1)·max(log1p(−x), −100) − y·max(log x, −100)`.
+                let mut l = (yi - one) * (-xi).vln_1p().max(floor) - yi * xi.vln().max(floor);
                 if W {
-                    gx *= ws[k];
-                    gy *= ws[k];
+                    l *= ws[k];
                 }
-                gxs[k] = gx / div;
-                gys[k] = gy / div;
+                block[k] = l;
+                if GRAD {
+                    let mut gx = (xi - yi) / ((one - xi) * xi).max(eps);
+                    let mut gy = -(xi / (one - xi)).vln();
+                    if W {
+                        gx *= ws[k];
+                        gy *= ws[k];
+                    }
+                    gxs[k] = gx / div;
+                    gys[k] = gy / div;
+                }
             }
-        }
-        if KEEP {
-            losses[start..end].copy_from_slice(block);
-        }
-        add_to_lanes(&mut lanes, block);
-    }
-    Ok(lanes_total(&lanes))
+        },
+    )
 }
 
 #[cfg(test)]
@@ -252,7 +217,7 @@ mod tests {
     use super::*;
     use crate::ErrorKind;
     use crate::testing::{Rng, assert_close, assert_grad, scalar};
-    use ndarray::array;
+    use ndarray::{ArrayD, IxDyn, array};
     use std::f64::consts::LN_2;
 
     fn bce(
@@ -267,7 +232,7 @@ mod tests {
 
     #[test]
     fn matches_the_worked_example_of_losses_md() {
-        // LOSSES.md §5: p=[0,.25,.5,1], y=[0,1,.5,0], none.
+        // The worked example: p=[0,.25,.5,1], y=[0,1,.5,0], none.
         let x = array![0.0, 0.25, 0.5, 1.0].into_dyn();
         let y = array![0.0, 1.0, 0.5, 0.0].into_dyn();
         let out = bce(&x, &y, None, Reduction::None, true).unwrap();

@@ -1,5 +1,5 @@
 //! `binary_cross_entropy_with_logits` (`nn.BCEWithLogitsLoss`): binary cross-entropy on logits,
-//! `ℓ = −w·[pw·y·log σ(x) + (1 − y)·log(1 − σ(x))]`, LOSSES.md §2.9.
+//! `ℓ = −w·[pw·y·log σ(x) + (1 − y)·log(1 − σ(x))]`, docs/losses.md.
 //!
 //! Computed in ATen's stable form `ℓ = w·[(1 − y)·x − (1 + (pw − 1)·y)·logσ(x)]` with
 //! `logσ(x) = min(x, 0) − log1p(exp(−|x|))`, so logits of any size are exact in `f32` and `f64`
@@ -9,12 +9,11 @@
 //! computes in one dtype per request, so PyTorch's "result follows the target's dtype" quirk
 //! does not arise.
 
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray::ArrayViewD;
 
-use super::binary_cross_entropy::{CHUNK, check_expands_to, check_same_shape};
+use super::binary_cross_entropy::{check_expands_to, check_same_shape};
 use super::soft_margin::sigmoid;
-use crate::cancel::checkpoint;
-use crate::reduction::{BLOCK, add_to_lanes, lanes_total, mean};
+use crate::reduction::{blocked_checked, reduce};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
@@ -75,7 +74,7 @@ pub fn binary_cross_entropy_with_logits<T: Real>(
         ($($w:literal $p:literal $k:literal $g:literal),*) => {
             match (w.is_some(), pw.is_some(), keep, grad) {
                 $(($w, $p, $k, $g) => vectorised!(pass::<T, $w, $p, $k, $g>(
-                    &x, &y, ws, pws, div, l, gx, gy
+                    &x, &y, ws, pws, div, l, [gx, gy]
                 )),)*
             }
         };
@@ -89,33 +88,21 @@ pub fn binary_cross_entropy_with_logits<T: Real>(
         true true true true
     )?;
 
-    let loss = match reduction {
-        Reduction::None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
-        Reduction::Sum => ndarray::arr0(T::of(total)).into_dyn(),
-        Reduction::Mean => ndarray::arr0(T::of(mean(total, n))).into_dyn(),
-    };
-    let mut out = LossOutput::new(loss);
+    let mut out = LossOutput::new(reduce(reduction, &shape, losses, total, n));
     if grad {
-        out.grads.push((
-            "input",
-            ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n elements"),
-        ));
-        out.grads.push((
-            "target",
-            ArrayD::from_shape_vec(IxDyn(&shape), dy).expect("n elements"),
-        ));
+        out.push_grad("input", &shape, dx);
+        out.push_grad("target", &shape, dy);
     }
     Ok(out)
 }
 
-/// The pass over the elements in blocks of [`BLOCK`], specialised on the optional tensors
+/// The pass over the elements in blocks of [`BLOCK`](crate::reduction::BLOCK), specialised on the optional tensors
 /// (`W`, `PW`) and on what it writes (`KEEP`: `losses`; `GRAD`: `dx`, `dy`), so the
 /// element-wise loop has no branches and vectorises (one `exp(−|x|)` per element serves
 /// `logσ(x)`, `logσ(−x)` and `σ(x)`). Each block's losses go to the eight lanes (element `i`
 /// to lane `i mod 8`, the order of [`crate::reduction::Sum8`]); a cancellation checkpoint
-/// every [`CHUNK`] elements. Returns `Σ ℓ`.
+/// every [`CHUNK`](crate::reduction::CHUNK) elements. Returns `Σ ℓ`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn pass<T: Real, const W: bool, const PW: bool, const KEEP: bool, const GRAD: bool>(
     x: &[T],
     y: &[T],
@@ -123,75 +110,67 @@ fn pass<T: Real, const W: bool, const PW: bool, const KEEP: bool, const GRAD: bo
     pw: &[T],
     div: T,
     losses: &mut [T],
-    dx: &mut [T],
-    dy: &mut [T],
+    [dx, dy]: [&mut [T]; 2],
 ) -> Result<f64, LossError> {
-    const { assert!(CHUNK.is_multiple_of(BLOCK)) };
     let one = T::one();
     let n = x.len();
     let y = &y[..n];
     let w = if W { &w[..n] } else { w };
     let pw = if PW { &pw[..n] } else { pw };
-    let losses = if KEEP { &mut losses[..n] } else { losses };
     let (dx, dy) = if GRAD {
         (&mut dx[..n], &mut dy[..n])
     } else {
         (dx, dy)
     };
-    let mut lanes = [0.0f64; 8];
-    let mut buf = [T::zero(); BLOCK];
-    for start in (0..n).step_by(BLOCK) {
-        if start % CHUNK == 0 {
-            checkpoint()?;
-        }
-        let end = (start + BLOCK).min(n);
-        let len = end - start;
-        let (xs, ys) = (&x[start..end], &y[start..end]);
-        let ws = if W { &w[start..end] } else { w };
-        let pws = if PW { &pw[start..end] } else { pw };
-        let block = &mut buf[..len];
-        let (gxs, gys) = if GRAD {
-            (&mut dx[start..end], &mut dy[start..end])
-        } else {
-            (&mut dx[..0], &mut dy[..0])
-        };
-        for k in 0..len {
-            let (xi, yi) = (xs[k], ys[k]);
-            let ls = log_sigmoid(xi);
-            // ATen: `(1 − y)·x − logσ(x)·((pw − 1)·y + 1)`, then `·w`.
-            let mut l = if PW {
-                (one - yi) * xi - ls * ((pws[k] - one) * yi + one)
+
+    blocked_checked::<T, KEEP>(
+        n,
+        losses,
+        #[inline(always)]
+        |r, block| {
+            let (start, end) = (r.start, r.end);
+            let len = end - start;
+            let (xs, ys) = (&x[start..end], &y[start..end]);
+            let ws = if W { &w[start..end] } else { w };
+            let pws = if PW { &pw[start..end] } else { pw };
+            let (gxs, gys) = if GRAD {
+                (&mut dx[start..end], &mut dy[start..end])
             } else {
-                (one - yi) * xi - ls
+                (&mut dx[..0], &mut dy[..0])
             };
-            if W {
-                l *= ws[k];
-            }
-            block[k] = l;
-            if GRAD {
-                let (mut gx, mut gy) = if PW {
-                    let t = pws[k] * yi;
-                    (
-                        (t + one - yi) * sigmoid(xi) - t,
-                        log_sigmoid(-xi) - ls * pws[k],
-                    )
+            for k in 0..len {
+                let (xi, yi) = (xs[k], ys[k]);
+                let ls = log_sigmoid(xi);
+                // ATen: `(1 − y)·x − logσ(x)·((pw − 1)·y + 1)`, then `·w`.
+                let mut l = if PW {
+                    (one - yi) * xi - ls * ((pws[k] - one) * yi + one)
                 } else {
-                    (sigmoid(xi) - yi, -xi)
+                    (one - yi) * xi - ls
                 };
                 if W {
-                    gx *= ws[k];
-                    gy *= ws[k];
+                    l *= ws[k];
                 }
-                gxs[k] = gx / div;
-                gys[k] = gy / div;
+                block[k] = l;
+                if GRAD {
+                    let (mut gx, mut gy) = if PW {
+                        let t = pws[k] * yi;
+                        (
+                            (t + one - yi) * sigmoid(xi) - t,
+                            log_sigmoid(-xi) - ls * pws[k],
+                        )
+                    } else {
+                        (sigmoid(xi) - yi, -xi)
+                    };
+                    if W {
+                        gx *= ws[k];
+                        gy *= ws[k];
+                    }
+                    gxs[k] = gx / div;
+                    gys[k] = gy / div;
+                }
             }
-        }
-        if KEEP {
-            losses[start..end].copy_from_slice(block);
-        }
-        add_to_lanes(&mut lanes, block);
-    }
-    Ok(lanes_total(&lanes))
+        },
+    )
 }
 
 #[cfg(test)]
@@ -199,7 +178,7 @@ mod tests {
     use super::*;
     use crate::ErrorKind;
     use crate::testing::{Rng, assert_close, assert_grad, scalar};
-    use ndarray::array;
+    use ndarray::{ArrayD, IxDyn, array};
 
     type Opt<'a> = Option<&'a ArrayD<f64>>;
 
@@ -229,7 +208,7 @@ mod tests {
 
     #[test]
     fn matches_the_worked_example_of_losses_md() {
-        // LOSSES.md §5 gives the outputs for pos_weight=2, none, but not x and y; these are
+        // The worked example gives the outputs for pos_weight=2, none, but not x and y; these are
         // the values its gradients solve for.
         let x = array![-3.0, 0.0, 1.5, 50.0].into_dyn();
         let y = array![0.0, 1.0, 0.5, 0.0].into_dyn();

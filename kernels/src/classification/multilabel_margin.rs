@@ -1,21 +1,21 @@
 //! `multilabel_margin_loss` (`nn.MultiLabelMarginLoss`): the multi-label hinge
-//! `ℓ_n = (1/C)·Σ_{j ∈ J} Σ_{i ∉ J} max(0, 1 − (x_j − x_i))`, LOSSES.md §2.12.
+//! `ℓ_n = (1/C)·Σ_{j ∈ J} Σ_{i ∉ J} max(0, 1 − (x_j − x_i))`, docs/losses.md.
 //!
 //! `J` is the prefix of the sample's target row before its first negative entry; duplicates in
 //! it count with multiplicity (each occurrence adds its terms again). As in ATen's
 //! `LossMultiLabelMargin.cpp`, every entry of the whole target tensor must lie in `[−1, C − 1]`,
 //! even after the first −1, and a hinge at exactly 0 contributes nothing. lossd decision
-//! (LOSSES.md §4 item 1): an empty batch `(0, C)` gives `sum = 0` and `mean = NaN` where
+//! (docs/differences.md item 1): an empty batch `(0, C)` gives `sum = 0` and `mean = NaN` where
 //! PyTorch 2.15 returns uninitialised memory. Sums accumulate in `f64`; the gradient counts
 //! active pairs exactly instead of adding `±1/C` repeatedly.
 
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray::ArrayViewD;
 
-use super::binary_cross_entropy::unravel;
 use super::multi_margin::samples_and_classes;
+use crate::broadcast::unravel;
 use crate::cancel::checkpoint;
 use crate::error::fmt_shape;
-use crate::reduction::{Sum8, mean};
+use crate::reduction::{Sum8, reduce};
 use crate::regression::contiguous;
 use crate::{LossError, LossOutput, Real, Reduction};
 
@@ -141,20 +141,11 @@ pub fn multilabel_margin_loss<T: Real>(
         }
     }
 
-    let loss = match reduction {
-        Reduction::None => {
-            let out_shape: &[usize] = if shape.len() == 2 { &[n] } else { &[] };
-            ArrayD::from_shape_vec(IxDyn(out_shape), losses).expect("n elements")
-        }
-        Reduction::Sum => ndarray::arr0(T::of(raw_total.total() / c as f64)).into_dyn(),
-        Reduction::Mean => ndarray::arr0(T::of(mean(raw_total.total() / c as f64, n))).into_dyn(),
-    };
-    let mut out = LossOutput::new(loss);
+    let out_shape: &[usize] = if shape.len() == 2 { &[n] } else { &[] };
+    let total = raw_total.total() / c as f64;
+    let mut out = LossOutput::new(reduce(reduction, out_shape, losses, total, n));
     if grad {
-        out.grads.push((
-            "input",
-            ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n·c elements"),
-        ));
+        out.push_grad("input", &shape, dx);
     }
     Ok(out)
 }
@@ -164,7 +155,7 @@ mod tests {
     use super::*;
     use crate::ErrorKind;
     use crate::testing::{Rng, assert_close, assert_grad, scalar};
-    use ndarray::array;
+    use ndarray::{ArrayD, IxDyn, array};
 
     fn mlm(
         x: &ArrayD<f64>,
@@ -192,7 +183,7 @@ mod tests {
 
     #[test]
     fn duplicate_targets_count_with_multiplicity() {
-        // LOSSES.md §2.12 (verified on torch 2.15): x=[.5,−.3,.2,.9], y=[1,1,−1,2] → 2.75.
+        // docs/losses.md (verified on torch 2.15): x=[.5,−.3,.2,.9], y=[1,1,−1,2] → 2.75.
         let x = array![0.5, -0.3, 0.2, 0.9].into_dyn();
         let t = array![1, 1, -1, 2].into_dyn();
         let out = mlm(&x, &t, Reduction::None, true).unwrap();

@@ -1,6 +1,6 @@
 //! `multilabel_soft_margin_loss` (`nn.MultiLabelSoftMarginLoss`): per-class logistic loss
 //! averaged over the classes, `ℓ_n = (1/C)·Σ_c w_c·e_{n,c}` with
-//! `e = −[y·logσ(x) + (1 − y)·logσ(−x)]`, LOSSES.md §2.10.
+//! `e = −[y·logσ(x) + (1 − y)·logσ(−x)]`, docs/losses.md.
 //!
 //! lossd mirrors PyTorch's functional exactly: input, target and weight broadcast together
 //! (no value is checked; targets need not be 0/1), the loss is summed over dimension
@@ -12,7 +12,7 @@ use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use crate::broadcast::{broadcast_pair, unbroadcast};
 use crate::cancel::checkpoint;
-use crate::reduction::{Sum8, add_to_lanes, lanes_total, mean, upstream};
+use crate::reduction::{Sum8, add_to_lanes, lanes_total, reduce, upstream};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
@@ -92,7 +92,7 @@ pub fn multilabel_soft_margin_loss<T: Real>(
     macro_rules! go {
         ($($k:literal $g:literal $w:literal),*) => {
             match (keep, grad, w.is_some()) {
-                $(($k, $g, $w) => vectorised!(pass::<T, $k, $g, $w>(&x, &y, ws, dims, l, gx, gy, gw)),)*
+                $(($k, $g, $w) => vectorised!(pass::<T, $k, $g, $w>(&x, &y, ws, dims, l, [gx, gy, gw])),)*
             }
         };
     }
@@ -101,12 +101,7 @@ pub fn multilabel_soft_margin_loss<T: Real>(
         true false false, true false true, true true false, true true true
     )?;
 
-    let loss = match reduction {
-        Reduction::None => ArrayD::from_shape_vec(IxDyn(&out_shape), losses).expect("m elements"),
-        Reduction::Sum => ndarray::arr0(T::of(total)).into_dyn(),
-        Reduction::Mean => ndarray::arr0(T::of(mean(total, m))).into_dyn(),
-    };
-    let mut out = LossOutput::new(loss);
+    let mut out = LossOutput::new(reduce(reduction, &out_shape, losses, total, m));
     if grad {
         let full = |v: Vec<T>| ArrayD::from_shape_vec(IxDyn(&shape), v).expect("len elements");
         out.grads.push(("input", unbroadcast(full(dx), &xs)));
@@ -141,16 +136,13 @@ const GROUP_ELEMS: usize = 4096;
 /// [`Sum8`]) and the row losses to the running total in the same order as before.
 /// Returns `Σ ℓ`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn pass<T: Real, const KEEP: bool, const GRAD: bool, const W: bool>(
     x: &[T],
     y: &[T],
     w: &[T],
     d: Dims<T>,
     losses: &mut [T],
-    dx: &mut [T],
-    dy: &mut [T],
-    dw: &mut [T],
+    [dx, dy, dw]: [&mut [T]; 3],
 ) -> Result<f64, LossError> {
     let (zero, one) = (T::zero(), T::one());
     let Dims {
@@ -259,7 +251,7 @@ mod tests {
 
     #[test]
     fn matches_the_worked_example_of_losses_md() {
-        // LOSSES.md §5 (x and y solved from its gradient; checked on torch 2.15).
+        // The worked example (x and y solved from its gradient; checked on torch 2.15).
         let x = array![[0.5, -1.0, 2.0]].into_dyn();
         let y = array![[1.0, 0.0, 1.0]].into_dyn();
         let out = mlsm(&x, &y, None, Reduction::None, true).unwrap();

@@ -1,14 +1,14 @@
 //! `soft_margin_loss` (`nn.SoftMarginLoss`): `ℓ = log(1 + exp(−target · input))`,
-//! LOSSES.md §2.13.
+//! docs/losses.md.
 //!
-//! Computed stably as `softplus(z)` with `z = −y·x` (LOSSES.md §4 item 9): equal to PyTorch
+//! Computed stably as `softplus(z)` with `z = −y·x` (docs/differences.md item 9): equal to PyTorch
 //! wherever PyTorch is finite, and finite where PyTorch's literal formula overflows to `inf`.
 
-use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use ndarray::ArrayViewD;
 
 use crate::broadcast::expands_to;
 use crate::error::fmt_shape;
-use crate::reduction::{BLOCK, add_to_lanes, lanes_total, mean};
+use crate::reduction::{blocked, reduce};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
@@ -53,26 +53,18 @@ pub fn soft_margin_loss<T: Real>(
         (true, false) => pass::<T, true, false>(&x, &y, l, d),
         (true, true) => pass::<T, true, true>(&x, &y, l, d),
     });
-    let loss = match reduction {
-        Reduction::None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
-        Reduction::Sum => ndarray::arr0(T::of(total)).into_dyn(),
-        Reduction::Mean => ndarray::arr0(T::of(mean(total, n))).into_dyn(),
-    };
-    let mut out = LossOutput::new(loss);
+    let mut out = LossOutput::new(reduce(reduction, &shape, losses, total, n));
     if grad {
         if reduction == Reduction::Mean {
             let s = T::of(1.0 / n as f64);
             dx.iter_mut().for_each(|g| *g *= s);
         }
-        out.grads.push((
-            "input",
-            ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n elements"),
-        ));
+        out.push_grad("input", &shape, dx);
     }
     Ok(out)
 }
 
-/// The pass over the elements, in blocks of [`BLOCK`]: `ℓ = softplus(−y·x)` and, when
+/// The pass over the elements, in blocks of [`BLOCK`](crate::reduction::BLOCK): `ℓ = softplus(−y·x)` and, when
 /// `GRAD`, `−y·σ(−y·x)` element-wise (vectorised), then the block's losses added to the
 /// eight lanes (element `i` to lane `i mod 8`, the order of [`crate::reduction::Sum8`]).
 /// Returns `Σ ℓ`; fills `losses` when `KEEP` and `dx` when `GRAD`.
@@ -85,39 +77,35 @@ fn pass<T: Real, const KEEP: bool, const GRAD: bool>(
 ) -> f64 {
     let n = x.len();
     let y = &y[..n];
-    let losses = if KEEP { &mut losses[..n] } else { losses };
     let dx = if GRAD { &mut dx[..n] } else { dx };
-    let mut lanes = [0.0f64; 8];
-    let mut buf = [T::zero(); BLOCK];
-    for start in (0..n).step_by(BLOCK) {
-        let end = (start + BLOCK).min(n);
-        let (xs, ys) = (&x[start..end], &y[start..end]);
-        let block = &mut buf[..end - start];
-        for ((l, &xv), &yv) in block.iter_mut().zip(xs).zip(ys) {
-            *l = softplus(-yv * xv);
-        }
-        if GRAD {
-            for ((g, &xv), &yv) in dx[start..end].iter_mut().zip(xs).zip(ys) {
-                *g = -yv * sigmoid(-yv * xv);
+    blocked::<T, KEEP>(
+        n,
+        losses,
+        #[inline(always)]
+        |r, block| {
+            let (xs, ys) = (&x[r.clone()], &y[r.clone()]);
+            for ((l, &xv), &yv) in block.iter_mut().zip(xs).zip(ys) {
+                *l = softplus(-yv * xv);
             }
-        }
-        if KEEP {
-            losses[start..end].copy_from_slice(block);
-        }
-        add_to_lanes(&mut lanes, block);
-    }
-    lanes_total(&lanes)
+            if GRAD {
+                for ((g, &xv), &yv) in dx[r].iter_mut().zip(xs).zip(ys) {
+                    *g = -yv * sigmoid(-yv * xv);
+                }
+            }
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reduction::BLOCK;
     use crate::testing::{Rng, assert_close, assert_grad, scalar};
     use ndarray::array;
 
     #[test]
     fn matches_the_worked_example_of_losses_md() {
-        // LOSSES.md §5 gives loss and gradient, but not x and y: reconstruct from the formula.
+        // The worked example gives loss and gradient, but not x and y: reconstruct from the formula.
         let x = array![0.5, -1.5, 0.3, -0.5].into_dyn();
         let y = array![1.0, 1.0, -1.0, -1.0].into_dyn();
         let out = soft_margin_loss(x.view(), y.view(), Reduction::None, true).unwrap();

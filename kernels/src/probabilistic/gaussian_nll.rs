@@ -1,8 +1,8 @@
 //! `gaussian_nll_loss` (`nn.GaussianNLLLoss`):
 //! `ℓ = ½ (log max(var, eps) + (input − target)² / max(var, eps))`, plus `½ log 2π` with
-//! `full`, LOSSES.md §2.16.
+//! `full`, docs/losses.md.
 //!
-//! lossd mirrors PyTorch (LOSSES.md §4 item 12): negative variances are rejected first, then
+//! lossd mirrors PyTorch (docs/differences.md item 12): negative variances are rejected first, then
 //! `var`'s shape is checked by PyTorch's rule (the input's shape; the input's shape without
 //! its last dimension, which gets a trailing 1; or the input's rank with the sizes where they
 //! differ summing to 1), then input, target and var broadcast. The clamp at `eps` is invisible
@@ -15,7 +15,7 @@ use ndarray::{ArrayD, ArrayViewD, Axis, Dimension, IxDyn};
 
 use crate::broadcast::{broadcast_pair, unbroadcast};
 use crate::error::fmt_shape;
-use crate::reduction::{BLOCK, Reduction, add_to_lanes, lanes_total, mean};
+use crate::reduction::{Reduction, blocked, reduce};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real};
@@ -200,12 +200,7 @@ pub fn gaussian_nll_loss<T: Real>(
         (false, true, true) => vectorised!(pass::<T, false, true, true>(&x, &y, &v, c, l, gx, gv)),
     };
 
-    let loss = match reduction {
-        Reduction::None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
-        Reduction::Sum => ndarray::arr0(T::of(total)).into_dyn(),
-        Reduction::Mean => ndarray::arr0(T::of(mean(total, n))).into_dyn(),
-    };
-    let mut out = LossOutput::new(loss);
+    let mut out = LossOutput::new(reduce(reduction, &shape, losses, total, n));
     if grad {
         let dy: Vec<T> = dx.iter().map(|&g| -g).collect();
         let dx = ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n elements");
@@ -241,13 +236,12 @@ struct Consts<T> {
     full: bool,
 }
 
-/// The pass over the elements in blocks of [`BLOCK`], specialised on a scalar var (`VS`:
+/// The pass over the elements in blocks of [`BLOCK`](crate::reduction::BLOCK), specialised on a scalar var (`VS`:
 /// `v` has one element and no gradient) and on what it writes (`KEEP`: `losses`; `GRAD`:
 /// `dx`, and `dv` unless `VS`), so the element-wise loop (with the vectorisable `ln`) has no
 /// branches. Each block's losses go to the eight lanes (element `i` to lane `i mod 8`, the
 /// order of [`crate::reduction::Sum8`]). Returns `Σ ℓ`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn pass<T: Real, const VS: bool, const KEEP: bool, const GRAD: bool>(
     x: &[T],
     y: &[T],
@@ -262,53 +256,50 @@ fn pass<T: Real, const VS: bool, const KEEP: bool, const GRAD: bool>(
     let n = x.len();
     let y = &y[..n];
     let v = if VS { &v[..1] } else { &v[..n] };
-    let losses = if KEEP { &mut losses[..n] } else { losses };
     let dx = if GRAD { &mut dx[..n] } else { dx };
     let dv = if GRAD && !VS { &mut dv[..n] } else { dv };
-    let mut lanes = [0.0f64; 8];
-    let mut buf = [T::zero(); BLOCK];
-    for start in (0..n).step_by(BLOCK) {
-        let end = (start + BLOCK).min(n);
-        let len = end - start;
-        let (xs, ys) = (&x[start..end], &y[start..end]);
-        let vs = if VS { v } else { &v[start..end] };
-        let block = &mut buf[..len];
-        let gxs = if GRAD {
-            &mut dx[start..end]
-        } else {
-            &mut dx[..0]
-        };
-        let gvs = if GRAD && !VS {
-            &mut dv[start..end]
-        } else {
-            &mut dv[..0]
-        };
-        for k in 0..len {
-            let d = xs[k] - ys[k];
-            let vi = clamp_min(if VS { vs[0] } else { vs[k] }, c.eps);
-            let q = d * d;
-            let l = half * (vi.vln() + q / vi);
-            block[k] = if c.full { l + c.constant } else { l };
-            if GRAD {
-                gxs[k] = gs / vi * (two * d);
-                if !VS {
-                    gvs[k] = gs / vi + (-gs) * (q / vi / vi);
+
+    blocked::<T, KEEP>(
+        n,
+        losses,
+        #[inline(always)]
+        |r, block| {
+            let (start, end) = (r.start, r.end);
+            let len = end - start;
+            let (xs, ys) = (&x[start..end], &y[start..end]);
+            let vs = if VS { v } else { &v[start..end] };
+            let gxs = if GRAD {
+                &mut dx[start..end]
+            } else {
+                &mut dx[..0]
+            };
+            let gvs = if GRAD && !VS {
+                &mut dv[start..end]
+            } else {
+                &mut dv[..0]
+            };
+            for k in 0..len {
+                let d = xs[k] - ys[k];
+                let vi = clamp_min(if VS { vs[0] } else { vs[k] }, c.eps);
+                let q = d * d;
+                let l = half * (vi.vln() + q / vi);
+                block[k] = if c.full { l + c.constant } else { l };
+                if GRAD {
+                    gxs[k] = gs / vi * (two * d);
+                    if !VS {
+                        gvs[k] = gs / vi + (-gs) * (q / vi / vi);
+                    }
                 }
             }
-        }
-        if KEEP {
-            losses[start..end].copy_from_slice(block);
-        }
-        add_to_lanes(&mut lanes, block);
-    }
-    lanes_total(&lanes)
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ErrorKind;
-    use crate::testing::{Rng, assert_close, assert_grad, scalar};
+    use crate::testing::{Rng, assert_close, assert_grads3};
     use ndarray::array;
 
     fn run(
@@ -331,7 +322,7 @@ mod tests {
 
     #[test]
     fn matches_the_worked_example_of_losses_md() {
-        // LOSSES.md §5 (var (2,1), full, none): input − target = [[0.5, −0.5], [0, −2]] and
+        // The worked example (var (2,1), full, none): input − target = [[0.5, −0.5], [0, −2]] and
         // var = [[0.5], [2]], recovered from its gradients (x − y)/v.
         let x = array![[1.0, 0.5], [2.0, -1.0]].into_dyn();
         let y = array![[0.5, 1.0], [2.0, 1.0]].into_dyn();
@@ -435,7 +426,7 @@ mod tests {
 
     #[test]
     fn the_clamp_is_invisible_to_the_gradient() {
-        // LOSSES.md §2.16: var = 0, d = 1, eps = 1e-6 gives ∂/∂var = −4.999995e11.
+        // docs/losses.md: var = 0, d = 1, eps = 1e-6 gives ∂/∂var = −4.999995e11.
         let x = array![1.0].into_dyn();
         let y = array![0.0].into_dyn();
         let v = array![0.0].into_dyn();
@@ -585,17 +576,9 @@ mod tests {
                     let f = |x: &ArrayD<f64>, y: &ArrayD<f64>, v: &ArrayD<f64>| {
                         run(x, y, v, full, reduction).unwrap()
                     };
-                    let out = f(&x, &y, &v);
                     let what = format!("{xs:?}/{ys:?}/{vs:?} full={full} {reduction:?}");
-                    assert_grad(&what, &x, out.grad("input").unwrap(), |x| {
-                        scalar(&f(x, &y, &v))
-                    });
-                    assert_grad(&what, &y, out.grad("target").unwrap(), |y| {
-                        scalar(&f(&x, y, &v))
-                    });
-                    assert_grad(&what, &v, out.grad("var").unwrap(), |v| {
-                        scalar(&f(&x, &y, v))
-                    });
+                    let args = [&x, &y, &v];
+                    assert_grads3(&what, args, ["input", "target", "var"], f);
                 }
             }
         }

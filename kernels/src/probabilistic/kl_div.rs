@@ -1,9 +1,9 @@
 //! `kl_div` (`nn.KLDivLoss`): `ℓ = xlogy(target, target) − target · input`, or
-//! `exp(target) · (target − input)` with `log_target`, LOSSES.md §2.14.
+//! `exp(target) · (target − input)` with `log_target`, docs/losses.md.
 //!
 //! Input and target broadcast silently. lossd mirrors PyTorch exactly, including its quirks:
 //! `reduction = Mean` divides by every element and adds PyTorch's warning to `warnings`
-//! (LOSSES.md §4 item 10); `BatchMean` divides by `input.size(0)` (a 0-d input gets the plain
+//! (docs/differences.md item 10); `BatchMean` divides by `input.size(0)` (a 0-d input gets the plain
 //! sum); a zero target contributes 0 (NaN when the input is infinite), a negative one NaN; the
 //! target gradient is NaN where the target is 0, as autograd's `xlogy` derivative gives.
 
@@ -125,22 +125,34 @@ fn xlogy_grad<T: Real>(g: T, y: T, ln_y: T) -> T {
     g * xlogy(nonzero, y, ln_y) + g * y / y
 }
 
-/// [`kl_div`]'s pass over the elements in blocks: each block's losses are summed in order into
-/// `total` (the order of adding them one by one) and kept in `losses` when `keep`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn pass<T: Real>(
-    x: &[T],
-    y: &[T],
-    g: T,
+/// What [`pass`] computes: the target's form, whether it keeps the losses and computes the
+/// gradients, and whether the target's gradient is split (see [`kl_div`]).
+#[derive(Clone, Copy)]
+struct Mode {
     log_target: bool,
     keep: bool,
     grad: bool,
     split: bool,
+}
+
+/// [`kl_div`]'s pass over the elements in blocks: each block's losses are summed in order into
+/// `total` (the order of adding them one by one) and kept in `losses` when `keep`.
+#[inline(always)]
+fn pass<T: Real>(
+    x: &[T],
+    y: &[T],
+    g: T,
+    mode: Mode,
     losses: &mut [T],
     dx: &mut [T],
     dy: &mut [T],
 ) -> f64 {
+    let Mode {
+        log_target,
+        keep,
+        grad,
+        split,
+    } = mode;
     const BLOCK: usize = 512;
     let n = x.len();
     let mut total = Sum8::new();
@@ -210,18 +222,13 @@ pub fn kl_div<T: Real>(
     // target's own derivative (`y/y`, `exp(y)`) applies, which matters where a per-element
     // product underflows (a subnormal target under `mean`) or overflows.
     let split = grad && n > 0 && ys != shape;
-    let total = vectorised!(pass(
-        &x,
-        &y,
-        g,
+    let mode = Mode {
         log_target,
         keep,
         grad,
         split,
-        &mut losses,
-        &mut dx,
-        &mut dy
-    ));
+    };
+    let total = vectorised!(pass(&x, &y, g, mode, &mut losses, &mut dx, &mut dy));
 
     let loss = match reduction {
         KlReduction::None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
@@ -281,7 +288,7 @@ mod tests {
     use crate::testing::{Rng, assert_close, assert_grad, scalar};
     use ndarray::array;
 
-    /// LOSSES.md §5's KLDivLoss case (x, y recovered from its gradients `−y/2` and
+    /// The worked example's KLDivLoss case (x, y recovered from its gradients `−y/2` and
     /// `(log y + 1 − x)/2`; `x[0][0]` is free since `y[0][0] = 0`).
     fn worked_example() -> (ArrayD<f64>, ArrayD<f64>) {
         let x = array![[-1.0, -0.5, -2.0], [-0.1, -3.0, -1.5]].into_dyn();
@@ -552,18 +559,13 @@ mod tests {
                 vector,
                 #[inline(always)]
                 || {
-                    pass(
-                        x,
-                        y,
-                        T::of(0.25),
-                        log,
-                        true,
-                        true,
-                        false,
-                        &mut l,
-                        &mut dx,
-                        &mut dy,
-                    )
+                    let mode = Mode {
+                        log_target: log,
+                        keep: true,
+                        grad: true,
+                        split: false,
+                    };
+                    pass(x, y, T::of(0.25), mode, &mut l, &mut dx, &mut dy)
                 },
             );
             let mut bits = vec![t.to_bits()];

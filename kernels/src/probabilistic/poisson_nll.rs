@@ -1,15 +1,15 @@
 //! `poisson_nll_loss` (`nn.PoissonNLLLoss`): `ℓ = exp(input) − target · input`, or
-//! `input − target · log(input + eps)` without `log_input`, LOSSES.md §2.15.
+//! `input − target · log(input + eps)` without `log_input`, docs/losses.md.
 //!
 //! Input and target broadcast silently; no value is checked (as in PyTorch). `full` adds the
 //! Stirling term `y·log y − y + ½·log(2π y)` only where `y > 1`. lossd returns the gradient
 //! with respect to the input only: PyTorch's target gradient is NaN at `y ≤ 0` with `full`,
-//! and lossd does not expose it (LOSSES.md §4 item 11).
+//! and lossd does not expose it (docs/differences.md item 11).
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
 use crate::broadcast::{broadcast_pair, unbroadcast};
-use crate::reduction::{BLOCK, Reduction, add_to_lanes, lanes_total, mean};
+use crate::reduction::{Reduction, blocked, reduce};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real};
@@ -78,12 +78,7 @@ pub fn poisson_nll_loss<T: Real>(
         true true true true
     );
 
-    let loss = match reduction {
-        Reduction::None => ArrayD::from_shape_vec(IxDyn(&shape), losses).expect("n elements"),
-        Reduction::Sum => ndarray::arr0(T::of(total)).into_dyn(),
-        Reduction::Mean => ndarray::arr0(T::of(mean(total, n))).into_dyn(),
-    };
-    let mut out = LossOutput::new(loss);
+    let mut out = LossOutput::new(reduce(reduction, &shape, losses, total, n));
     if grad {
         let dx = if broadcast {
             broadcast_input_grad(&input, &y, &shape, log_input, eps, g)
@@ -138,7 +133,7 @@ fn broadcast_input_grad<T: Real>(
     dx
 }
 
-/// The pass over the elements in blocks of [`BLOCK`], specialised on `log_input` (`LOG`),
+/// The pass over the elements in blocks of [`BLOCK`](crate::reduction::BLOCK), specialised on `log_input` (`LOG`),
 /// `full` (`FULL`) and what it writes (`KEEP`: `losses`; `GRAD`: `dx`), so the element-wise
 /// loop (vectorisable `exp`/`ln`; the Stirling term computed everywhere and selected where
 /// `y > 1` or `y` is NaN) has no branches. Each block's losses go to the eight lanes (element
@@ -154,48 +149,38 @@ fn pass<T: Real, const LOG: bool, const FULL: bool, const KEEP: bool, const GRAD
 ) -> f64 {
     let n = x.len();
     let y = &y[..n];
-    let losses = if KEEP { &mut losses[..n] } else { losses };
     let dx = if GRAD { &mut dx[..n] } else { dx };
-    let mut lanes = [0.0f64; 8];
-    let mut buf = [T::zero(); BLOCK];
-    for start in (0..n).step_by(BLOCK) {
-        let end = (start + BLOCK).min(n);
-        let len = end - start;
-        let (xs, ys) = (&x[start..end], &y[start..end]);
-        let block = &mut buf[..len];
-        let gs = if GRAD {
-            &mut dx[start..end]
-        } else {
-            &mut dx[..0]
-        };
-        for k in 0..len {
-            let (xi, yi) = (xs[k], ys[k]);
-            let l = if LOG {
-                let e = xi.vexp();
-                if GRAD {
-                    gs[k] = g * e + (-g) * yi;
-                }
-                e - yi * xi
-            } else {
-                let shifted = xi + eps;
-                if GRAD {
-                    gs[k] = g + (-g) * yi / shifted;
-                }
-                xi - yi * shifted.vln()
-            };
-            // `masked_fill(target <= 1, 0)`: a NaN target keeps its (NaN) term.
-            block[k] = if FULL && (yi > T::one() || yi.is_nan()) {
-                l + stirling(yi)
-            } else {
-                l
-            };
-        }
-        if KEEP {
-            losses[start..end].copy_from_slice(block);
-        }
-        add_to_lanes(&mut lanes, block);
-    }
-    lanes_total(&lanes)
+    blocked::<T, KEEP>(
+        n,
+        losses,
+        #[inline(always)]
+        |r, block| {
+            let (xs, ys) = (&x[r.clone()], &y[r.clone()]);
+            let gs = if GRAD { &mut dx[r] } else { &mut dx[..0] };
+            for k in 0..block.len() {
+                let (xi, yi) = (xs[k], ys[k]);
+                let l = if LOG {
+                    let e = xi.vexp();
+                    if GRAD {
+                        gs[k] = g * e + (-g) * yi;
+                    }
+                    e - yi * xi
+                } else {
+                    let shifted = xi + eps;
+                    if GRAD {
+                        gs[k] = g + (-g) * yi / shifted;
+                    }
+                    xi - yi * shifted.vln()
+                };
+                // `masked_fill(target <= 1, 0)`: a NaN target keeps its (NaN) term.
+                block[k] = if FULL && (yi > T::one() || yi.is_nan()) {
+                    l + stirling(yi)
+                } else {
+                    l
+                };
+            }
+        },
+    )
 }
 
 #[cfg(test)]
@@ -289,7 +274,7 @@ mod tests {
 
     #[test]
     fn log_input_full_matches_the_worked_example_of_losses_md() {
-        // LOSSES.md §5: x = [0.5, −1, 2], y = [0, 1, 3] (recovered from its gradients
+        // The worked example: x = [0.5, −1, 2], y = [0, 1, 3] (recovered from its gradients
         // exp(x) − y and −x + Stirling').
         let x = array![0.5, -1.0, 2.0].into_dyn();
         let y = array![0.0, 1.0, 3.0].into_dyn();
@@ -312,13 +297,13 @@ mod tests {
         assert_eq!(
             out.grads.len(),
             1,
-            "no target gradient (LOSSES.md §4 item 11)"
+            "no target gradient (docs/differences.md item 11)"
         );
     }
 
     #[test]
     fn rate_input_matches_the_worked_example_of_losses_md() {
-        // LOSSES.md §5: input = [0.5, 1, 2], y = [0, 1, 3] (recovered from its gradients).
+        // The worked example: input = [0.5, 1, 2], y = [0, 1, 3] (recovered from its gradients).
         let x = array![0.5, 1.0, 2.0].into_dyn();
         let y = array![0.0, 1.0, 3.0].into_dyn();
         let out = poisson_nll_loss(

@@ -1,9 +1,9 @@
-//! `cosine_embedding_loss` (`nn.CosineEmbeddingLoss`), LOSSES.md §2.19.
+//! `cosine_embedding_loss` (`nn.CosineEmbeddingLoss`), docs/losses.md.
 //!
 //! `cos = Σ a·b / sqrt((Σ a² + EPS12)(Σ b² + EPS12))` over the last dimension, with ATen's
 //! `float` constant `EPS12 = 1e-12` added to each squared norm (so zero vectors give
 //! `cos = 0`); `ℓ = 1 − cos` where `y = 1`, `max(0, cos − margin)` where `y = −1`, and 0 for any
-//! other target value (LOSSES.md §4 item 13: mirrored).
+//! other target value (docs/differences.md item 13: mirrored).
 //!
 //! Shapes follow ATen exactly: `(N, D), (N, D), (N)` or unbatched `(D), (D), ()`; `input1` and
 //! `input2` broadcast against each other, but each squared norm is taken over the argument's
@@ -13,11 +13,11 @@
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
-use super::margin_ranking::{CHUNK, hinge, hinge_grad, reduce};
+use super::margin_ranking::{hinge, hinge_grad};
 use crate::broadcast::{broadcast_pair, broadcast_shape, unbroadcast};
 use crate::cancel::checkpoint;
 use crate::error::fmt_shape;
-use crate::reduction::{Sum8, sum, upstream};
+use crate::reduction::{CHUNK, Sum8, reduce, sum, upstream};
 use crate::regression::contiguous;
 use crate::{LossError, LossOutput, Real, Reduction};
 
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn matches_the_worked_example_of_losses_md() {
-        // §5: margin −0.5, target [1, −1], none → [0.5, 0.0]; gradients
+        // The worked example: margin −0.5, target [1, −1], none → [0.5, 0.0]; gradients
         // input1 [0.25, −0.5, −0.25, 0, 0, 0], input2 [−0.5, 0.25, −0.25, 0, 0, 0]. The inputs
         // are not listed; these (found by search with torch 2.15) reproduce every value.
         let a = array![[1.0, 0.0, 1.0], [1.0, 0.0, 0.0]].into_dyn();

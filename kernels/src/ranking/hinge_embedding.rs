@@ -1,16 +1,15 @@
-//! `hinge_embedding_loss` (`nn.HingeEmbeddingLoss`), LOSSES.md §2.18.
+//! `hinge_embedding_loss` (`nn.HingeEmbeddingLoss`), docs/losses.md.
 //!
 //! `ℓ = 1[y ≠ 1]·max(0, margin − x) + 1[y ≠ −1]·x`, ATen's formula, so a target other than
-//! ±1 (0, 2, 0.5, NaN, ...) gives `x + max(0, margin − x)` (LOSSES.md §4 item 13: mirrored).
+//! ±1 (0, 2, 0.5, NaN, ...) gives `x + max(0, margin − x)` (docs/differences.md item 13: mirrored).
 //! Input and target broadcast both ways without a warning; the margin is not validated.
 //! Only `input` gets a gradient (the target is used in comparisons only).
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
-use super::margin_ranking::{CHUNK, hinge, hinge_grad, reduce};
+use super::margin_ranking::{hinge, hinge_grad};
 use crate::broadcast::{broadcast_pair, unbroadcast};
-use crate::cancel::checkpoint;
-use crate::reduction::{BLOCK, add_to_lanes, lanes_total, upstream};
+use crate::reduction::{blocked_checked, reduce, upstream};
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
@@ -54,10 +53,10 @@ pub fn hinge_embedding_loss<T: Real>(
     Ok(out)
 }
 
-/// The pass over the elements in blocks of [`BLOCK`], specialised on what it writes (`KEEP`:
+/// The pass over the elements in blocks of [`BLOCK`](crate::reduction::BLOCK), specialised on what it writes (`KEEP`:
 /// `losses`; `GRAD`: `dx`), so the element-wise loops have no branches and vectorise. Each
 /// block's losses go to the eight lanes (element `i` to lane `i mod 8`, the order of
-/// [`crate::reduction::Sum8`]); a cancellation checkpoint every [`CHUNK`] elements.
+/// [`crate::reduction::Sum8`]); a cancellation checkpoint every [`CHUNK`](crate::reduction::CHUNK) elements.
 /// Returns `Σ ℓ`.
 #[inline(always)]
 fn pass<T: Real, const KEEP: bool, const GRAD: bool>(
@@ -68,52 +67,46 @@ fn pass<T: Real, const KEEP: bool, const GRAD: bool>(
     losses: &mut [T],
     dx: &mut [T],
 ) -> Result<f64, LossError> {
-    const { assert!(CHUNK.is_multiple_of(BLOCK)) };
     let (one, zero) = (T::one(), T::zero());
     let n = x.len();
     let y = &y[..n];
-    let losses = if KEEP { &mut losses[..n] } else { losses };
     let dx = if GRAD { &mut dx[..n] } else { dx };
-    let mut lanes = [0.0f64; 8];
-    let mut buf = [T::zero(); BLOCK];
-    for start in (0..n).step_by(BLOCK) {
-        if start % CHUNK == 0 {
-            checkpoint()?;
-        }
-        let end = (start + BLOCK).min(n);
-        let (xs, ys) = (&x[start..end], &y[start..end]);
-        let block = &mut buf[..end - start];
-        for ((l, &xi), &yi) in block.iter_mut().zip(xs).zip(ys) {
-            let hinge_part = if yi != one { hinge(m - xi) } else { zero };
-            let self_part = if yi != -one { xi } else { zero };
-            *l = hinge_part + self_part;
-        }
-        if GRAD {
-            for ((g, &xi), &yi) in dx[start..end].iter_mut().zip(xs).zip(ys) {
-                let g_self = if yi != -one { up } else { zero };
-                let g_hinge = if yi != one { up } else { zero };
-                *g = g_self - hinge_grad(m - xi, g_hinge);
+
+    blocked_checked::<T, KEEP>(
+        n,
+        losses,
+        #[inline(always)]
+        |r, block| {
+            let (start, end) = (r.start, r.end);
+            let (xs, ys) = (&x[start..end], &y[start..end]);
+            for ((l, &xi), &yi) in block.iter_mut().zip(xs).zip(ys) {
+                let hinge_part = if yi != one { hinge(m - xi) } else { zero };
+                let self_part = if yi != -one { xi } else { zero };
+                *l = hinge_part + self_part;
             }
-        }
-        if KEEP {
-            losses[start..end].copy_from_slice(block);
-        }
-        add_to_lanes(&mut lanes, block);
-    }
-    Ok(lanes_total(&lanes))
+            if GRAD {
+                for ((g, &xi), &yi) in dx[start..end].iter_mut().zip(xs).zip(ys) {
+                    let g_self = if yi != -one { up } else { zero };
+                    let g_hinge = if yi != one { up } else { zero };
+                    *g = g_self - hinge_grad(m - xi, g_hinge);
+                }
+            }
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ErrorKind;
+    use crate::reduction::BLOCK;
     use crate::reduction::Sum8;
-    use crate::testing::{Rng, assert_close, assert_grad, scalar};
+    use crate::testing::{Rng, assert_close, assert_grad, bits, scalar, sum_bits};
     use ndarray::array;
 
     #[test]
     fn matches_the_worked_example_of_losses_md() {
-        // §5: margin 1, none, output [0.3, 0.0, 1.2, 1.0], gradient [1, 0, −1, 0]; the row
+        // The worked example: margin 1, none, output [0.3, 0.0, 1.2, 1.0], gradient [1, 0, −1, 0]; the row
         // notes target 0 → x + max(0, 1 − x). Inputs reconstructed from those values.
         let x = array![0.3, 1.0, -0.2, 0.5].into_dyn();
         let y = array![1.0, -1.0, -1.0, 0.0].into_dyn();
@@ -276,17 +269,6 @@ mod tests {
             });
         }
         [x, y]
-    }
-
-    fn bits<T: Real>(v: &[T]) -> Vec<u64> {
-        v.iter().map(|x| x.f64().to_bits()).collect()
-    }
-
-    /// The bits of a sum, any NaN as one: the sign of a NaN sum depends on which NaN operand
-    /// an addition propagates, and the compiler may swap the operands of the lane additions
-    /// (it does so differently in the reference loop and the vectorised pass).
-    fn sum_bits(t: f64) -> u64 {
-        if t.is_nan() { f64::NAN } else { t }.to_bits()
     }
 
     /// Runs the pass with the given writes on the widest vector path (`avx2`) or the baseline;

@@ -1,5 +1,5 @@
-//! `triplet_margin_loss` (`nn.TripletMarginLoss`), LOSSES.md §2.21, and the triplet machinery
-//! it shares with `triplet_margin_with_distance_loss` (§2.22).
+//! `triplet_margin_loss` (`nn.TripletMarginLoss`), docs/losses.md, and the triplet machinery
+//! it shares with `triplet_margin_with_distance_loss`.
 //!
 //! `ℓ = max(0, margin + d(a, p) − d_neg)` with `d_neg = d(a, n)`, or with `swap`
 //! `d_neg = min(d(a, n), d(p, n))`; `d(u, v) = ‖u − v + eps‖_p` over the last dimension, eps
@@ -13,21 +13,51 @@
 //! - The three tensors must have the same rank; each *pair* broadcasts as ATen broadcasts
 //!   `x1 − x2` (so a last dimension of size 1 is repeated, not summed once), and the
 //!   per-pair distances broadcast together. 0-D tensors are accepted (the norm of a scalar).
-//! - Gradients follow autograd's chain exactly (§2.21 table, §1.6): the hinge has derivative 0
+//! - Gradients follow autograd's chain exactly (docs/differences.md, Gradients): the hinge has derivative 0
 //!   at 0, `p = ∞` ties share the gradient equally, a swap tie gives ½ to each branch, a zero
 //!   difference has gradient 0, and a masked (zero) upstream times a non-finite factor is NaN,
 //!   as in PyTorch.
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
-use super::margin_ranking::{CHUNK, hinge, hinge_grad, reduce};
+use super::margin_ranking::{hinge, hinge_grad};
 use crate::broadcast::{broadcast_pair, broadcast_shape, unbroadcast};
 use crate::cancel::checkpoint;
 use crate::error::fmt_shape;
-use crate::reduction::{Sum8, add_to_lanes, lanes_total, upstream};
+use crate::reduction::{CHUNK, Sum8, add_to_lanes, lanes_total, reduce, upstream};
 use crate::regression::{contiguous, sign};
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
+
+/// The options of [`triplet_margin_loss`]; the defaults are `nn.TripletMarginLoss()`'s.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TripletMarginOptions {
+    /// The margin (> 0).
+    pub margin: f64,
+    /// The norm's degree, any value (`f64::INFINITY` for the largest component).
+    pub p: f64,
+    /// Added to every component of the difference before the norm.
+    pub eps: f64,
+    /// Compare with the nearer of the anchor and the positive to the negative.
+    pub swap: bool,
+    /// How the per-triplet losses are reduced.
+    pub reduction: Reduction,
+    /// Whether to return the gradients.
+    pub grad: bool,
+}
+
+impl Default for TripletMarginOptions {
+    fn default() -> Self {
+        Self {
+            margin: 1.0,
+            p: 2.0,
+            eps: 1e-6,
+            swap: false,
+            reduction: Reduction::Mean,
+            grad: false,
+        }
+    }
+}
 
 /// `F.triplet_margin_loss(anchor, positive, negative, margin, p, eps, swap, reduction)`.
 ///
@@ -38,29 +68,27 @@ use crate::{LossError, LossOutput, Real, Reduction};
 /// Errors: [`LossError::option`] `margin` when `margin <= 0` or NaN; [`LossError::shape`]
 /// naming `positive` or `negative` when the ranks differ or the shapes do not broadcast, and
 /// naming the pair's first tensor when `p < 0` or `p = ±∞` meets an empty last dimension.
-#[allow(clippy::too_many_arguments)]
 pub fn triplet_margin_loss<T: Real>(
     anchor: ArrayViewD<'_, T>,
     positive: ArrayViewD<'_, T>,
     negative: ArrayViewD<'_, T>,
-    margin: f64,
-    p: f64,
-    eps: f64,
-    swap: bool,
-    reduction: Reduction,
-    grad: bool,
+    options: TripletMarginOptions,
 ) -> Result<LossOutput<T>, LossError> {
-    check_margin(margin)?;
-    triplet_loss(
-        anchor,
-        positive,
-        negative,
+    check_margin(options.margin)?;
+    let distance = Distance::PNorm {
+        p: options.p,
+        eps: options.eps,
+    };
+    let (margin, swap) = (options.margin, options.swap);
+    let (reduction, grad) = (options.reduction, options.grad);
+    let triplet = Triplet {
         margin,
-        Distance::PNorm { p, eps },
+        distance,
         swap,
         reduction,
         grad,
-    )
+    };
+    triplet_loss(anchor, positive, negative, triplet)
 }
 
 /// Rejects `margin <= 0` (and NaN) with PyTorch's message.
@@ -83,6 +111,16 @@ pub(crate) enum Distance {
     /// `1 − cosine_similarity(x, y, dim=-1, eps)` as ATen computes it (checked on torch 2.15):
     /// `Σ (x / max(‖x‖, eps)) · (y / max(‖y‖, eps))`, the clamp invisible to autograd.
     Cosine { eps: f64 },
+}
+
+/// What [`triplet_loss`] computes, whichever public kernel asked.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Triplet {
+    pub margin: f64,
+    pub distance: Distance,
+    pub swap: bool,
+    pub reduction: Reduction,
+    pub grad: bool,
 }
 
 /// The branch of ATen's `norm_backward` (and forward) a `p` takes, in ATen's order.
@@ -450,17 +488,14 @@ fn rows_shape(batch: &[usize], x: &[usize]) -> Vec<usize> {
 /// Shape rules: same rank (PyTorch's message), then each pair broadcasts as ATen broadcasts
 /// `x1 − x2` (anchor–positive, anchor–negative, then positive–negative with `swap`), then the
 /// per-pair distances broadcast together.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn triplet_loss<T: Real>(
     anchor: ArrayViewD<'_, T>,
     positive: ArrayViewD<'_, T>,
     negative: ArrayViewD<'_, T>,
-    margin: f64,
-    distance: Distance,
-    swap: bool,
-    reduction: Reduction,
-    grad: bool,
+    triplet: Triplet,
 ) -> Result<LossOutput<T>, LossError> {
+    let (margin, distance, swap) = (triplet.margin, triplet.distance, triplet.swap);
+    let (reduction, grad) = (triplet.reduction, triplet.grad);
     let (sa, sp, sn) = (anchor.shape(), positive.shape(), negative.shape());
     let k = sa.len();
     if sp.len() != k || sn.len() != k {
@@ -631,544 +666,4 @@ pub(crate) fn triplet_loss<T: Real>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ErrorKind;
-    use crate::testing::{Rng, assert_close, assert_grad, scalar};
-    use ndarray::{arr0, array};
-
-    fn run(
-        a: &ArrayD<f64>,
-        p: &ArrayD<f64>,
-        n: &ArrayD<f64>,
-        pn: f64,
-        eps: f64,
-        swap: bool,
-        reduction: Reduction,
-    ) -> LossOutput<f64> {
-        triplet_margin_loss(
-            a.view(),
-            p.view(),
-            n.view(),
-            1.0,
-            pn,
-            eps,
-            swap,
-            reduction,
-            true,
-        )
-        .unwrap()
-    }
-
-    fn g(out: &LossOutput<f64>, k: &str) -> Vec<f64> {
-        out.grad(k).unwrap().iter().copied().collect()
-    }
-
-    /// The inputs of LOSSES.md §5's triplet rows (which abbreviate them), reconstructed with
-    /// torch 2.15 so that every listed value is reproduced.
-    fn worked_inputs() -> [ArrayD<f64>; 3] {
-        [
-            array![[0.0, 0.0], [0.0, 0.0]].into_dyn(),
-            array![[3.0, 4.0], [0.0, 0.0]].into_dyn(),
-            array![[1.0, 0.0], [10.0, 0.0]].into_dyn(),
-        ]
-    }
-
-    #[test]
-    fn matches_the_worked_examples_of_losses_md() {
-        let [a, p, n] = worked_inputs();
-        for swap in [false, true] {
-            let out = run(&a, &p, &n, 2.0, 1e-6, swap, Reduction::None);
-            assert_close(
-                "loss",
-                out.loss.as_slice().unwrap(),
-                &[4.9999996, 0.0],
-                1e-7,
-                1e-12,
-            );
-            assert_close(
-                "anchor",
-                &g(&out, "anchor"),
-                &[0.400000032, -0.800001024, 0.0, 0.0],
-                1e-7,
-                1e-12,
-            );
-            assert_close(
-                "positive",
-                &g(&out, "positive"),
-                &[0.599999968, 0.800000024, 0.0, 0.0],
-                1e-7,
-                1e-12,
-            );
-            assert_close(
-                "negative",
-                &g(&out, "negative"),
-                &[-1.0, 1e-6, 0.0, 0.0],
-                1e-7,
-                1e-12,
-            );
-        }
-        let out = run(&a, &p, &n, 1.0, 1e-6, false, Reduction::None);
-        assert_close(
-            "loss",
-            out.loss.as_slice().unwrap(),
-            &[6.999998, 0.0],
-            1e-7,
-            1e-12,
-        );
-        assert_close(
-            "anchor",
-            &g(&out, "anchor"),
-            &[0.0, -2.0, 0.0, 0.0],
-            0.0,
-            0.0,
-        );
-        assert_close(
-            "positive",
-            &g(&out, "positive"),
-            &[1.0, 1.0, 0.0, 0.0],
-            0.0,
-            0.0,
-        );
-        assert_close(
-            "negative",
-            &g(&out, "negative"),
-            &[-1.0, 1.0, 0.0, 0.0],
-            0.0,
-            0.0,
-        );
-    }
-
-    #[test]
-    fn a_one_element_distance_is_its_absolute_value_without_overflow() {
-        // torch 2.15: anchor [[0]], positive [[1e200]], negative [[0]] gives loss 1e200 and
-        // gradients -2, 1, 1 (the norm of one element is |u|, never squared).
-        let a = ndarray::arr2(&[[0.0]]).into_dyn();
-        let p = ndarray::arr2(&[[1e200]]).into_dyn();
-        let n = ndarray::arr2(&[[0.0]]).into_dyn();
-        for pn in [2.0, 0.5, 1.5, 3.0] {
-            let out = run(&a, &p, &n, pn, 1e-6, false, Reduction::Mean);
-            assert_eq!(out.loss.iter().next().copied(), Some(1e200), "p = {pn}");
-        }
-        let out = run(&a, &p, &n, 2.0, 1e-6, false, Reduction::Mean);
-        assert_eq!(g(&out, "anchor"), vec![-2.0]);
-        assert_eq!(g(&out, "positive"), vec![1.0]);
-        assert_eq!(g(&out, "negative"), vec![1.0]);
-    }
-
-    #[test]
-    fn eps_is_added_to_every_component() {
-        let a = array![[1.0, 2.0, 3.0]].into_dyn();
-        let out = triplet_margin_loss(
-            a.view(),
-            a.view(),
-            a.view(),
-            1.0,
-            2.0,
-            0.5,
-            false,
-            Reduction::None,
-            false,
-        )
-        .unwrap();
-        // d(a, a) = ‖(½, ½, ½)‖ on both sides: the loss is the margin.
-        assert_eq!(out.loss.as_slice().unwrap(), &[1.0]);
-        let u = array![[0.0, 0.0]].into_dyn();
-        let v = array![[1.0, -1.0]].into_dyn();
-        for (pn, want) in [
-            (1.0, 0.5 + 1.5),
-            (2.0, (0.25f64 + 2.25).sqrt()),
-            (3.0, (0.125f64 + 3.375).powf(1.0 / 3.0)),
-            (0.0, 2.0),
-            (f64::INFINITY, 1.5),
-            (f64::NEG_INFINITY, 0.5),
-            (0.5, (0.5f64.sqrt() + 1.5f64.sqrt()).powi(2)),
-            (-1.0, 1.0 / (2.0 + 1.0 / 1.5)),
-        ] {
-            let out = triplet_margin_loss(
-                u.view(),
-                v.view(),
-                u.view(),
-                1.0,
-                pn,
-                0.5,
-                false,
-                Reduction::None,
-                false,
-            )
-            .unwrap();
-            // d(u, v) = ‖(−½, 3/2)‖_p = want, d(u, u) = ‖(½, ½)‖_p.
-            let self_d = match pn {
-                0.0 => 2.0,
-                f64::INFINITY | f64::NEG_INFINITY => 0.5,
-                _ => (2.0 * 0.5f64.powf(pn)).powf(1.0 / pn),
-            };
-            assert_close(
-                &format!("p = {pn}"),
-                out.loss.as_slice().unwrap(),
-                &[(1.0 + want - self_d).max(0.0)],
-                1e-14,
-                1e-14,
-            );
-        }
-    }
-
-    #[test]
-    fn infinity_norm_ties_share_the_gradient() {
-        let a = array![[3.0, -3.0, 1.0]].into_dyn();
-        let p = array![[0.0, 0.0, 0.0]].into_dyn();
-        let n = array![[10.0, 10.0, 10.0]].into_dyn();
-        let out = triplet_margin_loss(
-            a.view(),
-            p.view(),
-            n.view(),
-            100.0,
-            f64::INFINITY,
-            0.0,
-            false,
-            Reduction::Sum,
-            true,
-        )
-        .unwrap();
-        // d_ap = 3 attained twice; d_an = 13 attained once (component 1).
-        assert_eq!(out.loss.first(), Some(&90.0));
-        assert_eq!(g(&out, "positive"), vec![-0.5, 0.5, 0.0]);
-        assert_eq!(g(&out, "negative"), vec![0.0, -1.0, 0.0]);
-        assert_eq!(g(&out, "anchor"), vec![0.5, 0.5, 0.0]);
-    }
-
-    #[test]
-    fn a_swap_tie_gives_half_to_each_branch() {
-        // d(a, n) = d(p, n) = 5 (eps 0), d(a, p) = 0.
-        let a = array![[0.0, 0.0]].into_dyn();
-        let p = array![[0.0, 0.0]].into_dyn();
-        let n = array![[3.0, 4.0]].into_dyn();
-        let out = triplet_margin_loss(
-            a.view(),
-            p.view(),
-            n.view(),
-            10.0,
-            2.0,
-            0.0,
-            true,
-            Reduction::Sum,
-            true,
-        )
-        .unwrap();
-        assert_eq!(out.loss.first(), Some(&5.0));
-        // ∂d/∂n = (n − a)/5 on each branch, halved, twice.
-        assert_close("negative", &g(&out, "negative"), &[-0.6, -0.8], 1e-15, 0.0);
-        assert_close("anchor", &g(&out, "anchor"), &[0.3, 0.4], 1e-15, 0.0);
-        assert_close("positive", &g(&out, "positive"), &[0.3, 0.4], 1e-15, 0.0);
-    }
-
-    #[test]
-    fn swap_uses_the_positive_negative_distance_when_smaller() {
-        let a = array![[0.0]].into_dyn();
-        let p = array![[1.0]].into_dyn();
-        let n = array![[1.5]].into_dyn();
-        let out = triplet_margin_loss(
-            a.view(),
-            p.view(),
-            n.view(),
-            1.0,
-            1.0,
-            0.0,
-            true,
-            Reduction::Sum,
-            true,
-        )
-        .unwrap();
-        // d_ap = 1, d_an = 1.5, d_pn = 0.5: ℓ = 1 + 1 − 0.5.
-        assert_eq!(out.loss.first(), Some(&1.5));
-        assert_eq!(g(&out, "anchor"), vec![-1.0]);
-        assert_eq!(g(&out, "positive"), vec![1.0 + 1.0]);
-        assert_eq!(g(&out, "negative"), vec![-1.0]);
-    }
-
-    #[test]
-    fn zero_differences_have_zero_gradient() {
-        let a = array![[1.0, 2.0]].into_dyn();
-        let n = array![[5.0, 5.0]].into_dyn();
-        for pn in [1.0, 2.0, 3.0, 1.5, 0.5, f64::INFINITY] {
-            let out = triplet_margin_loss(
-                a.view(),
-                a.view(),
-                n.view(),
-                10.0,
-                pn,
-                0.0,
-                false,
-                Reduction::Sum,
-                true,
-            )
-            .unwrap();
-            // d(a, a) = 0 contributes nothing: positive's gradient is 0.
-            assert!(
-                g(&out, "positive").iter().all(|&v| v == 0.0),
-                "p = {pn}: {:?}",
-                g(&out, "positive")
-            );
-        }
-    }
-
-    #[test]
-    fn p_zero_has_no_gradient() {
-        let mut rng = Rng::new(1);
-        let [a, p, n] = [rng.randn(&[3, 4]), rng.randn(&[3, 4]), rng.randn(&[3, 4])];
-        let out = run(&a, &p, &n, 0.0, 1e-6, true, Reduction::Mean);
-        for k in ["anchor", "positive", "negative"] {
-            assert!(g(&out, k).iter().all(|&v| v == 0.0));
-        }
-    }
-
-    #[test]
-    fn a_nan_makes_the_loss_and_the_p2_gradients_nan() {
-        let a = array![[f64::NAN, 0.0], [1.0, 0.0]].into_dyn();
-        let p = array![[0.0, 0.0], [0.0, 0.0]].into_dyn();
-        let n = array![[1.0, 1.0], [0.0, 5.0]].into_dyn();
-        let out = run(&a, &p, &n, 2.0, 1e-6, false, Reduction::None);
-        let l = out.loss.as_slice().unwrap();
-        assert!(l[0].is_nan() && !l[1].is_nan());
-        // The hinge sends 0 upstream, and 0 · (u/‖u‖) with a NaN u is NaN, as in torch.
-        assert!(g(&out, "anchor")[..2].iter().all(|v| v.is_nan()));
-        assert!(g(&out, "anchor")[2..].iter().all(|v| v.is_finite()));
-    }
-
-    #[test]
-    fn nan_p_gives_nan() {
-        let a = array![[1.0, 2.0]].into_dyn();
-        let p = array![[0.0, 0.0]].into_dyn();
-        let out = run(&a, &p, &p, f64::NAN, 1e-6, false, Reduction::Mean);
-        assert!(out.loss.first().unwrap().is_nan());
-    }
-
-    #[test]
-    fn margin_must_be_positive() {
-        let a = array![[1.0]].into_dyn();
-        for margin in [0.0, -1.0, f64::NAN] {
-            let e = triplet_margin_loss(
-                a.view(),
-                a.view(),
-                a.view(),
-                margin,
-                2.0,
-                1e-6,
-                false,
-                Reduction::Mean,
-                false,
-            )
-            .unwrap_err();
-            assert_eq!((e.kind, e.arg), (ErrorKind::Option, "margin"));
-            assert!(e.message.contains("greater than 0"));
-        }
-    }
-
-    #[test]
-    fn ranks_must_agree_and_pairs_must_broadcast() {
-        let m = ArrayD::<f64>::zeros(IxDyn(&[2, 3]));
-        let v = ArrayD::<f64>::zeros(IxDyn(&[3]));
-        let call = |a: &ArrayD<f64>, p: &ArrayD<f64>, n: &ArrayD<f64>, swap: bool| {
-            triplet_margin_loss(
-                a.view(),
-                p.view(),
-                n.view(),
-                1.0,
-                2.0,
-                1e-6,
-                swap,
-                Reduction::Mean,
-                false,
-            )
-        };
-        let e = call(&m, &v, &m, false).unwrap_err();
-        assert_eq!((e.kind, e.arg), (ErrorKind::Shape, "positive"));
-        assert!(e.message.contains("anchor 2D"), "{}", e.message);
-        let e = call(&m, &m, &v, false).unwrap_err();
-        assert_eq!((e.kind, e.arg), (ErrorKind::Shape, "negative"));
-        let m4 = ArrayD::<f64>::zeros(IxDyn(&[2, 4]));
-        let e = call(&m, &m4, &m, false).unwrap_err();
-        assert_eq!((e.kind, e.arg), (ErrorKind::Shape, "positive"));
-        let e = call(&m, &m, &m4, false).unwrap_err();
-        assert_eq!((e.kind, e.arg), (ErrorKind::Shape, "negative"));
-        // Positive and negative need not agree on the last dimension without swap (anchor
-        // broadcasts against each), but must with it.
-        let a1 = ArrayD::<f64>::zeros(IxDyn(&[2, 1]));
-        let out = call(&a1, &m, &m4, false).unwrap();
-        assert!(out.loss.first().unwrap().is_finite());
-        let e = call(&a1, &m, &m4, true).unwrap_err();
-        assert_eq!((e.kind, e.arg), (ErrorKind::Shape, "negative"));
-        // Distances (2) and (3) do not broadcast.
-        let e = call(
-            &ArrayD::zeros(IxDyn(&[1, 3])),
-            &m,
-            &ArrayD::zeros(IxDyn(&[3, 3])),
-            false,
-        )
-        .unwrap_err();
-        assert_eq!((e.kind, e.arg), (ErrorKind::Shape, "negative"));
-    }
-
-    #[test]
-    fn a_last_dimension_of_one_is_repeated_not_summed_once() {
-        // anchor (1, 1) against positive (1, 3): ATen's a − p is (1, 3).
-        let a = array![[2.0]].into_dyn();
-        let p = array![[0.0, 0.0, 0.0]].into_dyn();
-        let n = array![[2.0]].into_dyn();
-        let out = triplet_margin_loss(
-            a.view(),
-            p.view(),
-            n.view(),
-            1.0,
-            2.0,
-            0.0,
-            false,
-            Reduction::Sum,
-            true,
-        )
-        .unwrap();
-        assert_close(
-            "loss",
-            out.loss.as_slice().unwrap(),
-            &[1.0 + 12.0f64.sqrt()],
-            1e-15,
-            0.0,
-        );
-        // ∂/∂a of ‖(a, a, a)‖ = √3; ∂/∂n of ‖a − n‖ at 0 is 0.
-        assert_close("anchor", &g(&out, "anchor"), &[3.0f64.sqrt()], 1e-15, 0.0);
-        assert_eq!(out.grad("positive").unwrap().shape(), &[1, 3]);
-    }
-
-    #[test]
-    fn empty_last_dimension_is_rejected_only_where_the_norm_has_no_value() {
-        let e = ArrayD::<f64>::zeros(IxDyn(&[2, 0]));
-        for pn in [f64::INFINITY, f64::NEG_INFINITY, -1.0] {
-            let err = triplet_margin_loss(
-                e.view(),
-                e.view(),
-                e.view(),
-                1.0,
-                pn,
-                1e-6,
-                false,
-                Reduction::Mean,
-                false,
-            )
-            .unwrap_err();
-            assert_eq!((err.kind, err.arg), (ErrorKind::Shape, "anchor"));
-        }
-        for pn in [0.0, 0.5, 1.0, 2.0, 3.0, f64::NAN] {
-            let out = run(&e, &e, &e, pn, 1e-6, true, Reduction::None);
-            assert_eq!(out.loss.as_slice().unwrap(), &[1.0, 1.0], "p = {pn}");
-            assert_eq!(out.grad("anchor").unwrap().shape(), &[2, 0]);
-        }
-    }
-
-    #[test]
-    fn unbatched_zero_dimensional_and_empty_batches() {
-        let a = array![1.0, 2.0].into_dyn();
-        let p = array![1.0, 2.5].into_dyn();
-        let n = array![2.0, 2.0].into_dyn();
-        let out = run(&a, &p, &n, 2.0, 0.0, false, Reduction::None);
-        assert_eq!(out.loss.shape(), &[] as &[usize]);
-        assert_close("loss", out.loss.as_slice().unwrap(), &[0.5], 1e-15, 0.0);
-        // 0-D: the norm of a scalar is |u|.
-        let out = run(
-            &arr0(1.0).into_dyn(),
-            &arr0(0.5).into_dyn(),
-            &arr0(3.0).into_dyn(),
-            2.0,
-            1e-6,
-            false,
-            Reduction::None,
-        );
-        assert_eq!(out.loss.shape(), &[] as &[usize]);
-        assert_eq!(out.loss.first(), Some(&0.0));
-        assert_eq!(out.grad("anchor").unwrap().shape(), &[] as &[usize]);
-        // Batch of three dims: (B, N, D) → (B, N).
-        let mut rng = Rng::new(4);
-        let x = rng.randn(&[2, 3, 4]);
-        let out = run(&x, &x, &x, 2.0, 1e-6, false, Reduction::None);
-        assert_eq!(out.loss.shape(), &[2, 3]);
-        let e = ArrayD::<f64>::zeros(IxDyn(&[0, 4]));
-        let out = run(&e, &e, &e, 2.0, 1e-6, false, Reduction::Mean);
-        assert!(out.loss.first().unwrap().is_nan());
-        assert_eq!(out.grad("negative").unwrap().shape(), &[0, 4]);
-        let out = run(&e, &e, &e, 2.0, 1e-6, false, Reduction::Sum);
-        assert_eq!(out.loss.first(), Some(&0.0));
-    }
-
-    #[test]
-    fn float32_matches_float64_within_its_precision() {
-        let mut rng = Rng::new(8);
-        let [a, p, n] = [rng.randn(&[5, 7]), rng.randn(&[5, 7]), rng.randn(&[5, 7])];
-        let f = |x: &ArrayD<f64>| x.mapv(|v| v as f32);
-        for pn in [1.0, 2.0, 3.0, f64::INFINITY] {
-            let want = run(&a, &p, &n, pn, 1e-6, true, Reduction::Mean);
-            let (a32, p32, n32) = (f(&a), f(&p), f(&n));
-            let got = triplet_margin_loss(
-                a32.view(),
-                p32.view(),
-                n32.view(),
-                1.0,
-                pn,
-                1e-6,
-                true,
-                Reduction::Mean,
-                true,
-            )
-            .unwrap();
-            let widen = |x: &ArrayD<f32>| x.iter().map(|&v| f64::from(v)).collect::<Vec<_>>();
-            assert_close("loss", &widen(&got.loss), &[want.loss[[]]], 1e-5, 1e-6);
-            for k in ["anchor", "positive", "negative"] {
-                assert_close(k, &widen(got.grad(k).unwrap()), &g(&want, k), 1e-4, 1e-5);
-            }
-        }
-    }
-
-    #[test]
-    fn gradients_match_finite_differences() {
-        let mut rng = Rng::new(21);
-        let shapes: [[&[usize]; 3]; 3] = [
-            [&[3, 4], &[3, 4], &[3, 4]],
-            [&[3, 4], &[1, 4], &[3, 1]],
-            [&[5], &[5], &[5]],
-        ];
-        for [sa, sp, sn] in shapes {
-            for pn in [1.0, 2.0, 3.0, 1.5, 0.7, -1.5, f64::INFINITY] {
-                for swap in [false, true] {
-                    for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
-                        let a = rng.randn(sa);
-                        let p = rng.randn(sp);
-                        let n = rng.randn(sn);
-                        let f = |a: &ArrayD<f64>, p: &ArrayD<f64>, n: &ArrayD<f64>| {
-                            triplet_margin_loss(
-                                a.view(),
-                                p.view(),
-                                n.view(),
-                                2.0,
-                                pn,
-                                1e-3,
-                                swap,
-                                reduction,
-                                true,
-                            )
-                            .unwrap()
-                        };
-                        let out = f(&a, &p, &n);
-                        let what = format!("{sa:?} p={pn} swap={swap} {reduction:?}");
-                        assert_grad(&what, &a, out.grad("anchor").unwrap(), |v| {
-                            scalar(&f(v, &p, &n))
-                        });
-                        assert_grad(&what, &p, out.grad("positive").unwrap(), |v| {
-                            scalar(&f(&a, v, &n))
-                        });
-                        assert_grad(&what, &n, out.grad("negative").unwrap(), |v| {
-                            scalar(&f(&a, &p, v))
-                        });
-                    }
-                }
-            }
-        }
-    }
-}
+pub(crate) mod tests;

@@ -1,10 +1,10 @@
-//! `huber_loss` (`nn.HuberLoss`), LOSSES.md §2.3.
+//! `huber_loss` (`nn.HuberLoss`), docs/losses.md.
 
 use std::hint::select_unpredictable;
 
 use ndarray::ArrayViewD;
 
-use super::{WeightedMean, distance_loss};
+use super::{Args, WeightedMean, distance_loss};
 use crate::{LossError, LossOutput, Real, Reduction};
 
 /// `F.huber_loss(input, target, reduction, delta, weight)`.
@@ -28,11 +28,13 @@ pub fn huber_loss<T: Real>(
     let dl = T::of(delta);
     let half = T::of(0.5);
     distance_loss(
-        input,
-        target,
-        weight,
-        reduction,
-        grad,
+        Args {
+            input,
+            target,
+            weight,
+            reduction,
+            grad,
+        },
         WeightedMean::Count,
         1.0,
         |d| {

@@ -1,8 +1,8 @@
-//! `l1_loss` (`nn.L1Loss`): `ℓ = |input − target|`, LOSSES.md §2.1.
+//! `l1_loss` (`nn.L1Loss`): `ℓ = |input − target|`, docs/losses.md.
 
 use ndarray::ArrayViewD;
 
-use super::{WeightedMean, distance_loss, sign};
+use super::{Args, WeightedMean, distance_loss, sign};
 use crate::{LossError, LossOutput, Real, Reduction};
 
 /// `F.l1_loss(input, target, reduction, weight)`.
@@ -16,11 +16,13 @@ pub fn l1_loss<T: Real>(
     grad: bool,
 ) -> Result<LossOutput<T>, LossError> {
     distance_loss(
-        input,
-        target,
-        weight,
-        reduction,
-        grad,
+        Args {
+            input,
+            target,
+            weight,
+            reduction,
+            grad,
+        },
         WeightedMean::SumOfWeights,
         1.0,
         |d| (d.abs(), sign(d)),
@@ -34,7 +36,7 @@ mod tests {
 
     #[test]
     fn matches_the_worked_example_of_losses_md() {
-        // LOSSES.md §5: x=[[1,-0.5],[0.25,2]], y=[[0.5,-0.5],[1.25,0]].
+        // The worked example: x=[[1,-0.5],[0.25,2]], y=[[0.5,-0.5],[1.25,0]].
         let x = array![[1.0, -0.5], [0.25, 2.0]].into_dyn();
         let y = array![[0.5, -0.5], [1.25, 0.0]].into_dyn();
         let out = l1_loss(x.view(), y.view(), None, Reduction::Mean, true).unwrap();

@@ -21,7 +21,7 @@ use crate::real::Real;
 use crate::reduction::{Reduction, Sum8};
 use crate::vmath::vectorised;
 
-/// How the weighted `mean` is divided (LOSSES.md §4 item 7).
+/// How the weighted `mean` is divided (docs/differences.md item 7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum WeightedMean {
     /// `Σ w·ℓ / Σ w` (`l1_loss`, `mse_loss`).
@@ -48,6 +48,15 @@ pub(crate) fn contiguous<'a, T: Copy>(x: &'a ArrayViewD<'a, T>, shape: &[usize])
     }
 }
 
+/// The arguments every regression kernel takes.
+pub(crate) struct Args<'a, T> {
+    pub input: ArrayViewD<'a, T>,
+    pub target: ArrayViewD<'a, T>,
+    pub weight: Option<ArrayViewD<'a, T>>,
+    pub reduction: Reduction,
+    pub grad: bool,
+}
+
 /// A loss `ℓ = w · f(input − target)`, where `f(d)` returns `(ℓ, dℓ/dd / dx_factor)`.
 ///
 /// Input and target broadcast (a warning when their sizes differ); `weight` must have the
@@ -55,17 +64,14 @@ pub(crate) fn contiguous<'a, T: Copy>(x: &'a ArrayViewD<'a, T>, shape: &[usize])
 /// scaled by the reduction and summed back to the argument's shape. `dx_factor` (1 but for
 /// `mse_loss`) is folded into the reduction's scale as ATen does (`mse_loss_backward`:
 /// `(x − y) · (2/N)`, finite where `2(x − y)` would overflow); only without `weight`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn distance_loss<T: Real>(
-    input: ArrayViewD<'_, T>,
-    target: ArrayViewD<'_, T>,
-    weight: Option<ArrayViewD<'_, T>>,
-    reduction: Reduction,
-    grad: bool,
+    args: Args<'_, T>,
     weighted_mean: WeightedMean,
     dx_factor: f64,
     f: impl Fn(T) -> (T, T),
 ) -> Result<LossOutput<T>, LossError> {
+    let (input, target, weight) = (args.input, args.target, args.weight);
+    let (reduction, grad) = (args.reduction, args.grad);
     debug_assert!(dx_factor == 1.0 || weight.is_none());
     let (xs, ys) = (input.shape().to_vec(), target.shape().to_vec());
     let shape = broadcast_pair("input", &xs, "target", &ys)?;
@@ -178,7 +184,6 @@ pub(crate) fn distance_loss<T: Real>(
 /// added to lane `i mod 8`, the order of [`Sum8`]) and fills `losses` (`w·ℓ`, when `KEEP`),
 /// `dx` (`w·f'`, when `GRAD`) and `raw` (`ℓ`, when `GRAD` and `W`).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn pass<T: Real, const KEEP: bool, const GRAD: bool, const W: bool>(
     x: &[T],
     y: &[T],

@@ -1,8 +1,8 @@
-//! `mse_loss` (`nn.MSELoss`): `ℓ = (input − target)²`, LOSSES.md §2.2.
+//! `mse_loss` (`nn.MSELoss`): `ℓ = (input − target)²`, docs/losses.md.
 
 use ndarray::ArrayViewD;
 
-use super::{WeightedMean, distance_loss};
+use super::{Args, WeightedMean, distance_loss};
 use crate::{LossError, LossOutput, Real, Reduction};
 
 /// `F.mse_loss(input, target, reduction, weight)`.
@@ -23,11 +23,13 @@ pub fn mse_loss<T: Real>(
         (1.0, T::one() + T::one())
     };
     distance_loss(
-        input,
-        target,
-        weight,
-        reduction,
-        grad,
+        Args {
+            input,
+            target,
+            weight,
+            reduction,
+            grad,
+        },
         WeightedMean::SumOfWeights,
         dx_factor,
         |d| (d * d, k * d),

@@ -1,10 +1,10 @@
-//! `smooth_l1_loss` (`nn.SmoothL1Loss`), LOSSES.md §2.4.
+//! `smooth_l1_loss` (`nn.SmoothL1Loss`), docs/losses.md.
 
 use std::hint::select_unpredictable;
 
 use ndarray::ArrayViewD;
 
-use super::{WeightedMean, distance_loss, sign};
+use super::{Args, WeightedMean, distance_loss, sign};
 use crate::{LossError, LossOutput, Real, Reduction};
 
 /// `F.smooth_l1_loss(input, target, reduction, beta)`.
@@ -24,63 +24,44 @@ pub fn smooth_l1_loss<T: Real>(
             format!("smooth_l1_loss does not support negative values for beta (got {beta})"),
         ));
     }
+    // Every form is unweighted.
+    let args = Args {
+        input,
+        target,
+        weight: None,
+        reduction,
+        grad,
+    };
     if beta == 0.0 {
-        return distance_loss(
-            input,
-            target,
-            None,
-            reduction,
-            grad,
-            WeightedMean::Count,
-            1.0,
-            |d| (d.abs(), sign(d)),
-        );
+        return distance_loss(args, WeightedMean::Count, 1.0, |d| (d.abs(), sign(d)));
     }
     if beta == 1.0 {
         // PyTorch's default. `x / 1` is `x` exactly, so without the division (the slowest
         // instruction of the loop) the values are the same bits as `general`'s.
         let (one, half) = (T::one(), T::of(0.5));
-        return distance_loss(
-            input,
-            target,
-            None,
-            reduction,
-            grad,
-            WeightedMean::Count,
-            1.0,
-            |d| {
-                let z = d.abs();
-                let l = select_unpredictable(z < one, half * z * z, z - half);
-                let g = select_unpredictable(d < -one, -one, select_unpredictable(d > one, one, d));
-                (l, g)
-            },
-        );
+        return distance_loss(args, WeightedMean::Count, 1.0, |d| {
+            let z = d.abs();
+            let l = select_unpredictable(z < one, half * z * z, z - half);
+            let g = select_unpredictable(d < -one, -one, select_unpredictable(d > one, one, d));
+            (l, g)
+        });
     }
     let b = T::of(beta);
     if b == T::zero() {
         // A β that rounds to 0 in `T` (1e-300 in float32): ATen keeps its β > 0 kernel with
         // β = 0 in `T`, so the loss is |d| − ½·0 and the gradient ±1 off zero, d itself at
         // d = 0 or NaN (its scalar loop; `d / β` would be 0/0 here).
-        return distance_loss(
-            input,
-            target,
-            None,
-            reduction,
-            grad,
-            WeightedMean::Count,
-            1.0,
-            |d| {
-                let one = T::one();
-                let g = select_unpredictable(
-                    d < T::zero(),
-                    -one,
-                    select_unpredictable(d > T::zero(), one, d),
-                );
-                (d.abs(), g)
-            },
-        );
+        return distance_loss(args, WeightedMean::Count, 1.0, |d| {
+            let one = T::one();
+            let g = select_unpredictable(
+                d < T::zero(),
+                -one,
+                select_unpredictable(d > T::zero(), one, d),
+            );
+            (d.abs(), g)
+        });
     }
-    general(input, target, reduction, b, grad)
+    general(args.input, args.target, reduction, b, grad)
 }
 
 /// Any `β > 0`.
@@ -92,27 +73,25 @@ fn general<T: Real>(
     grad: bool,
 ) -> Result<LossOutput<T>, LossError> {
     let half = T::of(0.5);
-    distance_loss(
+    let args = Args {
         input,
         target,
-        None,
+        weight: None,
         reduction,
         grad,
-        WeightedMean::Count,
-        1.0,
-        |d| {
-            // Both branches computed and one selected: no branch in the loop, so it vectorises.
-            let z = d.abs();
-            let l = select_unpredictable(z < b, half * z * z / b, z - half * b);
-            // ATen's backward branches on d itself: exactly ±1 at |d| = β.
-            let g = select_unpredictable(
-                d < -b,
-                -T::one(),
-                select_unpredictable(d > b, T::one(), d / b),
-            );
-            (l, g)
-        },
-    )
+    };
+    distance_loss(args, WeightedMean::Count, 1.0, |d| {
+        // Both branches computed and one selected: no branch in the loop, so it vectorises.
+        let z = d.abs();
+        let l = select_unpredictable(z < b, half * z * z / b, z - half * b);
+        // ATen's backward branches on d itself: exactly ±1 at |d| = β.
+        let g = select_unpredictable(
+            d < -b,
+            -T::one(),
+            select_unpredictable(d > b, T::one(), d / b),
+        );
+        (l, g)
+    })
 }
 
 #[cfg(test)]

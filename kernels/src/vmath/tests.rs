@@ -4,84 +4,55 @@
 use super::*;
 use crate::testing::Rng;
 
-/// Distance in units in the last place between two `f64`s (0 for two NaNs or equal
-/// infinities; `u64::MAX` when only one is NaN).
-fn ulps64(a: f64, b: f64) -> u64 {
-    if a.is_nan() || b.is_nan() {
-        return if a.is_nan() && b.is_nan() {
-            0
-        } else {
-            u64::MAX
-        };
-    }
-    let key = |x: f64| {
-        let i = x.to_bits() as i64;
-        if i < 0 { i64::MIN - i } else { i }
-    };
-    (key(a) as i128 - key(b) as i128).unsigned_abs() as u64
-}
-
-fn ulps32(a: f32, b: f32) -> u64 {
-    if a.is_nan() || b.is_nan() {
-        return if a.is_nan() && b.is_nan() {
-            0
-        } else {
-            u64::MAX
-        };
-    }
-    let key = |x: f32| {
-        let i = x.to_bits() as i32;
-        if i < 0 { i32::MIN - i } else { i }
-    };
-    (key(a) as i64 - key(b) as i64).unsigned_abs()
-}
-
-/// The worst ulp error of `f` against `g` over `xs`, with the argument.
-fn worst64(xs: impl Iterator<Item = f64>, f: fn(f64) -> f64, g: fn(f64) -> f64) -> (u64, f64) {
-    let mut worst = (0, 0.0);
-    for x in xs {
-        let e = ulps64(f(x), g(x));
-        if e > worst.0 {
-            worst = (e, x);
+/// The helpers for one float type: `$ulps(a, b)`, the distance in units in the last place (0
+/// for two NaNs or equal infinities, `u64::MAX` when only one is NaN); `$worst(xs, f, g)`, the
+/// worst ulp error of `f` against `g` over `xs` with its argument; `$bits(seed)`, random bit
+/// patterns (every float equally likely: mostly huge or tiny magnitudes); `$range(seed, lo,
+/// hi)`, uniform values in `[lo, hi)`.
+macro_rules! float_helpers {
+    ($f:ty, $u:ty, $i:ty, $wide:ty, $ulps:ident, $worst:ident, $bits:ident, $range:ident) => {
+        fn $ulps(a: $f, b: $f) -> u64 {
+            if a.is_nan() || b.is_nan() {
+                return if a.is_nan() && b.is_nan() {
+                    0
+                } else {
+                    u64::MAX
+                };
+            }
+            let key = |x: $f| {
+                let i = x.to_bits() as $i;
+                if i < 0 { <$i>::MIN - i } else { i }
+            };
+            (key(a) as $wide - key(b) as $wide).unsigned_abs() as u64
         }
-    }
-    worst
-}
 
-fn worst32(xs: impl Iterator<Item = f32>, f: fn(f32) -> f32, g: fn(f32) -> f32) -> (u64, f32) {
-    let mut worst = (0, 0.0);
-    for x in xs {
-        let e = ulps32(f(x), g(x));
-        if e > worst.0 {
-            worst = (e, x);
+        fn $worst(xs: impl Iterator<Item = $f>, f: fn($f) -> $f, g: fn($f) -> $f) -> (u64, $f) {
+            let mut worst = (0, 0.0);
+            for x in xs {
+                let e = $ulps(f(x), g(x));
+                if e > worst.0 {
+                    worst = (e, x);
+                }
+            }
+            worst
         }
-    }
-    worst
+
+        fn $bits(seed: u64) -> impl Iterator<Item = $f> {
+            let mut rng = Rng::new(seed);
+            (0..N).map(move |_| <$f>::from_bits(rng.next_u64() as $u))
+        }
+
+        fn $range(seed: u64, lo: f64, hi: f64) -> impl Iterator<Item = $f> {
+            let mut rng = Rng::new(seed);
+            (0..N).map(move |_| rng.range(lo, hi) as $f)
+        }
+    };
 }
 
 const N: usize = 1 << 20;
 
-/// Random bit patterns (every float equally likely: mostly huge or tiny magnitudes).
-fn bits64(seed: u64) -> impl Iterator<Item = f64> {
-    let mut rng = Rng::new(seed);
-    (0..N).map(move |_| f64::from_bits(rng.next_u64()))
-}
-
-fn bits32(seed: u64) -> impl Iterator<Item = f32> {
-    let mut rng = Rng::new(seed);
-    (0..N).map(move |_| f32::from_bits(rng.next_u64() as u32))
-}
-
-/// Uniform values in `[lo, hi)`.
-fn range64(seed: u64, lo: f64, hi: f64) -> impl Iterator<Item = f64> {
-    let mut rng = Rng::new(seed);
-    (0..N).map(move |_| rng.range(lo, hi))
-}
-
-fn range32(seed: u64, lo: f64, hi: f64) -> impl Iterator<Item = f32> {
-    let mut rng = Rng::new(seed);
-    (0..N).map(move |_| rng.range(lo, hi) as f32)
-}
+float_helpers!(f64, u64, i64, i128, ulps64, worst64, bits64, range64);
+float_helpers!(f32, u32, i32, i64, ulps32, worst32, bits32, range32);
 
 /// Values of every magnitude, both signs: `±2^u` with `u` uniform in `[lo, hi)`.
 fn log_range64(seed: u64, lo: f64, hi: f64) -> impl Iterator<Item = f64> {
@@ -96,97 +67,103 @@ fn log_range32(seed: u64, lo: f64, hi: f64) -> impl Iterator<Item = f32> {
     log_range64(seed, lo, hi).map(|x| x as f32)
 }
 
-fn special64() -> Vec<f64> {
-    let mut v = vec![
-        0.0,
-        -0.0,
-        1.0,
-        -1.0,
-        2.0,
-        0.5,
-        f64::MIN_POSITIVE,
-        -f64::MIN_POSITIVE,
-        f64::from_bits(1),
-        f64::from_bits(0x000f_ffff_ffff_ffff),
-        -f64::from_bits(1),
-        f64::MAX,
-        f64::MIN,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::NAN,
-        -f64::NAN,
-        f64::EPSILON,
-        -f64::EPSILON,
-        1e-300,
-        // exp's overflow and underflow thresholds and their neighbours.
-        709.782_712_893_384,
-        709.79,
-        -708.396_418_532_264_1,
-        -745.133_219_101_941_1,
-        -745.2,
-        -744.0,
-        746.0,
-        -746.0,
-        -1e5,
-        1e5,
-        std::f64::consts::LN_2,
-        std::f64::consts::E,
-        1.0 - f64::EPSILON / 2.0,
-        1.0 + f64::EPSILON,
-        -1.0 + f64::EPSILON / 2.0,
-    ];
-    for x in v.clone() {
-        if x.is_finite() && x != 0.0 {
-            v.push(f64::from_bits(x.to_bits() + 1));
-            v.push(f64::from_bits(x.to_bits() - 1));
+/// The values of `$xs` and the two neighbours of each finite non-zero one.
+macro_rules! with_neighbours {
+    ($f:ty, $xs:expr) => {{
+        let mut v: Vec<$f> = $xs.to_vec();
+        for x in v.clone() {
+            if x.is_finite() && x != 0.0 {
+                v.push(<$f>::from_bits(x.to_bits() + 1));
+                v.push(<$f>::from_bits(x.to_bits() - 1));
+            }
         }
-    }
-    v
+        v
+    }};
+}
+
+fn special64() -> Vec<f64> {
+    with_neighbours!(
+        f64,
+        [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            2.0,
+            0.5,
+            f64::MIN_POSITIVE,
+            -f64::MIN_POSITIVE,
+            f64::from_bits(1),
+            f64::from_bits(0x000f_ffff_ffff_ffff),
+            -f64::from_bits(1),
+            f64::MAX,
+            f64::MIN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            -f64::NAN,
+            f64::EPSILON,
+            -f64::EPSILON,
+            1e-300,
+            // exp's overflow and underflow thresholds and their neighbours.
+            709.782_712_893_384,
+            709.79,
+            -708.396_418_532_264_1,
+            -745.133_219_101_941_1,
+            -745.2,
+            -744.0,
+            746.0,
+            -746.0,
+            -1e5,
+            1e5,
+            std::f64::consts::LN_2,
+            std::f64::consts::E,
+            1.0 - f64::EPSILON / 2.0,
+            1.0 + f64::EPSILON,
+            -1.0 + f64::EPSILON / 2.0,
+        ]
+    )
 }
 
 fn special32() -> Vec<f32> {
-    let mut v = vec![
-        0.0,
-        -0.0,
-        1.0,
-        -1.0,
-        2.0,
-        0.5,
-        f32::MIN_POSITIVE,
-        -f32::MIN_POSITIVE,
-        f32::from_bits(1),
-        f32::from_bits(0x007f_ffff),
-        -f32::from_bits(1),
-        f32::MAX,
-        f32::MIN,
-        f32::INFINITY,
-        f32::NEG_INFINITY,
-        f32::NAN,
-        -f32::NAN,
-        f32::EPSILON,
-        -f32::EPSILON,
-        88.722_84,
-        88.73,
-        -87.336_55,
-        -103.972_08,
-        -104.0,
-        -103.0,
-        89.0,
-        -1e5,
-        1e5,
-        std::f32::consts::LN_2,
-        std::f32::consts::E,
-        1.0 - f32::EPSILON / 2.0,
-        1.0 + f32::EPSILON,
-        -1.0 + f32::EPSILON / 2.0,
-    ];
-    for x in v.clone() {
-        if x.is_finite() && x != 0.0 {
-            v.push(f32::from_bits(x.to_bits() + 1));
-            v.push(f32::from_bits(x.to_bits() - 1));
-        }
-    }
-    v
+    with_neighbours!(
+        f32,
+        [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            2.0,
+            0.5,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+            f32::from_bits(1),
+            f32::from_bits(0x007f_ffff),
+            -f32::from_bits(1),
+            f32::MAX,
+            f32::MIN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+            f32::EPSILON,
+            -f32::EPSILON,
+            88.722_84,
+            88.73,
+            -87.336_55,
+            -103.972_08,
+            -104.0,
+            -103.0,
+            89.0,
+            -1e5,
+            1e5,
+            std::f32::consts::LN_2,
+            std::f32::consts::E,
+            1.0 - f32::EPSILON / 2.0,
+            1.0 + f32::EPSILON,
+            -1.0 + f32::EPSILON / 2.0,
+        ]
+    )
 }
 
 /// Asserts at most `max` ulp over every sample set, printing the worst case.
