@@ -18,7 +18,7 @@ use crate::broadcast::{broadcast_pair, materialize, unbroadcast};
 use crate::error::{LossError, fmt_shape};
 use crate::output::LossOutput;
 use crate::real::Real;
-use crate::reduction::{Reduction, Sum8};
+use crate::reduction::{Reduction, Sum8, lanes_total};
 use crate::vmath::vectorised;
 
 /// How the weighted `mean` is divided (LOSSES.md §4 item 7).
@@ -231,8 +231,7 @@ fn pass<T: Real, const KEEP: bool, const GRAD: bool, const W: bool>(
             *lane += v.f64();
         }
     }
-    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
-        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+    lanes_total(&lanes)
 }
 
 /// `sign(d)` as ATen's `sgn` computes it for reals: `(0 < d) − (d < 0)`, so `sign(0) = 0`
