@@ -499,8 +499,19 @@ impl<'w, T: Real> RowMath<'w, T> {
         }
         let inv = T::of(1.0 / sum);
         let neg_g = -self.g_hat;
-        // Σ_c g_c with g_c = −ĝ·w_c·p'_c.
-        let k = T::of(neg_g.f64() * q) * inv;
+        // Σ_c g_c with g_c = −ĝ·w_c·p'_c. Where Σ w_c·p'_c overflows (probabilities near the
+        // largest float) the g_c themselves are summed, as autograd does: finite after the
+        // mean's 1/N.
+        let k = if q.is_finite() {
+            T::of(neg_g.f64() * q) * inv
+        } else {
+            let mut s = Sum8::new();
+            for c in 0..x.len() {
+                let wc = self.weight.map_or(T::one(), |w| w[c]);
+                s.add((neg_g * wc * self.smoothed(p[c])).f64());
+            }
+            T::of(s.total()) * inv
+        };
         let mut gp = gp;
         let mut gw = gw;
         for c in 0..x.len() {
@@ -1653,6 +1664,37 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out.loss.as_slice().unwrap(), &[f32::INFINITY]);
+    }
+
+    /// torch 2.15: probabilities near the largest float, mean over two rows. Σp overflows,
+    /// the gradients Σ(−p_c/2) do not.
+    #[test]
+    fn near_max_probabilities_give_autograds_finite_gradient() {
+        let x = array![[0.0, 1.0], [0.5, -0.5]].into_dyn();
+        let p = array![[1e308, 8.98846567431158e307], [0.25, 0.75]].into_dyn();
+        let out = ce(
+            &x,
+            &CeTarget::Probs(p.view()),
+            None,
+            -100,
+            0.0,
+            Reduction::Mean,
+            true,
+        );
+        assert_close(
+            "loss",
+            &flat(&out.loss),
+            &[7.974179400258347e307],
+            1e-12,
+            0.0,
+        );
+        let want = [
+            -2.4466075259576407e307,
+            2.4466075259576407e307,
+            0.24052928931500245,
+            -0.24052928931500245,
+        ];
+        assert_close("dx", &flat(out.grad("input").unwrap()), &want, 1e-12, 0.0);
     }
 
     #[test]
