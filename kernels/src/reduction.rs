@@ -88,8 +88,7 @@ impl Sum8 {
 
     /// The total.
     pub fn total(&self) -> f64 {
-        let l = &self.lanes;
-        ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+        lanes_total(&self.lanes)
     }
 }
 
@@ -106,8 +105,7 @@ pub fn sum<T: Real>(xs: &[T]) -> f64 {
     for (k, x) in rest.iter().enumerate() {
         lanes[k] += x.f64();
     }
-    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
-        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+    lanes_total(&lanes)
 }
 
 /// Adds a block of values to eight `f64` lanes, element `k` of the block to lane `k mod 8`:
@@ -128,9 +126,22 @@ pub(crate) fn add_to_lanes<T: Real>(lanes: &mut [f64; 8], block: &[T]) {
 }
 
 /// The total of eight lanes, in the order of [`Sum8::total`].
+///
+/// Where that order overflows (lanes near the largest float whose exact sum is finite), the
+/// lanes are added again scaled by 1/8, which cannot overflow, and the sum scaled back: the
+/// finite sum, as a sequential order gives it. Infinite or NaN lanes give the same non-finite
+/// result either way.
 #[inline(always)]
 pub(crate) fn lanes_total(l: &[f64; 8]) -> f64 {
-    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+    let t = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+    if t.is_finite() { t } else { rescaled_total(l) }
+}
+
+#[cold]
+#[inline(never)]
+fn rescaled_total(l: &[f64; 8]) -> f64 {
+    let s = l.map(|v| v * 0.125);
+    (((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]))) * 8.0
 }
 
 /// Length of the blocks of blocked kernels (a multiple of 8, see [`add_to_lanes`]).
@@ -269,6 +280,21 @@ mod tests {
                 assert_eq!(a.next, b.next);
             }
         }
+    }
+
+    /// Issue 28: lanes near the largest float whose plain total overflows.
+    #[test]
+    fn lanes_that_overflow_together_give_the_finite_sum() {
+        let big = 1.3482698511467367e308;
+        let xs = [big, -2.0, -2.0, -f64::MAX, 1.0, -big, big];
+        assert_eq!(sum(&xs), -4.49423283715579e307);
+        let mut s = Sum8::new();
+        xs.iter().for_each(|&x| s.add(x));
+        assert_eq!(s.total(), -4.49423283715579e307);
+        assert_eq!(sum(&[f64::MAX, f64::MAX]), f64::INFINITY);
+        assert_eq!(sum(&[f64::MAX, f64::INFINITY]), f64::INFINITY);
+        assert!(sum(&[f64::INFINITY, f64::NEG_INFINITY]).is_nan());
+        assert!(sum(&[f64::MAX, f64::MAX, f64::NEG_INFINITY, f64::NAN]).is_nan());
     }
 
     #[test]

@@ -430,8 +430,19 @@ impl<'w, T: Real> RowMath<'w, T> {
         }
         let inv = T::of(1.0 / sum);
         let neg_g = -self.g_hat;
-        // Σ_c g_c with g_c = −ĝ·w_c·p'_c.
-        let k = T::of(neg_g.f64() * q) * inv;
+        // Σ_c g_c with g_c = −ĝ·w_c·p'_c. Where Σ w_c·p'_c overflows (probabilities near the
+        // largest float) the g_c themselves are summed, as autograd does: finite after the
+        // mean's 1/N.
+        let k = if q.is_finite() {
+            T::of(neg_g.f64() * q) * inv
+        } else {
+            let mut s = Sum8::new();
+            for c in 0..x.len() {
+                let wc = self.weight.map_or(T::one(), |w| w[c]);
+                s.add((neg_g * wc * self.smoothed(p[c])).f64());
+            }
+            T::of(s.total()) * inv
+        };
         let mut gp = gp;
         let mut gw = gw;
         for c in 0..x.len() {

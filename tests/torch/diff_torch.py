@@ -18,7 +18,19 @@ plus eps x the tensor's / loss' / inputs' scale); float32 values also pass when 
 result on the same float32 inputs.  Residual noise mismatches (rare, < 1 in 10^4) are f32 cancellation at
 mixed 1e-6 / 1e4 scales.
 
+--edge RATE (default 0.3; 0 reproduces the cases of the tester before it) rewrites some cases into the classes
+of issue 28, drawing from a stream of its own: positive float options that are 0 in float32 (beta, delta, margin,
+eps, label_smoothing = 1e-300, 1e-46, ..., 5e-324), subnormals of both precisions in any float tensor, values near
+the largest float32 / float64 (partial sums that overflow in one order and not another), infinite or huge entries
+in weight / pos_weight, and label smoothing together with class weights.  The per-loss line counts them.
+
 Disagreement classes found with this tester (lossd 0.x vs torch 2.15, Dec 2026), still reported (not skipped):
+  * (fixed) edge classes, seeds 1-3 x 300 cases per loss (about 6,500 cases run per seed, about 1,900 of them in
+    an edge class; 8 + 5 + 5 mismatches before these fixes, 0 after): a huge weight with l1/mse/huber mean (lossd w*f'(d) overflowed before the 1/sum(w) scale; autograd
+    scales the weight first), near-max probability targets in cross_entropy / linear_cross_entropy (sum of p
+    overflowed before the 1/N scale), an infinite multilabel_soft_margin weight (torch NaN gradients, lossd +-inf);
+    and, from an outside tester, smooth_l1 with beta 0 in float32 (0/0), a broadcast subnormal kl_div target
+    (upstream summed before y/y), label smoothing with an infinite class weight (inf * 0 in lossd's one-pass sum);
   * (fixed for an empty broadcast) gradient w.r.t. a broadcast kl_div target / gaussian var / poisson input
     when the broadcast result is empty: torch NaN (it reduces the upstream gradient first, then multiplies by a
     non-finite local derivative), lossd 0; (fixed for poisson_nll_loss's input) where a broadcast operand's
@@ -75,9 +87,44 @@ class Skip(Exception):
 # random drawing
 
 
+# --edge classes (issue 28): positive float parameters that are 0 in float32; subnormals of both
+# precisions; values near the largest floats (partial sums that overflow in one order and not in
+# another); infinite or huge class / element weights.
+F32_ZERO = [1e-300, 1e-46, 1e-60, 1e-320, 5e-324]
+SUBNORMALS = [5e-324, 1e-320, 1e-310, 2.225073858507201e-308, 1.401298464324817e-45, 1e-40,
+              1.1754942e-38]
+NEAR_MAX = [1.7976931348623157e308, 1.3482698511467367e308, 8.98846567431158e307, 1e308,
+            3.4028234663852886e38, 2.5e38, 1.7e38]
+HUGE_WEIGHTS = [INF, INF, 1e308, 3.4028234663852886e38, 1e38]
+# options that are a positive float parameter, per loss
+TINY_OPTS = {
+    "smooth_l1_loss": ["beta"], "huber_loss": ["delta"], "margin_ranking_loss": ["margin"],
+    "hinge_embedding_loss": ["margin"], "cosine_embedding_loss": ["margin"],
+    "triplet_margin_loss": ["margin", "eps"], "triplet_margin_with_distance_loss": ["margin"],
+    "multi_margin_loss": ["margin"], "poisson_nll_loss": ["eps"], "gaussian_nll_loss": ["eps"],
+    "cross_entropy": ["label_smoothing"], "linear_cross_entropy": ["label_smoothing"],
+}
+SIGNED_OPTS = {"margin"}
+# tensors whose valid values are non-negative (subnormals stay positive, no near-max values)
+NONNEG = {("binary_cross_entropy", "input"), ("binary_cross_entropy", "target"),
+          ("binary_cross_entropy_with_logits", "target"), ("multilabel_soft_margin_loss", "target"),
+          ("poisson_nll_loss", "target"), ("gaussian_nll_loss", "var")}
+UNIT = {("binary_cross_entropy", "input"), ("binary_cross_entropy", "target")}
+WEIGHTS = {"weight", "pos_weight"}
+
+
 class R:
-    def __init__(self, seed):
+    def __init__(self, seed, edge=0.0):
         self.r = random.Random(seed)
+        # the edge classes draw from their own stream: with --edge 0 the cases are those of before
+        self.e = random.Random(seed * 7919 + 13)
+        self.edge_rate = edge
+
+    def edge(self, p=1.0):
+        return self.edge_rate > 0 and self.e.random() < self.edge_rate * p
+
+    def epick(self, seq):
+        return seq[self.e.randrange(len(seq))]
 
     def chance(self, p):
         return self.r.random() < p
@@ -669,6 +716,47 @@ GEN = {
 }
 
 
+def edge_inputs(r, loss, args, opts):
+    """Maybe rewrites a case into the --edge classes (drawing only from r.e); returns the classes used."""
+    used = []
+    for k in TINY_OPTS.get(loss, []):
+        if r.edge(0.3):
+            v = r.epick(F32_ZERO)
+            if k in SIGNED_OPTS and r.e.random() < 0.3:
+                v = -v
+            opts[k] = v
+            used.append("f32-zero-param")
+    if loss == "gaussian_nll_loss" and not isinstance(args.get("var"), torch.Tensor) and r.edge(0.3):
+        args["var"] = r.epick(F32_ZERO + [0.0])
+        used.append("f32-zero-param")
+    for k, v in list(args.items()):
+        if not isinstance(v, torch.Tensor) or not v.is_floating_point() or v.numel() == 0:
+            continue
+        if k in WEIGHTS:
+            if r.edge(0.5):
+                v = v.clone()
+                for _ in range(r.e.randint(1, 2)):
+                    v.view(-1)[r.e.randrange(v.numel())] = r.epick(HUGE_WEIGHTS)
+                args[k] = v
+                used.append("huge-weight")
+            continue
+        if r.edge(0.4):
+            kind = "sub" if (loss, k) in UNIT else r.epick(["sub", "sub", "max"])
+            v = v.clone()
+            flat = v.view(-1)
+            for _ in range(r.e.randint(1, max(1, min(flat.numel(), 8)))):
+                x = r.epick(SUBNORMALS if kind == "sub" else NEAR_MAX)
+                if (loss, k) not in NONNEG and r.e.random() < 0.5:
+                    x = -x
+                flat[r.e.randrange(flat.numel())] = x
+            args[k] = v
+            used.append("subnormal" if kind == "sub" else "near-max")
+    if loss in ("cross_entropy", "linear_cross_entropy") and "weight" in args and r.edge(0.5):
+        opts["label_smoothing"] = r.epick([0.1, 0.5, 1.0, 1e-300])  # weights meet smoothing
+        used.append("smoothing-with-weight")
+    return used
+
+
 # ----------------------------------------------------------------------------------------------
 # torch side
 
@@ -700,6 +788,17 @@ def expect_for(loss, args, opts, dtype, grad):
     if (loss in ("nll_loss", "cross_entropy") and grad and targs["input"].dim() == 1
             and targs["target"].dim() == 1 and not targs["target"].is_floating_point()):
         raise Skip("grad of nll/ce with a (1,) target for a (C,) input (left out: torch backward raises)")
+    if loss == "smooth_l1_loss" and grad and dtype == "float32":
+        beta = float(opts.get("beta", 1.0))
+        if 0 < beta and float(torch.tensor(beta, dtype=torch.float32)) == 0:
+            try:
+                d = targs["input"] - targs["target"]
+            except RuntimeError:
+                d = None
+            if d is not None and d.numel() >= 16 and bool((d == 0).any()):
+                # torch's vectorised backward loop gives -1 at d = 0 for a beta that is 0 in
+                # float32 (its scalar loop, for the last < 16 elements, gives 0, as lossd does)
+                raise Skip("torch quirk: smooth_l1 beta 0 in float32, vector loop at d = 0")
     if loss == "gaussian_nll_loss" and not isinstance(targs["var"], torch.Tensor):
         targs["var"] = float(targs["var"])
     try:
@@ -874,6 +973,7 @@ def run_one(args_ns, r, loss, stats, out_f):
         stats["classes"]["generator-error"] = stats["classes"].get("generator-error", 0) + 1
         print(f"  generator error in {loss}: {e!r}", file=sys.stderr)
         return
+    edge = edge_inputs(r, loss, args, opts)
     dtype = "float32" if r.chance(0.35) else "float64"
     grad = (not meta.get("nograd")) and r.chance(0.6)
     renc = "base64" if r.chance(0.2) else "json"
@@ -916,6 +1016,8 @@ def run_one(args_ns, r, loss, stats, out_f):
     except Exception as e:  # noqa: BLE001
         status, resp = 0, {"detail": repr(e)}
     stats["n"] += 1
+    for c in set(edge):
+        stats["edge"][c] = stats["edge"].get(c, 0) + 1
     if exp[0] == "err":
         stats["torch_err"] = stats.get("torch_err", 0) + 1
     rtol, atol = (1e-4, 1e-5) if dtype == "float32" else (1e-7, 1e-10)
@@ -951,7 +1053,7 @@ def run_one(args_ns, r, loss, stats, out_f):
         stats["bad"] += 1
         cls = problems[0][0]
         stats["classes"][cls] = stats["classes"].get(cls, 0) + 1
-        rec = {"loss": loss, "class": cls, "problems": problems, "body": body,
+        rec = {"loss": loss, "class": cls, "edge": sorted(set(edge)), "problems": problems, "body": body,
                "torch": ({"error": exp[1]} if exp[0] == "err" else
                          {"loss": gt.to_json_value(exp[1]), "shape": list(exp[1].shape),
                           "grad": {k: gt.to_json_value(v) for k, v in exp[2].items()}}),
@@ -968,6 +1070,9 @@ def main():
     ap.add_argument("--loss", action="append", help="only this loss (repeatable)")
     ap.add_argument("--out", default=os.path.join(OUTDIR, "mismatches.jsonl"))
     ap.add_argument("--append", action="store_true")
+    ap.add_argument("--edge", type=float, default=0.3,
+                    help="rate of the edge classes (float32-zero parameters, subnormals, near-max values, "
+                         "huge weights); 0 gives the cases of the tester before them")
     a = ap.parse_args()
     if not torch.__version__.startswith("2.15."):
         raise SystemExit(f"needs PyTorch 2.15, found {torch.__version__}")
@@ -979,18 +1084,23 @@ def main():
     total = {}
     with open(a.out, "a" if a.append else "w") as out_f:
         for li, loss in enumerate(losses):
-            stats = {"n": 0, "bad": 0, "skip": 0, "classes": {}}
-            r = R(a.seed * 1000003 + LOSSES.index(loss))
+            stats = {"n": 0, "bad": 0, "skip": 0, "classes": {}, "edge": {}}
+            r = R(a.seed * 1000003 + LOSSES.index(loss), a.edge)
             t0 = time.time()
             for _ in range(a.cases):
                 run_one(a, r, loss, stats, out_f)
             total[loss] = stats
             cls = ", ".join(f"{k}={v}" for k, v in sorted(stats["classes"].items()))
+            ne = sum(1 for _ in stats["edge"])
             print(f"{loss:36s} run={stats['n']:6d} torch-errors={stats.get('torch_err', 0):5d} skipped={stats['skip']:5d} mismatches={stats['bad']:5d} "
-                  f"({time.time() - t0:.0f}s) {cls}", flush=True)
+                  f"({time.time() - t0:.0f}s) {cls}" + (f" [edge: {stats['edge']}]" if ne else ""), flush=True)
     n = sum(s["n"] for s in total.values())
     b = sum(s["bad"] for s in total.values())
-    print(f"TOTAL run={n} mismatches={b} -> {a.out}")
+    edge = {}
+    for s in total.values():
+        for k, v in s["edge"].items():
+            edge[k] = edge.get(k, 0) + v
+    print(f"TOTAL run={n} mismatches={b} edge-class cases={edge} -> {a.out}")
 
 
 if __name__ == "__main__":

@@ -102,6 +102,19 @@ pub fn multilabel_soft_margin_loss<T: Real>(
     )?;
 
     let mut out = LossOutput::new(reduce(reduction, &out_shape, losses, total, m));
+    if grad
+        && weight
+            .as_ref()
+            .is_some_and(|w| w.iter().any(|v| v.is_infinite()))
+    {
+        // Autograd multiplies an infinite weight into both terms of −(y·logσ(x) +
+        // (1 − y)·logσ(−x)) before they meet: inf − inf (or 0·inf), NaN for input and target.
+        for ((gx, gy), wj) in dx.iter_mut().zip(dy.iter_mut()).zip(ws) {
+            if wj.is_infinite() {
+                (*gx, *gy) = (T::nan(), T::nan());
+            }
+        }
+    }
     if grad {
         let full = |v: Vec<T>| ArrayD::from_shape_vec(IxDyn(&shape), v).expect("len elements");
         out.grads.push(("input", unbroadcast(full(dx), &xs)));
@@ -351,6 +364,25 @@ mod tests {
         .unwrap();
         assert_eq!(row.loss.shape(), &[] as &[usize]);
         assert_eq!(out.loss[[1, 2]], row.loss[[]]);
+    }
+
+    /// torch 2.15: an infinite class weight gives NaN input and target gradients in its class
+    /// (inf·y·σ(−x) − inf·(1 − y)·σ(x)), the others unchanged.
+    #[test]
+    fn an_infinite_weight_gives_nan_gradients_in_its_class() {
+        let x = array![[0.5, -1.0], [2.0, 0.0]].into_dyn();
+        let y = array![[1.0, 0.0], [0.3, 1.0]].into_dyn();
+        let w = array![1.5, f64::INFINITY].into_dyn();
+        let out = mlsm(&x, &y, Some(&w), Reduction::Mean, true).unwrap();
+        let w1 = array![1.5, 1.0].into_dyn();
+        let plain = mlsm(&x, &y, Some(&w1), Reduction::Mean, true).unwrap();
+        for name in ["input", "target"] {
+            let (g, p) = (out.grad(name).unwrap(), plain.grad(name).unwrap());
+            for r in 0..2 {
+                assert_eq!(g[[r, 0]], p[[r, 0]], "{name}");
+                assert!(g[[r, 1]].is_nan(), "{name}");
+            }
+        }
     }
 
     #[test]

@@ -145,6 +145,28 @@ mod tests {
         assert_eq!(out.grad("input").unwrap().as_slice().unwrap(), &[0.0, -1.0]);
     }
 
+    /// Issue 28: lanes whose plain total overflows (1.35e308 + 1.35e308) while the exact sum
+    /// is finite: torch 2.15 gives the exact sum, −4.49423283715579e307.
+    #[test]
+    fn a_sum_near_the_float_range_does_not_overflow_in_the_lanes() {
+        let big = 1.3482698511467367e308;
+        let x = array![big, -2.0, -2.0, -f64::MAX, 1.0, -big, big].into_dyn();
+        let y = ndarray::ArrayD::from_elem(vec![7], 1.0);
+        let out = hinge_embedding_loss(x.view(), y.view(), 1.0, Reduction::Sum, false).unwrap();
+        assert_eq!(out.loss.first(), Some(&-4.49423283715579e307));
+        let out = hinge_embedding_loss(x.view(), y.view(), 1.0, Reduction::Mean, false).unwrap();
+        assert_eq!(out.loss.first(), Some(&(-4.49423283715579e307 / 7.0)));
+        // A sum that is beyond the range stays infinite, and inf − inf NaN.
+        let x = array![f64::MAX, f64::MAX, 1.0].into_dyn();
+        let y = ndarray::ArrayD::from_elem(vec![3], 1.0);
+        let out = hinge_embedding_loss(x.view(), y.view(), 1.0, Reduction::Sum, false).unwrap();
+        assert_eq!(out.loss.first(), Some(&f64::INFINITY));
+        let x = array![f64::INFINITY, f64::NEG_INFINITY].into_dyn();
+        let y = ndarray::ArrayD::from_elem(vec![2], 1.0);
+        let out = hinge_embedding_loss(x.view(), y.view(), 1.0, Reduction::Sum, false).unwrap();
+        assert!(out.loss.first().unwrap().is_nan());
+    }
+
     #[test]
     fn a_negative_margin_is_accepted() {
         let x = array![-2.0].into_dyn();

@@ -18,7 +18,7 @@ use crate::broadcast::{broadcast_pair, materialize, unbroadcast};
 use crate::error::{LossError, fmt_shape};
 use crate::output::LossOutput;
 use crate::real::Real;
-use crate::reduction::{Reduction, Sum8};
+use crate::reduction::{Reduction, Sum8, lanes_total};
 use crate::vmath::vectorised;
 
 /// How the weighted `mean` is divided (docs/differences.md item 7).
@@ -104,20 +104,6 @@ pub(crate) fn distance_loss<T: Real>(
     } else {
         Vec::new()
     };
-    let ws: &[T] = w.as_deref().unwrap_or(&[]);
-    let (l, d, r) = (&mut losses[..], &mut dx[..], &mut raw[..]);
-    // Compiled for the widest vector instructions the CPU has (bit-identical on every path).
-    let total = vectorised!(match (keep, grad, w.is_some()) {
-        (false, false, false) => pass::<T, false, false, false>(&x, &y, ws, &f, l, d, r),
-        (false, false, true) => pass::<T, false, false, true>(&x, &y, ws, &f, l, d, r),
-        (false, true, false) => pass::<T, false, true, false>(&x, &y, ws, &f, l, d, r),
-        (false, true, true) => pass::<T, false, true, true>(&x, &y, ws, &f, l, d, r),
-        (true, false, false) => pass::<T, true, false, false>(&x, &y, ws, &f, l, d, r),
-        (true, false, true) => pass::<T, true, false, true>(&x, &y, ws, &f, l, d, r),
-        (true, true, false) => pass::<T, true, true, false>(&x, &y, ws, &f, l, d, r),
-        (true, true, true) => pass::<T, true, true, true>(&x, &y, ws, &f, l, d, r),
-    });
-
     // The denominator of the mean; PyTorch sums the weight tensor itself (not broadcast).
     let denom = match (reduction, &weight, weighted_mean) {
         (Reduction::Mean, Some(w), WeightedMean::SumOfWeights) => {
@@ -127,6 +113,26 @@ pub(crate) fn distance_loss<T: Real>(
         }
         _ => n as f64,
     };
+    // The reduction's scale of the gradients (1 but for a mean).
+    let scale = T::of(if reduction == Reduction::Mean {
+        1.0 / denom
+    } else {
+        1.0
+    });
+    let ws: &[T] = w.as_deref().unwrap_or(&[]);
+    let (l, d, r) = (&mut losses[..], &mut dx[..], &mut raw[..]);
+    // Compiled for the widest vector instructions the CPU has (bit-identical on every path).
+    let total = vectorised!(match (keep, grad, w.is_some()) {
+        (false, false, false) => pass::<T, false, false, false>(&x, &y, ws, scale, &f, l, d, r),
+        (false, false, true) => pass::<T, false, false, true>(&x, &y, ws, scale, &f, l, d, r),
+        (false, true, false) => pass::<T, false, true, false>(&x, &y, ws, scale, &f, l, d, r),
+        (false, true, true) => pass::<T, false, true, true>(&x, &y, ws, scale, &f, l, d, r),
+        (true, false, false) => pass::<T, true, false, false>(&x, &y, ws, scale, &f, l, d, r),
+        (true, false, true) => pass::<T, true, false, true>(&x, &y, ws, scale, &f, l, d, r),
+        (true, true, false) => pass::<T, true, true, false>(&x, &y, ws, scale, &f, l, d, r),
+        (true, true, true) => pass::<T, true, true, true>(&x, &y, ws, scale, &f, l, d, r),
+    });
+
     let value = match reduction {
         Reduction::None => None,
         Reduction::Sum => Some(total),
@@ -144,17 +150,13 @@ pub(crate) fn distance_loss<T: Real>(
         warnings,
     };
     if grad {
-        let scale = T::of(if reduction == Reduction::Mean {
-            1.0 / denom
-        } else {
-            1.0
-        });
         let dx_scale = T::of(if reduction == Reduction::Mean {
             dx_factor / denom
         } else {
             dx_factor
         });
-        if dx_scale != T::one() {
+        // With a weight the pass has scaled the gradient already.
+        if dx_scale != T::one() && weight.is_none() {
             dx.iter_mut().for_each(|g| *g *= dx_scale);
         }
         let dy: Vec<T> = dx.iter().map(|&g| -g).collect();
@@ -182,12 +184,14 @@ pub(crate) fn distance_loss<T: Real>(
 /// The one pass over the elements of [`distance_loss`], specialised on what it writes so the
 /// loop has no branches of its own and vectorises: returns `Σ w·ℓ` (in `f64`, element `i`
 /// added to lane `i mod 8`, the order of [`Sum8`]) and fills `losses` (`w·ℓ`, when `KEEP`),
-/// `dx` (`w·f'`, when `GRAD`) and `raw` (`ℓ`, when `GRAD` and `W`).
+/// `dx` (`(scale·w)·f'` with a weight, else `f'`, when `GRAD`) and `raw` (`ℓ`, when `GRAD`
+/// and `W`).
 #[inline(always)]
 fn pass<T: Real, const KEEP: bool, const GRAD: bool, const W: bool>(
     x: &[T],
     y: &[T],
     w: &[T],
+    scale: T,
     f: &impl Fn(T) -> (T, T),
     losses: &mut [T],
     dx: &mut [T],
@@ -213,7 +217,13 @@ fn pass<T: Real, const KEEP: bool, const GRAD: bool, const W: bool>(
         let block = &mut buf[..len];
         for k in 0..len {
             let (l, g) = f(xs[k] - ys[k]);
-            let (wl, wg) = if W { (ws[k] * l, ws[k] * g) } else { (l, g) };
+            // Autograd's order with a weight: the reduction's gradient times the weight, then
+            // times f' (a huge weight over a huge Σw stays finite).
+            let (wl, wg) = if W {
+                (ws[k] * l, (scale * ws[k]) * g)
+            } else {
+                (l, g)
+            };
             block[k] = wl;
             if GRAD {
                 dx[start + k] = wg;
@@ -236,8 +246,7 @@ fn pass<T: Real, const KEEP: bool, const GRAD: bool, const W: bool>(
             *lane += v.f64();
         }
     }
-    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
-        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+    lanes_total(&lanes)
 }
 
 /// `sign(d)` as ATen's `sgn` computes it for reals: `(0 < d) − (d < 0)`, so `sign(0) = 0`

@@ -51,6 +51,27 @@ mod tests {
         assert_eq!(out.grad("target").unwrap().iter().next(), Some(&5e307));
     }
 
+    /// torch 2.15: a weight of 1e308 over Σw ≈ 1e308 (mean): autograd scales the weight by
+    /// 1/Σw before it meets 2d, so the gradient is finite (w·2d alone overflows).
+    #[test]
+    fn a_huge_weight_with_the_mean_gives_autograds_finite_gradient() {
+        let x = array![[-0.1706], [-1.0024]].into_dyn();
+        let y = array![[1.5454], [-0.4773]].into_dyn();
+        let w = array![[1e308], [0.5932]].into_dyn();
+        let out = mse_loss(x.view(), y.view(), Some(w.view()), Reduction::Mean, true).unwrap();
+        let g: Vec<f64> = out.grad("input").unwrap().iter().copied().collect();
+        crate::testing::assert_close("input", &g, &[-3.432, -6.229786399999996e-309], 1e-12, 0.0);
+        let out = mse_loss(x.view(), y.view(), Some(w.view()), Reduction::Sum, true).unwrap();
+        let g: Vec<f64> = out.grad("input").unwrap().iter().copied().collect();
+        crate::testing::assert_close(
+            "input",
+            &g,
+            &[f64::NEG_INFINITY, -0.6229786399999998],
+            1e-12,
+            0.0,
+        );
+    }
+
     #[test]
     fn matches_the_worked_example_of_losses_md() {
         let x = array![[1.0, -0.5], [0.25, 2.0]].into_dyn();

@@ -647,6 +647,37 @@ fn smoothing_with_an_infinite_weight_follows_pytorch() {
     assert_eq!(out.loss.as_slice().unwrap(), &[f32::INFINITY]);
 }
 
+/// torch 2.15: probabilities near the largest float, mean over two rows. Σp overflows,
+/// the gradients Σ(−p_c/2) do not.
+#[test]
+fn near_max_probabilities_give_autograds_finite_gradient() {
+    let x = array![[0.0, 1.0], [0.5, -0.5]].into_dyn();
+    let p = array![[1e308, 8.98846567431158e307], [0.25, 0.75]].into_dyn();
+    let out = ce(
+        &x,
+        &CeTarget::Probs(p.view()),
+        None,
+        -100,
+        0.0,
+        Reduction::Mean,
+        true,
+    );
+    assert_close(
+        "loss",
+        &flat(&out.loss),
+        &[7.974179400258347e307],
+        1e-12,
+        0.0,
+    );
+    let want = [
+        -2.4466075259576407e307,
+        2.4466075259576407e307,
+        0.24052928931500245,
+        -0.24052928931500245,
+    ];
+    assert_close("dx", &flat(out.grad("input").unwrap()), &want, 1e-12, 0.0);
+}
+
 #[test]
 fn smoothed_reductions_reduce_the_two_terms_apart() {
     // Σ ℓ_n (or Σ ℓ_n / W) and PyTorch's term-by-term (1−ε)·Σ nll + (ε/C)·Σ smooth agree
