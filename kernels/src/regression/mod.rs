@@ -119,18 +119,22 @@ pub(crate) fn distance_loss<T: Real>(
     } else {
         1.0
     });
-    let ws: &[T] = w.as_deref().unwrap_or(&[]);
+    let ops = Operands {
+        x: &x,
+        y: &y,
+        w: w.as_deref().unwrap_or(&[]),
+    };
     let (l, d, r) = (&mut losses[..], &mut dx[..], &mut raw[..]);
     // Compiled for the widest vector instructions the CPU has (bit-identical on every path).
     let total = vectorised!(match (keep, grad, w.is_some()) {
-        (false, false, false) => pass::<T, false, false, false>(&x, &y, ws, scale, &f, l, d, r),
-        (false, false, true) => pass::<T, false, false, true>(&x, &y, ws, scale, &f, l, d, r),
-        (false, true, false) => pass::<T, false, true, false>(&x, &y, ws, scale, &f, l, d, r),
-        (false, true, true) => pass::<T, false, true, true>(&x, &y, ws, scale, &f, l, d, r),
-        (true, false, false) => pass::<T, true, false, false>(&x, &y, ws, scale, &f, l, d, r),
-        (true, false, true) => pass::<T, true, false, true>(&x, &y, ws, scale, &f, l, d, r),
-        (true, true, false) => pass::<T, true, true, false>(&x, &y, ws, scale, &f, l, d, r),
-        (true, true, true) => pass::<T, true, true, true>(&x, &y, ws, scale, &f, l, d, r),
+        (false, false, false) => pass::<T, false, false, false>(ops, scale, &f, l, d, r),
+        (false, false, true) => pass::<T, false, false, true>(ops, scale, &f, l, d, r),
+        (false, true, false) => pass::<T, false, true, false>(ops, scale, &f, l, d, r),
+        (false, true, true) => pass::<T, false, true, true>(ops, scale, &f, l, d, r),
+        (true, false, false) => pass::<T, true, false, false>(ops, scale, &f, l, d, r),
+        (true, false, true) => pass::<T, true, false, true>(ops, scale, &f, l, d, r),
+        (true, true, false) => pass::<T, true, true, false>(ops, scale, &f, l, d, r),
+        (true, true, true) => pass::<T, true, true, true>(ops, scale, &f, l, d, r),
     });
 
     let value = match reduction {
@@ -181,6 +185,15 @@ pub(crate) fn distance_loss<T: Real>(
     Ok(out)
 }
 
+/// The element-wise operands of [`pass`], broadcast to one shape (`w` empty without a
+/// weight).
+#[derive(Clone, Copy)]
+struct Operands<'a, T> {
+    x: &'a [T],
+    y: &'a [T],
+    w: &'a [T],
+}
+
 /// The one pass over the elements of [`distance_loss`], specialised on what it writes so the
 /// loop has no branches of its own and vectorises: returns `Σ w·ℓ` (in `f64`, element `i`
 /// added to lane `i mod 8`, the order of [`Sum8`]) and fills `losses` (`w·ℓ`, when `KEEP`),
@@ -188,15 +201,14 @@ pub(crate) fn distance_loss<T: Real>(
 /// and `W`).
 #[inline(always)]
 fn pass<T: Real, const KEEP: bool, const GRAD: bool, const W: bool>(
-    x: &[T],
-    y: &[T],
-    w: &[T],
+    ops: Operands<'_, T>,
     scale: T,
     f: &impl Fn(T) -> (T, T),
     losses: &mut [T],
     dx: &mut [T],
     raw: &mut [T],
 ) -> f64 {
+    let Operands { x, y, w } = ops;
     let n = x.len();
     let y = &y[..n];
     let w = if W { &w[..n] } else { w };
