@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use lossd_kernels::{ErrorKind, LossError};
 use serde::Serialize;
 
-/// The machine-readable error codes of API.md, each with its status and title.
+/// The machine-readable error codes (docs/api.md, Errors), each with its status and title.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Code {

@@ -4,10 +4,9 @@ use clap::Parser;
 use lossd::config::{Command, Config};
 
 /// mimalloc: a request allocates and frees a few dozen small blocks (hyper, axum, the decode,
-/// the response), and mimalloc's thread-local free lists take a seventh off the service's
-/// instructions per small request against glibc's malloc, and large requests gain as well
-/// (`BENCHMARKS.md`); it keeps freed memory for reuse, so the resident size after large
-/// requests stays higher (README, "Memory").
+/// the response), and mimalloc's thread-local free lists serve them with fewer instructions
+/// than glibc's malloc (BENCHMARKS.md); it keeps freed memory for reuse, so the resident size
+/// after large requests stays higher (docs/operations.md, Memory).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

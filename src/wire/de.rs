@@ -121,7 +121,7 @@ impl Budget {
     }
 }
 
-/// Parses the strings API.md allows for non-finite floats.
+/// Parses the strings docs/api.md allows for non-finite floats.
 fn non_finite(s: &str) -> Option<f64> {
     match s {
         "NaN" => Some(f64::NAN),

@@ -1,4 +1,4 @@
-//! Tensors on the wire: the three encodings of API.md in ([`de`]) and out ([`ser`]).
+//! Tensors on the wire: the three encodings of docs/api.md in ([`de`]) and out ([`ser`]).
 //!
 //! Decoding goes straight from the request bytes into flat buffers through serde visitors:
 //! no `serde_json::Value` tree, no `Vec<Vec<f64>>`. The element budget and rank limit are

@@ -1,4 +1,4 @@
-//! The OpenAPI schema of a tensor field: the three encodings of API.md.
+//! The OpenAPI schema of a tensor field: the three encodings of docs/api.md.
 
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};

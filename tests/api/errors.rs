@@ -1,4 +1,4 @@
-//! Errors from every layer come back as problem documents with API.md's codes.
+//! Errors from every layer come back as problem documents with the codes of docs/api.md.
 
 use serde_json::json;
 

@@ -1,4 +1,4 @@
-//! Comparing a response's numbers with PyTorch's, as API.md defines a passing case:
+//! Comparing a response's numbers with PyTorch's, as docs/api.md defines a passing case:
 //! `|got - want| <= atol + rtol * |want|`, non-finite values exactly. Shared by the
 //! conformance tests and the soak example.
 

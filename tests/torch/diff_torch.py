@@ -9,7 +9,7 @@ grad on/off; extreme values), computes loss + gradients with torch autograd, POS
 and compares status, shape, values (f64 rtol 1e-7/atol 1e-10, f32 1e-4/1e-5; non-finite positions
 exact) and gradients.  Mismatches go to /tmp/diff_torch/mismatches.jsonl.
 
-Deliberate differences of LOSSES.md section 4 (and the request forms gen_torch_cases.py leaves out) are
+Deliberate differences of docs/differences.md (and the request forms gen_torch_cases.py leaves out) are
 either not generated or have their expectation adjusted (see SKIP / adjust_expect below).
 Importing gen_torch_cases is side-effect free (its main() only runs under __main__).
 
@@ -344,7 +344,7 @@ def g_nll(r, loss):
         args["target"] = t
     if args["input"].dim() == 1 and r.chance(0.2):
         args["target"] = args["target"].reshape(1)
-        meta["nograd"] = True  # (1,) target with (C,) input: forward only (LOSSES.md 4 #17)
+        meta["nograd"] = True  # (1,) target with (C,) input: forward only (docs/differences.md item 17)
     if args["input"].dim() >= 2 and args["input"].shape[0] > 0 and r.chance(0.03):
         args["input"] = args["input"][0]  # wrong dims
     return args, opts, meta
@@ -774,7 +774,7 @@ def soft_margin_stable(kw, opts):
 
 
 def expect_for(loss, args, opts, dtype, grad):
-    """('ok', out, grads) | ('err', msg) | raises Skip.  Applies LOSSES.md section-4 adjustments."""
+    """('ok', out, grads) | ('err', msg) | raises Skip.  Applies the docs/differences.md adjustments."""
     targs = gt.prepare(args, dtype)
     # --- section 4 / left-out request forms: skip or adjust -----------------------------------
     if loss == "cross_entropy" or loss == "linear_cross_entropy":
