@@ -214,9 +214,10 @@ pub async fn handler(
     let mut budget = state.budget();
     let limits = state.config.expression_limits();
     let len = bytes.len() as u64;
+    let small = len <= crate::compute::SMALL_BODY as u64;
     let (job, decoded, cost) = state
         .pool
-        .run_until(deadline, true, move || {
+        .run_small(deadline, small, move || {
             let start = budget.elements;
             let (job, cost) = prepare_costed(&bytes, &mut budget, None, &limits)?;
             Ok((job, (start - budget.elements) as u64, cost as u64))

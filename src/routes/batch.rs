@@ -61,9 +61,10 @@ pub async fn batch(
     let max_jobs = state.config.max_batch_jobs;
     let limits = state.config.expression_limits();
     let len = bytes.len() as u64;
+    let small = bytes.len() <= crate::compute::SMALL_BODY;
     let (prepared, decoded) = state
         .pool
-        .run_until(deadline, true, move || {
+        .run_small(deadline, small, move || {
             let start = budget.elements;
             let mut left = budget;
             let prepared = prepare(&bytes, &mut left, max_jobs, &limits)?;

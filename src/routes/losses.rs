@@ -30,9 +30,10 @@ pub async fn compute(
             Err(refused) => return Ok(refused),
         };
     let mut budget = state.budget();
+    let small = bytes.len() <= crate::compute::SMALL_BODY;
     let (out, held) = state
         .pool
-        .run_until(deadline, true, move || {
+        .run_small(deadline, small, move || {
             let start = budget.elements;
             let job = (entry.prepare)(&bytes, &mut budget, None)?;
             // Decoded: what the request holds now follows from the elements themselves.
