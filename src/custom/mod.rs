@@ -204,6 +204,7 @@ pub async fn handler(
 ) -> Result<Response, ApiError> {
     crate::routes::require_json(&headers)?;
     use crate::memory::{self, estimate};
+    // Waiting for memory (before the body is read) is bounded by the time limit too.
     let deadline = state.pool.deadline();
     let family = estimate::Family::Heavy;
     let (bytes, mut held) =
@@ -211,6 +212,8 @@ pub async fn handler(
             Ok(read) => read,
             Err(refused) => return Ok(refused),
         };
+    // The time limit for computing starts once the body has arrived, as without a budget.
+    let deadline = state.pool.deadline();
     let mut budget = state.budget();
     let limits = state.config.expression_limits();
     let len = bytes.len() as u64;

@@ -49,6 +49,7 @@ pub async fn batch(
     body: Body,
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
+    // Waiting for memory (before the body is read) is bounded by the time limit too.
     let deadline = state.pool.deadline();
     // Jobs may be of any loss: the batch is charged as the heaviest family.
     let family = Family::Heavy;
@@ -57,6 +58,8 @@ pub async fn batch(
             Ok(read) => read,
             Err(refused) => return Ok(refused),
         };
+    // The time limit for computing starts once the body has arrived, as without a budget.
+    let deadline = state.pool.deadline();
     let budget = state.budget();
     let max_jobs = state.config.max_batch_jobs;
     let limits = state.config.expression_limits();

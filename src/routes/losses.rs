@@ -22,6 +22,7 @@ pub async fn compute(
     let Path(name) = name.map_err(|e| ApiError::new(Code::NotFound, e.body_text()))?;
     let entry = losses::find(&name).ok_or_else(|| unknown_loss(&name))?;
     require_json(&headers)?;
+    // Waiting for memory (before the body is read) is bounded by the time limit too.
     let deadline = state.pool.deadline();
     let family = Family::of(&name);
     let (bytes, mut held) =
@@ -29,6 +30,8 @@ pub async fn compute(
             Ok(read) => read,
             Err(refused) => return Ok(refused),
         };
+    // The time limit for computing starts once the body has arrived, as without a budget.
+    let deadline = state.pool.deadline();
     let mut budget = state.budget();
     let small = bytes.len() <= crate::compute::SMALL_BODY;
     let (out, held) = state
