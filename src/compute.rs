@@ -9,6 +9,9 @@
 //!   cancellation flag is raised: a job still queued is skipped and a running one stops at
 //!   its next checkpoint.
 //! - A panic inside a job becomes a 500 problem; the drainer and the server go on.
+//! - Small requests ([`Pool::run_small`]) go ahead of the others: a request of a few elements
+//!   does not wait behind large decodes (its wait would be theirs, not its own work). Large
+//!   ones are not starved: small jobs are short, and how many wait is bounded by the queue.
 //!
 //! Why drainers rather than one `spawn_blocking` per job: on the 2-vCPU virtual machines this
 //! service is measured on, waking a sleeping thread and letting it sleep again costs about
@@ -33,6 +36,9 @@ use crate::error::{ApiError, Code};
 /// the drainer last once it has work again.
 const LINGER: Duration = Duration::from_micros(20);
 
+/// A request whose body is at most this many bytes is small: [`Pool::run_small`].
+pub const SMALL_BODY: usize = 64 << 10;
+
 /// Counts of the pool's state, for readiness and metrics.
 #[derive(Debug, Default)]
 pub struct Gauges {
@@ -49,12 +55,24 @@ type Job = Box<dyn FnOnce() + Send>;
 #[derive(Default)]
 struct State {
     jobs: VecDeque<Job>,
+    /// Small requests' jobs, taken before `jobs`.
+    small: VecDeque<Job>,
     /// Drainers on the blocking pool (running a job or about to take one).
     active: usize,
     /// Drainers running a job.
     busy: usize,
     /// Whether a drainer is waiting for a next job (at most one waits).
     lingering: bool,
+}
+
+impl State {
+    fn len(&self) -> usize {
+        self.jobs.len() + self.small.len()
+    }
+
+    fn pop(&mut self) -> Option<Job> {
+        self.small.pop_front().or_else(|| self.jobs.pop_front())
+    }
 }
 
 struct Shared {
@@ -75,7 +93,7 @@ impl Shared {
     /// Publishes the queue's length to the waiting drainer and the `queued` gauge (the jobs
     /// that no free worker is about to take).
     fn publish(&self, s: &State) {
-        let len = s.jobs.len();
+        let len = s.len();
         self.pending.store(len, Ordering::SeqCst);
         let free = self.workers.saturating_sub(s.busy);
         self.gauges
@@ -187,6 +205,35 @@ impl Pool {
         R: Send + 'static,
         F: FnOnce() -> Result<R, ApiError> + Send + 'static,
     {
+        self.run_lane(deadline, admit, false, job).await
+    }
+
+    /// [`Pool::run_until`] for a small request (`small`): its job is taken before the queued
+    /// jobs of other requests.
+    pub async fn run_small<R, F>(
+        &self,
+        deadline: Instant,
+        small: bool,
+        job: F,
+    ) -> Result<R, ApiError>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> Result<R, ApiError> + Send + 'static,
+    {
+        self.run_lane(deadline, true, small, job).await
+    }
+
+    async fn run_lane<R, F>(
+        &self,
+        deadline: Instant,
+        admit: bool,
+        small: bool,
+        job: F,
+    ) -> Result<R, ApiError>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> Result<R, ApiError> + Send + 'static,
+    {
         let cancel = Arc::new(AtomicBool::new(false));
         let _cancel_on_drop = CancelOnDrop(cancel.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -202,7 +249,7 @@ impl Pool {
             drop(running); // before the waiter can see the result
             let _ = tx.send(result);
         });
-        self.submit(boxed, admit)?;
+        self.submit(boxed, admit, small)?;
         match timeout_at(deadline, rx).await {
             Ok(Ok(Ok(result))) => result,
             Ok(Ok(Err(panic))) => Err(ApiError::internal(format!(
@@ -216,12 +263,12 @@ impl Pool {
 
     /// Queues `job`, refusing it when `admit` and the queue is full, and starts a drainer on
     /// the blocking pool unless one is free to take it.
-    fn submit(&self, job: Job, admit: bool) -> Result<(), ApiError> {
+    fn submit(&self, job: Job, admit: bool, small: bool) -> Result<(), ApiError> {
         let shared = &self.shared;
         let spawn = {
             let mut s = shared.lock();
             let free = shared.workers.saturating_sub(s.busy);
-            if admit && s.jobs.len() >= shared.queue + free {
+            if admit && s.len() >= shared.queue + free {
                 return Err(ApiError::new(
                     Code::Overloaded,
                     format!(
@@ -230,11 +277,15 @@ impl Pool {
                     ),
                 ));
             }
-            s.jobs.push_back(job);
+            if small {
+                s.small.push_back(job);
+            } else {
+                s.jobs.push_back(job);
+            }
             shared.publish(&s);
             // Drainers not running a job will take queued jobs; start another while the
             // queue holds more than they can take and a worker is left.
-            let spawn = s.active < shared.workers && s.jobs.len() > s.active - s.busy;
+            let spawn = s.active < shared.workers && s.len() > s.active - s.busy;
             if spawn {
                 s.active += 1;
             }
@@ -266,7 +317,7 @@ fn drain(shared: &Shared) {
     loop {
         let job = {
             let mut s = shared.lock();
-            match s.jobs.pop_front() {
+            match s.pop() {
                 Some(job) => {
                     s.busy += 1;
                     shared.publish(&s);
@@ -287,7 +338,7 @@ fn drain(shared: &Shared) {
                     }
                     let mut s = shared.lock();
                     s.lingering = false;
-                    if s.jobs.is_empty() {
+                    if s.len() == 0 {
                         s.active -= 1;
                         return;
                     }
@@ -421,6 +472,33 @@ mod tests {
         assert!(most.load(Ordering::SeqCst) <= 2, "{most:?}");
         assert_eq!(pool.gauges.running.load(Ordering::SeqCst), 0);
         assert_eq!(pool.gauges.queued.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_small_request_goes_ahead_of_queued_large_ones() {
+        let pool = Arc::new(Pool::new(1, 8, Duration::from_secs(30)));
+        let (first, release) = occupy(&pool).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut waiting = Vec::new();
+        for (i, small) in [(1, false), (2, false), (3, true)] {
+            let (p, o) = (pool.clone(), order.clone());
+            waiting.push(tokio::spawn(async move {
+                p.run_small(p.deadline(), small, move || {
+                    o.lock().unwrap().push(i);
+                    Ok(i)
+                })
+                .await
+            }));
+            while pool.gauges.queued.load(Ordering::SeqCst) < i {
+                tokio::task::yield_now().await;
+            }
+        }
+        release.send(()).unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        for w in waiting {
+            w.await.unwrap().unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), [3, 1, 2]);
     }
 
     #[tokio::test]

@@ -57,6 +57,16 @@ pub struct Config {
     #[arg(long, env = "LOSSD_BODY_TIMEOUT", default_value_t = 60.0, value_parser = positive_seconds)]
     pub body_timeout: f64,
 
+    /// Memory that requests may hold at once, in bytes (`KiB`, `MiB`, `GiB` suffixes); a request
+    /// that does not fit waits, then 503 overloaded. Default: 75 % of the container's memory
+    /// limit (cgroup), else 1 GiB.
+    #[arg(long, env = "LOSSD_MAX_MEMORY", value_parser = crate::memory::parse_size)]
+    pub max_memory: Option<u64>,
+
+    /// Most open connections; further ones wait in the listen backlog.
+    #[arg(long, env = "LOSSD_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
     /// Compute workers (jobs computing at once); default: the number of CPUs.
     #[arg(long, env = "LOSSD_WORKERS")]
     pub workers: Option<usize>,
@@ -214,6 +224,12 @@ impl Config {
             max_nodes: self.max_expression_nodes,
             max_depth: self.max_expression_depth,
         }
+    }
+
+    /// The memory budget: `--max-memory`, else its default (see [`crate::memory`]).
+    pub fn memory_budget(&self) -> u64 {
+        self.max_memory
+            .unwrap_or_else(crate::memory::default_budget)
     }
 
     /// The number of compute workers.

@@ -242,7 +242,8 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if self.code == Code::Overloaded {
+        // Every 503 (`overloaded`, `timeout`): the server is busy, the request may be retried.
+        if self.code.status() == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         res.extensions_mut().insert(self.code);

@@ -23,6 +23,7 @@ pub mod config;
 pub mod custom;
 pub mod error;
 pub mod losses;
+pub mod memory;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub pool: Arc<Pool>,
     /// The API keys, when keys are required.
     pub keys: Option<Arc<access::Keys>>,
+    /// The memory budget of requests.
+    pub memory: memory::Memory,
 }
 
 impl AppState {
@@ -73,10 +76,12 @@ impl AppState {
             config.queue_capacity,
             config.timeout(),
         );
+        let memory = memory::Memory::new(config.memory_budget());
         Ok(Self {
             config: Arc::new(config),
             pool: Arc::new(pool),
             keys,
+            memory,
         })
     }
 
@@ -223,6 +228,10 @@ async fn problems_only(req: Request, next: Next) -> Response {
 ///
 /// Connections are served by hyper directly (HTTP/1.1) so that a header read timeout applies:
 /// a client that never finishes its headers is disconnected instead of holding a connection.
+/// At most `--max-connections` are open at once: past that the server stops accepting, and
+/// new connections wait in the listen backlog. A request body the server stops reading (a
+/// refusal) is read on and discarded, up to a bound, so that its client reads the answer
+/// rather than a connection reset ([`memory::DrainOnDrop`]).
 pub async fn serve(listener: TcpListener, config: Config) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
@@ -234,10 +243,24 @@ pub async fn serve(listener: TcpListener, config: Config) -> std::io::Result<()>
     }
     let pool = state.pool.clone();
     let header_timeout = state.config.header_timeout();
+    // What a refused body may still send: twice the body limit, within the body timeout.
+    let drain_bytes = 2 * state.config.max_body_bytes as u64;
+    let drain_time = state.config.body_timeout();
+    let connections = Arc::new(tokio::sync::Semaphore::new(
+        state.config.max_connections.max(1),
+    ));
+    let purger = tokio::spawn(memory::purge_when_idle(state.memory.clone()));
     let app = app(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut signal = std::pin::pin!(shutdown_signal());
     loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break, // never closed
+            },
+            () = &mut signal => break,
+        };
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -250,10 +273,17 @@ pub async fn serve(listener: TcpListener, config: Config) -> std::io::Result<()>
             },
             () = &mut signal => break,
         };
-        let service = TowerToHyperService::new(
-            app.clone()
-                .map_request(|req: Request<hyper::body::Incoming>| req.map(axum::body::Body::new)),
-        );
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |req: Request<hyper::body::Incoming>| {
+                req.map(|body| {
+                    axum::body::Body::new(memory::DrainOnDrop::new(
+                        axum::body::Body::new(body),
+                        drain_bytes,
+                        drain_time,
+                    ))
+                })
+            },
+        ));
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
@@ -263,12 +293,14 @@ pub async fn serve(listener: TcpListener, config: Config) -> std::io::Result<()>
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(permit);
         });
     }
     tracing::info!("shutting down: finishing in-flight requests");
     pool.drain();
     drop(listener);
     graceful.shutdown().await;
+    purger.abort();
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Prometheus metrics (`GET /metrics`): requests by route, loss and status, latency by loss,
-//! tensor elements decoded, compute queue depth and jobs in flight, rejections by reason.
+//! tensor elements decoded, compute queue depth and jobs in flight, memory reserved by requests
+//! and the budget, rejections by reason.
 
 use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
@@ -47,6 +48,8 @@ pub struct Metrics {
     rejected: Family<ReasonLabel, Counter>,
     queued: Gauge,
     running: Gauge,
+    reserved: Gauge,
+    budget: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -64,6 +67,8 @@ pub fn global() -> &'static Metrics {
         let rejected = Family::<ReasonLabel, Counter>::default();
         let queued = Gauge::default();
         let running = Gauge::default();
+        let reserved = Gauge::default();
+        let budget = Gauge::default();
         registry.register(
             "requests",
             "HTTP requests by route, loss and status",
@@ -81,7 +86,7 @@ pub fn global() -> &'static Metrics {
         );
         registry.register(
             "rejected",
-            "Requests refused by a limit, by reason (overloaded, timeout, payload_too_large, unsupported_media_type)",
+            "Requests refused by a limit, by reason (overloaded, timeout, payload_too_large, unsupported_media_type, memory)",
             rejected.clone(),
         );
         registry.register(
@@ -94,6 +99,16 @@ pub fn global() -> &'static Metrics {
             "Compute jobs running now",
             running.clone(),
         );
+        registry.register(
+            "memory_reserved_bytes",
+            "Memory reserved by requests now (bodies, tensors, outputs), in bytes",
+            reserved.clone(),
+        );
+        registry.register(
+            "memory_budget_bytes",
+            "The memory budget of requests (--max-memory), in bytes",
+            budget.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -102,6 +117,8 @@ pub fn global() -> &'static Metrics {
             rejected,
             queued,
             running,
+            reserved,
+            budget,
         }
     });
     &METRICS
@@ -155,7 +172,9 @@ pub async fn record(req: Request, next: Next) -> Response {
             status,
         })
         .inc();
+    let memory = res.extensions().get::<crate::memory::Refused>().is_some();
     let reason = match res.extensions().get::<Code>() {
+        _ if memory => Some("memory"),
         Some(
             c @ (Code::Overloaded
             | Code::Timeout
@@ -187,6 +206,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .set(state.pool.gauges.queued.load(Ordering::SeqCst) as i64);
     m.running
         .set(state.pool.gauges.running.load(Ordering::SeqCst) as i64);
+    m.reserved.set(state.memory.reserved() as i64);
+    m.budget.set(state.memory.capacity() as i64);
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut text, &m.registry) {
         return crate::error::ApiError::internal(format!("metrics encoding failed: {e}"))

@@ -195,25 +195,48 @@ pub async fn handler(
     body: Body,
 ) -> Result<Response, ApiError> {
     crate::routes::require_json(&headers)?;
-    let bytes = crate::routes::read_body(
-        &headers,
-        body,
-        state.config.max_body_bytes,
-        state.config.body_timeout(),
-    )
-    .await?;
+    use crate::memory::{self, estimate};
+    // Waiting for memory (before the body is read) is bounded by the time limit too.
+    let deadline = state.pool.deadline();
+    let family = estimate::Family::Heavy;
+    let (bytes, mut held) =
+        match memory::read_admitted(&state, &headers, body, family, deadline).await {
+            Ok(read) => read,
+            Err(refused) => return Ok(refused),
+        };
+    // The time limit for computing starts once the body has arrived, as without a budget.
+    let deadline = state.pool.deadline();
     let mut budget = state.budget();
     let limits = state.config.expression_limits();
-    let out = state
+    let len = bytes.len() as u64;
+    let small = len <= crate::compute::SMALL_BODY as u64;
+    let (job, decoded, cost) = state
         .pool
-        .run(move || prepare(&bytes, &mut budget, None, &limits)?())
+        .run_small(deadline, small, move || {
+            let start = budget.elements;
+            let (job, cost) = prepare_costed(&bytes, &mut budget, None, &limits)?;
+            Ok((job, (start - budget.elements) as u64, cost as u64))
+        })
         .await?;
+    // The expression's intermediates (values, and gradients when asked) on top of the decoded
+    // tensors: reserved before they are computed.
+    let need = family
+        .bytes(len, decoded)
+        .saturating_add(cost.saturating_mul(2 * estimate::ELEMENT));
+    if need > held.bytes() {
+        if let Err(r) = held.grow(need - held.bytes(), deadline).await {
+            return Ok(memory::refusal(r, need, state.memory.capacity()));
+        }
+    } else {
+        held.shrink_to(need);
+    }
+    let out = state.pool.run_until(deadline, false, job).await?;
     let mut res = out.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Ok(res)
+    Ok(memory::HeldBody::wrap(res, held))
 }
 
 /// Decodes a custom job of a batch (the `"loss"` key hidden).
@@ -232,6 +255,16 @@ pub fn prepare(
     skip: Option<&str>,
     limits: &Limits,
 ) -> Result<Job, ApiError> {
+    prepare_costed(body, budget, skip, limits).map(|(job, _)| job)
+}
+
+/// [`prepare`], with the expression's cost (the elements its operations read or write).
+pub fn prepare_costed(
+    body: &[u8],
+    budget: &mut Budget,
+    skip: Option<&str>,
+    limits: &Limits,
+) -> Result<(Job, usize), ApiError> {
     let start = *budget;
     let req: CustomRequest = match crate::losses::decode_fields(body, budget, TENSORS, skip) {
         Ok(r) => r,
@@ -293,7 +326,8 @@ pub fn prepare(
         ));
     }
     let rank = start.rank;
-    Ok(Box::new(move || {
+    let cost = graph.cost;
+    let job: Job = Box::new(move || {
         let data: Vec<Tensor> = tensors.into_iter().map(|(_, t)| t).collect();
         let names: Vec<String> = grad;
         match dtype {
@@ -306,7 +340,8 @@ pub fn prepare(
                 Ok(respond(&out, &names, encoding))
             }
         }
-    }))
+    });
+    Ok((job, cost))
 }
 
 /// The expression's own problem, if it has one, for a request that is too large: only its

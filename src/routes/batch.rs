@@ -16,10 +16,11 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde_json::value::RawValue;
 
 use super::losses::unknown_loss;
-use super::{read_body, require_json};
+use super::require_json;
 use crate::AppState;
 use crate::error::{ApiError, Code};
 use crate::losses::{self, Job};
+use crate::memory::{self, HeldBody, estimate::Family};
 use crate::wire::Budget;
 
 /// Runs many loss jobs in one request, in parallel on the compute pool; results in job order.
@@ -48,23 +49,32 @@ pub async fn batch(
     body: Body,
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
-    let bytes = read_body(
-        &headers,
-        body,
-        state.config.max_body_bytes,
-        state.config.body_timeout(),
-    )
-    .await?;
+    // Waiting for memory (before the body is read) is bounded by the time limit too.
+    let deadline = state.pool.deadline();
+    // Jobs may be of any loss: the batch is charged as the heaviest family.
+    let family = Family::Heavy;
+    let (bytes, mut held) =
+        match memory::read_admitted(&state, &headers, body, family, deadline).await {
+            Ok(read) => read,
+            Err(refused) => return Ok(refused),
+        };
+    // The time limit for computing starts once the body has arrived, as without a budget.
     let deadline = state.pool.deadline();
     let budget = state.budget();
     let max_jobs = state.config.max_batch_jobs;
     let limits = state.config.expression_limits();
-    let prepared = state
+    let len = bytes.len() as u64;
+    let small = bytes.len() <= crate::compute::SMALL_BODY;
+    let (prepared, decoded) = state
         .pool
-        .run_until(deadline, true, move || {
-            prepare(&bytes, budget, max_jobs, &limits)
+        .run_small(deadline, small, move || {
+            let start = budget.elements;
+            let mut left = budget;
+            let prepared = prepare(&bytes, &mut left, max_jobs, &limits)?;
+            Ok((prepared, (start - left.elements) as u64))
         })
         .await?;
+    held.shrink_to(family.bytes(len, decoded));
     let tasks: Vec<_> = prepared
         .into_iter()
         .map(|p| {
@@ -106,13 +116,13 @@ pub async fn batch(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Ok(res)
+    Ok(HeldBody::wrap(res, held))
 }
 
 /// Decodes every job of the body; a job's own problem stays with it (pointers made absolute).
 pub fn prepare(
     body: &[u8],
-    mut budget: Budget,
+    budget: &mut Budget,
     max_jobs: usize,
     limits: &crate::custom::Limits,
 ) -> Result<Vec<Result<Job, ApiError>>, ApiError> {
@@ -120,7 +130,7 @@ pub fn prepare(
     let jobs = parse_jobs(body, max_jobs)?;
     let mut prepared = Vec::with_capacity(jobs.len());
     for (i, raw) in jobs.iter().enumerate() {
-        match prepare_job(raw.get().as_bytes(), &mut budget, limits) {
+        match prepare_job(raw.get().as_bytes(), budget, limits) {
             Err(e) if e.code == Code::PayloadTooLarge => {
                 return Err(ApiError::new(
                     Code::PayloadTooLarge,

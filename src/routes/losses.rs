@@ -6,10 +6,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{read_body, require_json};
+use super::require_json;
 use crate::AppState;
 use crate::error::{ApiError, Code};
 use crate::losses;
+use crate::memory::{self, HeldBody, estimate::Family};
 
 /// Computes the loss `name` on the request body, on the compute pool.
 pub async fn compute(
@@ -21,21 +22,35 @@ pub async fn compute(
     let Path(name) = name.map_err(|e| ApiError::new(Code::NotFound, e.body_text()))?;
     let entry = losses::find(&name).ok_or_else(|| unknown_loss(&name))?;
     require_json(&headers)?;
-    let bytes = read_body(
-        &headers,
-        body,
-        state.config.max_body_bytes,
-        state.config.body_timeout(),
-    )
-    .await?;
-    let budget = state.budget();
-    let out = state.pool.run(move || entry.run(&bytes, budget)).await?;
+    // Waiting for memory (before the body is read) is bounded by the time limit too.
+    let deadline = state.pool.deadline();
+    let family = Family::of(&name);
+    let (bytes, mut held) =
+        match memory::read_admitted(&state, &headers, body, family, deadline).await {
+            Ok(read) => read,
+            Err(refused) => return Ok(refused),
+        };
+    // The time limit for computing starts once the body has arrived, as without a budget.
+    let deadline = state.pool.deadline();
+    let mut budget = state.budget();
+    let small = bytes.len() <= crate::compute::SMALL_BODY;
+    let (out, held) = state
+        .pool
+        .run_small(deadline, small, move || {
+            let start = budget.elements;
+            let job = (entry.prepare)(&bytes, &mut budget, None)?;
+            // Decoded: what the request holds now follows from the elements themselves.
+            let decoded = (start - budget.elements) as u64;
+            held.shrink_to(family.bytes(bytes.len() as u64, decoded));
+            Ok((job()?, held))
+        })
+        .await?;
     let mut res = out.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Ok(res)
+    Ok(HeldBody::wrap(res, held))
 }
 
 /// The 404 for a loss name that is not registered.

@@ -52,6 +52,17 @@ pub async fn read_body(
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, ApiError> {
+    read_body_within(headers, body, limit, timeout, None).await
+}
+
+/// [`read_body`], growing a memory reservation as the body passes what it covers.
+pub async fn read_body_within(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+    growth: Option<&mut crate::memory::Growth<'_>>,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             Code::PayloadTooLarge,
@@ -65,7 +76,7 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let read = tokio::time::timeout(timeout, collect(body, limit, declared)).await;
+    let read = tokio::time::timeout(timeout, collect(body, limit, declared, growth)).await;
     let Ok(read) = read else {
         return Err(ApiError::new(
             Code::Timeout,
@@ -84,6 +95,7 @@ pub async fn read_body(
                 format!("the body could not be read: {e}"),
             ),
         },
+        Collect::Memory(e) => e,
     })
 }
 
@@ -91,13 +103,19 @@ pub async fn read_body(
 enum Collect {
     TooLarge,
     Body(axum::Error),
+    Memory(ApiError),
 }
 
 /// The body's bytes in one buffer, each frame copied in as it arrives (while it is still in
 /// cache, and then freed for the connection's next read) rather than all frames kept until
 /// the end and copied then (`axum::body::to_bytes`). The buffer is sized once by the declared
 /// length (already checked against `limit`; capacity is not memory until written).
-async fn collect(body: Body, limit: usize, declared: Option<u64>) -> Result<Bytes, Collect> {
+async fn collect(
+    body: Body,
+    limit: usize,
+    declared: Option<u64>,
+    mut growth: Option<&mut crate::memory::Growth<'_>>,
+) -> Result<Bytes, Collect> {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut buf = Vec::with_capacity(declared.map_or(0, |n| n.min(limit as u64) as usize));
@@ -110,6 +128,10 @@ async fn collect(body: Body, limit: usize, declared: Option<u64>) -> Result<Byte
         };
         if data.len() > limit - buf.len() {
             return Err(Collect::TooLarge);
+        }
+        if let Some(g) = growth.as_deref_mut() {
+            let len = (buf.len() + data.len()) as u64;
+            g.ensure(len).await.map_err(Collect::Memory)?;
         }
         buf.extend_from_slice(&data);
         if !advised && buf.len() >= 4 << 20 {

@@ -11,6 +11,7 @@ mod fidelity;
 mod helpers;
 mod hostile;
 mod limits;
+mod memory;
 mod openapi;
 mod request_ids;
 mod service;
