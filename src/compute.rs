@@ -13,13 +13,12 @@
 //!   does not wait behind large decodes (its wait would be theirs, not its own work). Large
 //!   ones are not starved: small jobs are short, and how many wait is bounded by the queue.
 //!
-//! Why drainers rather than one `spawn_blocking` per job: on the 2-vCPU virtual machines this
-//! service is measured on, waking a sleeping thread and letting it sleep again costs about
-//! 10 µs of CPU each way, more than decoding and computing a small request. A drainer that
-//! has just finished a job takes the next one from the queue without sleeping, and one of
-//! them waits [`LINGER`] for a next job (spinning) before handing its thread back to the
-//! blocking pool; under load a small request then costs no thread wake-up at all
-//! (`BENCHMARKS.md`: ~45 % more small requests per second, 40 % less CPU per request).
+//! Why drainers rather than one `spawn_blocking` per job: waking a sleeping thread and
+//! letting it sleep again costs more CPU than decoding and computing a small request. A
+//! drainer that has just finished a job takes the next one from the queue without sleeping,
+//! and one of them waits [`LINGER`] for a next job (spinning) before handing its thread back
+//! to the blocking pool; under load a small request then costs no thread wake-up at all
+//! (BENCHMARKS.md has the figures).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -32,8 +31,8 @@ use crate::error::{ApiError, Code};
 
 /// How long an idle drainer waits for a next job, spinning, before it returns its thread to
 /// the blocking pool. Shorter loses the saving at moderate loads; a yielding wait instead of
-/// a spin was measured to lengthen the tail (p99 2.7 vs 1.6 ms): the scheduler then ranks
-/// the drainer last once it has work again.
+/// a spin lengthened the tail latency in measurements: the scheduler then ranks the drainer
+/// last once it has work again.
 const LINGER: Duration = Duration::from_micros(20);
 
 /// A request whose body is at most this many bytes is small: [`Pool::run_small`].
