@@ -23,6 +23,7 @@ pub mod error;
 pub mod log;
 pub mod losses;
 pub mod metrics;
+pub mod oip;
 pub mod openapi;
 pub mod request_id;
 pub mod routes;
@@ -98,6 +99,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(metrics::metrics))
         .merge(routes::docs::router())
+        .merge(oip::http::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(problems_only))
@@ -206,6 +208,7 @@ pub async fn serve(listener: TcpListener, config: Config) -> std::io::Result<()>
     let state = AppState::new(config);
     let pool = state.pool.clone();
     let header_timeout = state.config.header_timeout();
+    let (stop_grpc, grpc) = oip::spawn_grpc(&state).await?;
     let app = app(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut signal = std::pin::pin!(shutdown_signal());
@@ -240,7 +243,9 @@ pub async fn serve(listener: TcpListener, config: Config) -> std::io::Result<()>
     tracing::info!("shutting down: finishing in-flight requests");
     pool.drain();
     drop(listener);
+    let _ = stop_grpc.send(());
     graceful.shutdown().await;
+    oip::join_grpc(grpc).await;
     Ok(())
 }
 

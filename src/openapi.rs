@@ -181,6 +181,9 @@ pub fn document() -> utoipa::openapi::OpenApi {
             components.schemas.insert(n, s);
         }
     }
+    doc.paths.paths.extend(crate::oip::openapi::paths());
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.schemas.extend(crate::oip::openapi::schemas());
     let tag = |name: &str, text: &str| TagBuilder::new().name(name).description(Some(text)).build();
     doc.tags = Some(vec![
         tag(
@@ -209,6 +212,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
             "What the service computes, generated from the same registry as the routes.",
         ),
         tag("service", "Health, readiness and metrics."),
+        tag(crate::oip::openapi::TAG, crate::oip::openapi::TAG_TEXT),
     ]);
     doc
 }

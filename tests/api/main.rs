@@ -9,5 +9,6 @@ mod errors;
 mod helpers;
 mod hostile;
 mod limits;
+mod oip;
 mod openapi;
 mod service;
