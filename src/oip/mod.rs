@@ -450,12 +450,14 @@ fn dtype_of(req: &Request) -> Result<&'static str, ApiError> {
     }
 }
 
-/// The input as the decoders' tensor.
+/// The input as the decoders' tensor, as if it came as nested arrays: error pointers then
+/// index it (`/input/1/2`), and a 0-d input is a plain number as in the JSON route (which
+/// `gaussian_nll_loss` reads as PyTorch's Python-float `var`).
 fn tensor(input: Input) -> Tensor {
     Tensor {
         shape: input.shape,
         data: input.data,
-        form: Form::Flat,
+        form: Form::Nested,
     }
 }
 
