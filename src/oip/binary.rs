@@ -102,23 +102,17 @@ pub fn decode(
     })
 }
 
-/// `count` elements from exactly `count * size_of::<T>()` little-endian bytes. On a
-/// little-endian machine a plain copy of the bytes into a zeroed buffer (fresh pages from the
-/// allocator come zeroed, so that costs no pass of its own); elsewhere element by element.
-fn copy_le<T, const N: usize>(bytes: &[u8], count: usize, from: fn([u8; N]) -> T) -> Vec<T>
-where
-    T: bytemuck::Pod + bytemuck::Zeroable,
-{
-    if cfg!(target_endian = "little") {
-        let mut v: Vec<T> = vec![T::zeroed(); count];
-        bytemuck::cast_slice_mut::<T, u8>(&mut v).copy_from_slice(bytes);
-        v
-    } else {
+/// `count` elements from exactly `count * N` little-endian bytes, written once into a
+/// buffer that is not zeroed first (the loop compiles to a plain copy on a little-endian
+/// machine, from any alignment of the body).
+fn copy_le<T, const N: usize>(bytes: &[u8], count: usize, from: fn([u8; N]) -> T) -> Vec<T> {
+    let mut v = Vec::with_capacity(count);
+    v.extend(
         bytes
             .chunks_exact(N)
-            .map(|c| from(c.try_into().expect("chunks of N bytes")))
-            .collect()
-    }
+            .map(|c| from(c.try_into().expect("chunks of N bytes"))),
+    );
+    v
 }
 
 #[cfg(test)]

@@ -191,7 +191,7 @@ pub fn schemas() -> Vec<(
                 "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
                 "datatype": {"type": "string", "enum": ["FP64", "FP32", "INT64", "INT32"]},
                 "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
-                "data": {"type": "array"}}}},
+                "data": {"type": ["array", "number"], "description": "The elements, row-major: a flat or nested array of numbers (NaN, Infinity and -Infinity as bare tokens), or one number for shape []"}}}},
             "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
                 "name": {"type": "string"},
                 "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean"}}}}}}},
