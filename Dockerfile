@@ -37,8 +37,10 @@ COPY --from=builder /app/target/release/lossd /usr/local/bin/lossd
 # Containers must listen on every interface (the binary's default is 127.0.0.1:8080).
 # `lossd healthcheck` reads the same variable and asks 127.0.0.1 for an unspecified address.
 ENV LOSSD_ADDR=0.0.0.0:8080 \
+    LOSSD_GRPC_ADDR=0.0.0.0:8001 \
     LOSSD_LOG_FORMAT=json
-EXPOSE 8080
+# 8080: HTTP (the JSON API and the Open Inference Protocol's /v2); 8001: its gRPC service.
+EXPOSE 8080 8001
 # Numeric, so Kubernetes' runAsNonRoot can check it.
 USER 65532:65532
 # No shell or curl in the image: the binary checks itself (GET /healthz, exit 0 on 200).

@@ -235,7 +235,8 @@ rules = {
     "LOSSD_ADDR=0.0.0.0:8080": env.get("LOSSD_ADDR") == "0.0.0.0:8080",
     "LOSSD_LOG_FORMAT=json": env.get("LOSSD_LOG_FORMAT") == "json",
     "liveness /healthz": probe("livenessProbe") == "/healthz",
-    "readiness /readyz": probe("readinessProbe") == "/readyz",
+    "readiness /readyz or gRPC health on 8001": probe("readinessProbe") == "/readyz"
+        or (c.get("readinessProbe") or {}).get("grpc", {}).get("port") == 8001,
     "requests and limits (cpu, memory)": all(
         k in c.get("resources", {}).get(t, {}) for t in ("requests", "limits") for k in ("cpu", "memory")),
     "runAsNonRoot": (csc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzz lossd for a bounded time per target (default 60 s): the tensor decoder, whole loss
 # requests through the real request types and kernels, batch bodies, and custom-loss
-# expressions (parser, shape checks, evaluation and gradients). Seeds come from the
+# expressions (parser, shape checks, evaluation and gradients), and Open Inference Protocol
+# bodies (binary framing, header parser, the loss). Seeds come from the
 # PyTorch cases in tests/fixtures. Any crash, panic, timeout or out-of-memory fails (libFuzzer
 # exits non-zero and leaves the input in fuzz/artifacts/<target>/).
 #
@@ -15,9 +16,9 @@ export RUSTC_BOOTSTRAP=1
 
 python3 fuzz/seeds.py fuzz/corpus
 cargo fuzz build -O --sanitizer none
-for target in tensor_decode loss_request batch custom; do
+for target in tensor_decode loss_request batch custom oip_binary; do
   echo "=== fuzz $target for ${seconds}s"
-  mkdir -p "fuzz/artifacts/$target"
+  mkdir -p "fuzz/artifacts/$target" "fuzz/corpus/$target"
   cargo fuzz run -O --sanitizer none "$target" "fuzz/corpus/$target" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
     -print_final_stats=1 2>&1 | grep -E "^(stat::|#[0-9]+ +DONE|Done|==|INFO: -max_total_time)|panicked|ERROR|SUMMARY" || true

@@ -71,6 +71,10 @@ pub struct Config {
     #[arg(long, env = "LOSSD_WORKERS")]
     pub workers: Option<usize>,
 
+    /// Address of the Open Inference Protocol's gRPC service (docs/oip.md); `off`: none.
+    #[arg(long, env = "LOSSD_GRPC_ADDR", default_value = "127.0.0.1:8001", value_parser = grpc_addr)]
+    pub grpc_addr: GrpcAddr,
+
     /// Log format.
     #[arg(long, env = "LOSSD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -187,6 +191,19 @@ fn cors_origins(s: &str) -> Result<CorsOrigins, String> {
         return Err("no origin given".to_string());
     }
     Ok(CorsOrigins::List(list))
+}
+
+/// Where the gRPC service listens: an address, or nowhere (`off`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrpcAddr(pub Option<SocketAddr>);
+
+fn grpc_addr(s: &str) -> Result<GrpcAddr, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(GrpcAddr(None));
+    }
+    s.parse()
+        .map(|a| GrpcAddr(Some(a)))
+        .map_err(|_| format!("`{s}` is not an address (host:port) or `off`"))
 }
 
 fn positive_seconds(s: &str) -> Result<f64, String> {

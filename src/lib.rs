@@ -25,6 +25,7 @@ pub mod error;
 pub mod losses;
 pub mod memory;
 pub mod metrics;
+pub mod oip;
 pub mod openapi;
 pub mod routes;
 pub mod telemetry;
@@ -113,6 +114,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(metrics::metrics))
         .merge(routes::docs::router())
+        .merge(oip::http::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Access (docs/access.md), innermost first: decode the body, check the key, compress
@@ -250,6 +252,7 @@ pub async fn serve(listener: TcpListener, config: Config) -> std::io::Result<()>
         state.config.max_connections.max(1),
     ));
     let purger = tokio::spawn(memory::purge_when_idle(state.memory.clone()));
+    let (stop_grpc, grpc) = oip::spawn_grpc(&state).await?;
     let app = app(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut signal = std::pin::pin!(shutdown_signal());
@@ -299,8 +302,10 @@ pub async fn serve(listener: TcpListener, config: Config) -> std::io::Result<()>
     tracing::info!("shutting down: finishing in-flight requests");
     pool.drain();
     drop(listener);
+    let _ = stop_grpc.send(());
     graceful.shutdown().await;
     purger.abort();
+    oip::join_grpc(grpc).await;
     Ok(())
 }
 

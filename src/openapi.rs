@@ -181,6 +181,9 @@ pub fn document() -> utoipa::openapi::OpenApi {
             components.schemas.insert(n, s);
         }
     }
+    doc.paths.paths.extend(crate::oip::openapi::paths());
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.schemas.extend(crate::oip::openapi::schemas());
     // API keys (docs/access.md): a bearer key, needed only when the server is run with keys
     // (hence the empty alternative), and never by the health checks.
     use utoipa::openapi::security::{
@@ -194,13 +197,12 @@ pub fn document() -> utoipa::openapi::OpenApi {
              never need one.",
         ))
         .build();
-    let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
     doc.security = Some(vec![
         SecurityRequirement::new("bearer", Vec::<String>::new()),
         SecurityRequirement::default(),
     ]);
-    for path in ["/healthz", "/readyz"] {
+    for path in ["/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"] {
         if let Some(op) = doc.paths.paths.get_mut(path).and_then(|p| p.get.as_mut()) {
             op.security = Some(Vec::new());
         }
@@ -233,6 +235,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
             "What the service computes, generated from the same registry as the routes.",
         ),
         tag("service", "Health, readiness and metrics."),
+        tag(crate::oip::openapi::TAG, crate::oip::openapi::TAG_TEXT),
     ]);
     doc
 }

@@ -72,7 +72,7 @@ pub async fn spawn_app() -> TestApp {
 /// `["--api-keys", "k-one"]` for a server that wants keys).
 pub async fn spawn_app_with(flags: &[&str]) -> TestApp {
     init_tracing();
-    let mut args = vec!["lossd", "--addr", "127.0.0.1:0"];
+    let mut args = vec!["lossd", "--addr", "127.0.0.1:0", "--grpc-addr", "off"];
     args.extend_from_slice(flags);
     let config = <Config as clap::Parser>::parse_from(args);
     let listener = tokio::net::TcpListener::bind(config.addr)

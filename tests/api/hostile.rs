@@ -38,6 +38,8 @@ async fn start() -> Server {
         .args([
             "--addr",
             &addr,
+            "--grpc-addr",
+            "off",
             "--log",
             "error",
             "--header-timeout",

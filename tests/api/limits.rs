@@ -142,7 +142,7 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
         .port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lossd"))
-        .args(["--addr", &addr, "--log", "warn"])
+        .args(["--addr", &addr, "--grpc-addr", "off", "--log", "warn"])
         .spawn()
         .unwrap();
     let app = TestApp {

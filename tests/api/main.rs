@@ -12,6 +12,7 @@ mod helpers;
 mod hostile;
 mod limits;
 mod memory;
+mod oip;
 mod openapi;
 mod request_ids;
 mod service;

@@ -1,0 +1,438 @@
+//! The protocol's gRPC service, `inference.GRPCInferenceService` (tonic), and the standard
+//! `grpc.health.v1` service for Kubernetes' gRPC probes.
+//!
+//! Tensors come as `raw_input_contents` (what tritonclient sends: little-endian bytes, one
+//! entry per input) or as typed `contents`; outputs go as `raw_output_contents`, which is
+//! what tritonclient reads (as Triton answers), each a view of the kernel's own buffer.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use tonic::{Request, Response, Status};
+
+use super::{Datatype, Input, Model, Param, Values, check_size};
+use crate::AppState;
+use crate::error::{ApiError, Code};
+use crate::wire::{Budget, Data};
+
+/// The generated messages and service of `proto/grpc_predict_v2.proto`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("inference");
+}
+
+use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+use pb::infer_parameter::ParameterChoice;
+use pb::model_infer_request::InferInputTensor;
+use pb::model_metadata_response::TensorMetadata;
+
+/// The status of an error: the protocol's gRPC codes for lossd's HTTP statuses.
+pub fn status(e: ApiError) -> Status {
+    let code = match super::status(e.code) {
+        400 | 405 | 415 => tonic::Code::InvalidArgument,
+        404 => tonic::Code::NotFound,
+        413 => tonic::Code::ResourceExhausted,
+        503 => tonic::Code::Unavailable,
+        _ => tonic::Code::Internal,
+    };
+    let mut s = Status::new(code, e.detail);
+    if let Ok(v) = e.code.as_str().parse() {
+        s.metadata_mut().insert("lossd-code", v);
+    }
+    s
+}
+
+/// The service: the HTTP routes' state (pool, limits) behind the protocol's RPCs.
+#[derive(Clone)]
+pub struct Service {
+    state: AppState,
+}
+
+impl Service {
+    /// The service over `state`, as a tonic server with the body limit as its message limit.
+    pub fn server(state: AppState) -> GrpcInferenceServiceServer<Self> {
+        let limit = state.config.max_body_bytes;
+        GrpcInferenceServiceServer::new(Self { state })
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX)
+    }
+}
+
+fn model_of(name: &str, version: &str) -> Result<Model, Status> {
+    Model::find(name)
+        .and_then(|m| m.version(version))
+        .map_err(status)
+}
+
+fn bad(detail: String) -> ApiError {
+    ApiError::tensor(detail)
+}
+
+/// A request parameter.
+fn param(k: &str, p: &pb::InferParameter) -> Result<Param, ApiError> {
+    Ok(match &p.parameter_choice {
+        Some(ParameterChoice::BoolParam(b)) => Param::Bool(*b),
+        Some(ParameterChoice::Int64Param(i)) => Param::Int(*i),
+        Some(ParameterChoice::Uint64Param(u)) => match i64::try_from(*u) {
+            Ok(i) => Param::Int(i),
+            Err(_) => Param::UInt(*u),
+        },
+        Some(ParameterChoice::DoubleParam(f)) => Param::Double(*f),
+        Some(ParameterChoice::StringParam(s)) => Param::Str(s.clone()),
+        None => {
+            return Err(ApiError::new(
+                Code::InvalidOption,
+                format!("parameter `{k}` has no value"),
+            ));
+        }
+    })
+}
+
+/// An input's typed `contents` as `n` elements of `datatype`.
+fn typed(
+    name: &str,
+    contents: Option<pb::InferTensorContents>,
+    datatype: Datatype,
+    n: usize,
+) -> Result<Data, ApiError> {
+    let c = contents.unwrap_or_default();
+    let (data, count) = match datatype {
+        Datatype::Fp64 => {
+            let len = c.fp64_contents.len();
+            (Data::F64(c.fp64_contents), len)
+        }
+        Datatype::Fp32 => {
+            let len = c.fp32_contents.len();
+            (Data::F32(c.fp32_contents), len)
+        }
+        Datatype::Int64 => {
+            let len = c.int64_contents.len();
+            (Data::I64(c.int64_contents), len)
+        }
+        Datatype::Int32 => {
+            let len = c.int_contents.len();
+            (
+                Data::I64(c.int_contents.into_iter().map(i64::from).collect()),
+                len,
+            )
+        }
+    };
+    if count != n {
+        return Err(bad(format!(
+            "input `{name}` has {count} elements in its {} contents but its shape makes {n}",
+            datatype.as_str()
+        )));
+    }
+    Ok(data)
+}
+
+/// The protocol-independent request of a `ModelInfer` call.
+pub fn request(req: pb::ModelInferRequest, budget: Budget) -> Result<super::Request, ApiError> {
+    let mut out = super::Request::default();
+    for (k, p) in &req.parameters {
+        out.params.push((k.clone(), param(k, p)?));
+    }
+    if !req.outputs.is_empty() {
+        let mut names = Vec::with_capacity(req.outputs.len());
+        for o in &req.outputs {
+            // `binary_data` is HTTP's; a KServe client may set it on gRPC too.
+            if let Some(k) = o.parameters.keys().find(|k| *k != "binary_data") {
+                return Err(ApiError::new(
+                    Code::InvalidOption,
+                    format!("output `{}`: parameter `{k}` is not supported", o.name),
+                ));
+            }
+            names.push(o.name.clone());
+        }
+        out.outputs = Some(names);
+    }
+    let raw = req.raw_input_contents;
+    if !raw.is_empty() && raw.len() != req.inputs.len() {
+        return Err(bad(format!(
+            "raw_input_contents has {} entries for {} inputs (one for each input, in order)",
+            raw.len(),
+            req.inputs.len()
+        )));
+    }
+    let mut left = budget.elements;
+    let mut sized = Vec::with_capacity(req.inputs.len());
+    for t in &req.inputs {
+        let InferInputTensor {
+            name,
+            datatype,
+            shape,
+            parameters,
+            ..
+        } = t;
+        let dt = Datatype::parse(datatype).ok_or_else(|| {
+            bad(format!(
+                "input `{name}` has datatype {datatype}; lossd takes FP64, FP32, INT64 and INT32"
+            ))
+        })?;
+        if let Some(k) = parameters.keys().next() {
+            return Err(bad(format!(
+                "input `{name}`: parameter `{k}` is not supported"
+            )));
+        }
+        let shape = shape
+            .iter()
+            .map(|&d| usize::try_from(d))
+            .collect::<Result<Vec<usize>, _>>()
+            .map_err(|_| bad(format!("input `{name}`: `shape` must be non-negative")))?;
+        let n = check_size(name, &shape, &budget, &mut left)?;
+        sized.push((dt, shape, n));
+    }
+    let mut raw = raw.into_iter();
+    for (t, (datatype, shape, n)) in req.inputs.into_iter().zip(sized) {
+        let data = match raw.next() {
+            Some(bytes) => {
+                if t.contents.is_some() {
+                    return Err(bad(format!(
+                        "input `{}` has both contents and raw_input_contents",
+                        t.name
+                    )));
+                }
+                super::binary::decode(&t.name, &bytes, datatype, n)?
+            }
+            None => typed(&t.name, t.contents, datatype, n)?,
+        };
+        out.inputs.push(Input {
+            name: t.name,
+            datatype,
+            shape,
+            data,
+        });
+    }
+    Ok(out)
+}
+
+/// An output's bytes, without a copy when the kernel's buffer is already them.
+fn raw(values: Values) -> Bytes {
+    struct Le<T>(lossd_kernels::ndarray::ArrayD<T>);
+    impl<T: bytemuck::Pod> AsRef<[u8]> for Le<T> {
+        fn as_ref(&self) -> &[u8] {
+            bytemuck::cast_slice(self.0.as_slice().unwrap_or_default())
+        }
+    }
+    let direct = cfg!(target_endian = "little")
+        && match &values {
+            Values::F64(a) => a.is_standard_layout(),
+            Values::F32(a) => a.is_standard_layout(),
+        };
+    if !direct {
+        return Bytes::from(values.le_bytes().into_owned());
+    }
+    match values {
+        Values::F64(a) => Bytes::from_owner(Le(a)),
+        Values::F32(a) => Bytes::from_owner(Le(a)),
+    }
+}
+
+/// The `ModelInfer` response of a computed request.
+pub fn response(model: Model, id: String, out: super::Response) -> pb::ModelInferResponse {
+    let mut res = pb::ModelInferResponse {
+        model_name: model.name().to_string(),
+        model_version: super::VERSION.to_string(),
+        id,
+        ..Default::default()
+    };
+    if !out.warnings.is_empty() {
+        res.parameters.insert(
+            "warnings".into(),
+            pb::InferParameter {
+                parameter_choice: Some(ParameterChoice::StringParam(out.warnings.join("\n"))),
+            },
+        );
+    }
+    for o in out.outputs {
+        res.outputs
+            .push(pb::model_infer_response::InferOutputTensor {
+                name: o.name,
+                datatype: o.values.datatype().as_str().to_string(),
+                shape: o.values.shape().iter().map(|&d| d as i64).collect(),
+                ..Default::default()
+            });
+        res.raw_output_contents.push(raw(o.values));
+    }
+    res
+}
+
+/// Logs a call as the HTTP access log does, and gives it a request id.
+struct Call {
+    method: &'static str,
+    id: String,
+    start: Instant,
+}
+
+impl Call {
+    fn new<T>(method: &'static str, req: &Request<T>) -> Self {
+        let id = req
+            .metadata()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|s| !s.is_empty() && s.len() <= 200)
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+        Self {
+            method,
+            id,
+            start: Instant::now(),
+        }
+    }
+
+    fn end<T>(self, r: Result<T, Status>) -> Result<Response<T>, Status> {
+        let code = match &r {
+            Ok(_) => tonic::Code::Ok,
+            Err(s) => s.code(),
+        };
+        tracing::info!(
+            method = "gRPC",
+            route = self.method,
+            request_id = self.id.as_str(),
+            status = code as i32,
+            latency_ms = self.start.elapsed().as_secs_f64() * 1e3,
+            "answered"
+        );
+        let id = self.id.parse().ok();
+        let mut res = match r {
+            Ok(v) => Response::new(v),
+            Err(mut s) => {
+                if let Some(id) = id {
+                    s.metadata_mut().insert("x-request-id", id);
+                }
+                return Err(s);
+            }
+        };
+        if let Some(id) = id {
+            res.metadata_mut().insert("x-request-id", id);
+        }
+        Ok(res)
+    }
+}
+
+fn tensors(ts: Vec<super::TensorMeta>) -> Vec<TensorMetadata> {
+    ts.into_iter()
+        .map(|t| TensorMetadata {
+            name: t.name,
+            datatype: t.datatype.to_string(),
+            shape: t.shape,
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for Service {
+    async fn server_live(
+        &self,
+        req: Request<pb::ServerLiveRequest>,
+    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Call::new("ServerLive", &req).end(Ok(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        req: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        let ready = self.state.pool.ready();
+        Call::new("ServerReady", &req).end(Ok(pb::ServerReadyResponse { ready }))
+    }
+
+    async fn model_ready(
+        &self,
+        req: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let call = Call::new("ModelReady", &req);
+        let r = req.get_ref();
+        let r = model_of(&r.name, &r.version).map(|_| pb::ModelReadyResponse {
+            ready: self.state.pool.ready(),
+        });
+        call.end(r)
+    }
+
+    async fn server_metadata(
+        &self,
+        req: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        Call::new("ServerMetadata", &req).end(Ok(pb::ServerMetadataResponse {
+            name: "lossd".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: vec!["binary_tensor_data".into()],
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        req: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let call = Call::new("ModelMetadata", &req);
+        let r = req.get_ref();
+        let r = model_of(&r.name, &r.version).map(|model| {
+            let (inputs, outputs) = super::metadata(model);
+            pb::ModelMetadataResponse {
+                name: model.name().into(),
+                versions: vec![super::VERSION.into()],
+                platform: super::PLATFORM.into(),
+                inputs: tensors(inputs),
+                outputs: tensors(outputs),
+            }
+        });
+        call.end(r)
+    }
+
+    async fn model_infer(
+        &self,
+        req: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let call = Call::new("ModelInfer", &req);
+        let req = req.into_inner();
+        let r = async {
+            let model = model_of(&req.model_name, &req.model_version)?;
+            let budget = self.state.budget();
+            let limits = self.state.config.expression_limits();
+            let id = req.id.clone();
+            self.state
+                .pool
+                .run(move || {
+                    let r = request(req, budget)?;
+                    let out = super::infer(model, r, budget, &limits)?;
+                    Ok(response(model, id, out))
+                })
+                .await
+                .map_err(status)
+        }
+        .await;
+        call.end(r)
+    }
+}
+
+/// Serves the gRPC services on `listener` until `shutdown` resolves, then finishes the
+/// calls in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<GrpcInferenceServiceServer<Service>>()
+        .await;
+    let pool = state.pool.clone();
+    let signal = async move {
+        shutdown.await;
+        // Draining: probes see NOT_SERVING while the calls in flight finish.
+        health
+            .set_not_serving::<GrpcInferenceServiceServer<Service>>()
+            .await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        drop(pool);
+    };
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(Service::server(state))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            signal,
+        )
+        .await
+}
