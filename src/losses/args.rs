@@ -102,15 +102,16 @@ pub fn weighted<T: WireFloat>(
     pair(input, target, |x, y| kernel(x, y, view(&w)))
 }
 
-/// Runs `kernel` on two float inputs and a float target (the pairwise ranking losses).
+/// Runs `kernel` on three float tensors: two inputs and a target, or the triplet losses'
+/// anchor, positive and negative.
 pub fn triple<T: WireFloat>(
-    input1: Tensor,
-    input2: Tensor,
-    target: Tensor,
+    a: Tensor,
+    b: Tensor,
+    c: Tensor,
     kernel: impl FnOnce(ArrayViewD<'_, T>, ArrayViewD<'_, T>, ArrayViewD<'_, T>) -> Kernel<T>,
 ) -> Result<LossOutput<T>, ApiError> {
-    let (a, b, y) = (float::<T>(input1), float::<T>(input2), float::<T>(target));
-    Ok(kernel(a.view(), b.view(), y.view())?)
+    let (a, b, c) = (float::<T>(a), float::<T>(b), float::<T>(c));
+    Ok(kernel(a.view(), b.view(), c.view())?)
 }
 
 /// Runs `kernel` on a float `input`, a class-index `target` and an optional float `weight`.
