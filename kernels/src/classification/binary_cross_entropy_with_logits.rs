@@ -11,9 +11,9 @@
 
 use ndarray::ArrayViewD;
 
-use super::binary_cross_entropy::{check_expands_to, check_same_shape};
+use super::binary_cross_entropy::{Outputs, check_expands_to, check_same_shape};
 use super::soft_margin::sigmoid;
-use crate::reduction::{blocked_checked, reduce};
+use crate::reduction::blocked_checked;
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
@@ -57,19 +57,15 @@ pub fn binary_cross_entropy_with_logits<T: Real>(
     let w = weight.as_ref().map(|w| contiguous(w, &shape));
     let pw = pos_weight.as_ref().map(|p| contiguous(p, &shape));
 
-    let keep = reduction == Reduction::None;
-    // The mean's gradient divides by the count; dividing by 1 otherwise is exact.
-    let div = T::of(if reduction == Reduction::Mean {
-        n as f64
-    } else {
-        1.0
-    });
-    let mut losses = if keep { vec![T::zero(); n] } else { Vec::new() };
-    let mut dx = if grad { vec![T::zero(); n] } else { Vec::new() };
-    let mut dy = if grad { vec![T::zero(); n] } else { Vec::new() };
+    let mut outputs = Outputs::new(reduction, n, grad);
+    let (keep, div) = (outputs.keep, outputs.div);
     let ws: &[T] = w.as_deref().unwrap_or(&[]);
     let pws: &[T] = pw.as_deref().unwrap_or(&[]);
-    let (l, gx, gy) = (&mut losses[..], &mut dx[..], &mut dy[..]);
+    let (l, gx, gy) = (
+        &mut outputs.losses[..],
+        &mut outputs.dx[..],
+        &mut outputs.dy[..],
+    );
     macro_rules! go {
         ($($w:literal $p:literal $k:literal $g:literal),*) => {
             match (w.is_some(), pw.is_some(), keep, grad) {
@@ -88,12 +84,7 @@ pub fn binary_cross_entropy_with_logits<T: Real>(
         true true true true
     )?;
 
-    let mut out = LossOutput::new(reduce(reduction, &shape, losses, total, n));
-    if grad {
-        out.push_grad("input", &shape, dx);
-        out.push_grad("target", &shape, dy);
-    }
-    Ok(out)
+    Ok(outputs.finish(reduction, &shape, total))
 }
 
 /// The pass over the elements in blocks of [`BLOCK`](crate::reduction::BLOCK), specialised on the optional tensors
