@@ -102,6 +102,11 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], rtol: f64, atol: f64)
     }
 }
 
+/// [`assert_close`] on a whole array (a loss or a gradient), in its standard layout.
+pub fn assert_array_close(what: &str, got: &ArrayD<f64>, want: &[f64], rtol: f64, atol: f64) {
+    assert_close(what, got.as_slice().unwrap(), want, rtol, atol);
+}
+
 /// The bits of each value (as `f64`), to compare results exactly.
 pub fn bits<T: crate::Real>(v: &[T]) -> Vec<u64> {
     v.iter().map(|x| x.f64().to_bits()).collect()

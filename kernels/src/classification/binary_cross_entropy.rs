@@ -252,7 +252,7 @@ fn pass<T: Real, const W: bool, const KEEP: bool, const GRAD: bool>(
 mod tests {
     use super::*;
     use crate::ErrorKind;
-    use crate::testing::{Rng, assert_close, assert_grad, scalar};
+    use crate::testing::{Rng, assert_array_close, assert_close, assert_grad, scalar};
     use ndarray::{ArrayD, IxDyn, array};
     use std::f64::consts::LN_2;
 
@@ -272,16 +272,16 @@ mod tests {
         let x = array![0.0, 0.25, 0.5, 1.0].into_dyn();
         let y = array![0.0, 1.0, 0.5, 0.0].into_dyn();
         let out = bce(&x, &y, None, Reduction::None, true).unwrap();
-        assert_close(
+        assert_array_close(
             "loss",
-            out.loss.as_slice().unwrap(),
+            &out.loss,
             &[0.0, 2.0 * LN_2, LN_2, 100.0],
             1e-15,
             0.0,
         );
-        assert_close(
+        assert_array_close(
             "input grad",
-            out.grad("input").unwrap().as_slice().unwrap(),
+            out.grad("input").unwrap(),
             &[0.0, -4.0, 0.0, 1000000003995.8029],
             1e-15,
             0.0,
@@ -327,23 +327,17 @@ mod tests {
         let y = array![0.2, 1.0].into_dyn();
         let w = array![2.0, 3.0].into_dyn();
         let out = bce(&x, &y, Some(&w), Reduction::Mean, true).unwrap();
-        assert_close(
-            "loss",
-            out.loss.as_slice().unwrap(),
-            &[0.6841752895029125],
-            1e-14,
-            0.0,
-        );
-        assert_close(
+        assert_array_close("loss", &out.loss, &[0.6841752895029125], 1e-14, 0.0);
+        assert_array_close(
             "input grad",
-            out.grad("input").unwrap().as_slice().unwrap(),
+            out.grad("input").unwrap(),
             &[0.4761904761904761, -1.6666666666666667],
             1e-14,
             0.0,
         );
-        assert_close(
+        assert_array_close(
             "target grad",
-            out.grad("target").unwrap().as_slice().unwrap(),
+            out.grad("target").unwrap(),
             &[0.8472978603872036, -3.295836866004329],
             1e-14,
             0.0,
