@@ -9,9 +9,9 @@
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
-use crate::broadcast::{broadcast_pair, unbroadcast};
+use super::operands;
+use crate::broadcast::unbroadcast;
 use crate::reduction::{Reduction, Sum8, mean};
-use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real};
 
@@ -200,11 +200,7 @@ pub fn kl_div<T: Real>(
     reduction: KlReduction,
     grad: bool,
 ) -> Result<LossOutput<T>, LossError> {
-    let (xs, ys) = (input.shape().to_vec(), target.shape().to_vec());
-    let shape = broadcast_pair("input", &xs, "target", &ys)?;
-    let n: usize = shape.iter().product();
-    let x = contiguous(&input, &shape);
-    let y = contiguous(&target, &shape);
+    let (xs, ys, shape, n, x, y) = operands(&input, &target)?;
 
     // `batchmean` is PyTorch's sum divided afterwards by the input's first size (0-d: by 1).
     let batch = xs.first().copied().unwrap_or(1);

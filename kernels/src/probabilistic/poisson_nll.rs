@@ -8,9 +8,9 @@
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
-use crate::broadcast::{broadcast_pair, unbroadcast};
+use super::operands;
+use crate::broadcast::unbroadcast;
 use crate::reduction::{Reduction, blocked, reduce};
-use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real};
 
@@ -39,11 +39,7 @@ pub fn poisson_nll_loss<T: Real>(
     reduction: Reduction,
     grad: bool,
 ) -> Result<LossOutput<T>, LossError> {
-    let (xs, ys) = (input.shape().to_vec(), target.shape().to_vec());
-    let shape = broadcast_pair("input", &xs, "target", &ys)?;
-    let n: usize = shape.iter().product();
-    let x = contiguous(&input, &shape);
-    let y = contiguous(&target, &shape);
+    let (xs, _, shape, n, x, y) = operands(&input, &target)?;
     let eps = T::of(eps);
     let g = T::of(if reduction == Reduction::Mean {
         1.0 / n as f64
