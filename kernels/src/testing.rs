@@ -102,6 +102,34 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], rtol: f64, atol: f64)
     }
 }
 
+/// A class-index target for an input of `shape` with the classes on dimension 1 (0-d for a
+/// `(C)` input): `at1` at element 1, a random class below `classes` everywhere else.
+pub fn class_target(rng: &mut Rng, shape: &[usize], classes: usize, at1: i64) -> ArrayD<i64> {
+    let tshape: Vec<usize> = match shape.len() {
+        1 => vec![],
+        _ => [&shape[..1], &shape[2..]].concat(),
+    };
+    let n: usize = tshape.iter().product();
+    ArrayD::from_shape_vec(
+        IxDyn(&tshape),
+        (0..n)
+            .map(|i| {
+                if i == 1 {
+                    at1
+                } else {
+                    rng.below(classes) as i64
+                }
+            })
+            .collect(),
+    )
+    .unwrap()
+}
+
+/// [`assert_close`] on a whole array (a loss or a gradient), in its standard layout.
+pub fn assert_array_close(what: &str, got: &ArrayD<f64>, want: &[f64], rtol: f64, atol: f64) {
+    assert_close(what, got.as_slice().unwrap(), want, rtol, atol);
+}
+
 /// The bits of each value (as `f64`), to compare results exactly.
 pub fn bits<T: crate::Real>(v: &[T]) -> Vec<u64> {
     v.iter().map(|x| x.f64().to_bits()).collect()

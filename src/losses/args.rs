@@ -1,7 +1,8 @@
 //! Converting decoded tensors to the kernels' arrays: floats in the compute dtype, integers
 //! checked to be integers.
 
-use lossd_kernels::ndarray::{ArrayD, IxDyn};
+use lossd_kernels::ndarray::{ArrayD, ArrayViewD, IxDyn};
+use lossd_kernels::{LossError, LossOutput};
 
 use crate::error::{ApiError, Code, element_pointer};
 use crate::wire::ser::WireFloat;
@@ -65,6 +66,65 @@ pub fn index(t: Tensor, field: &str) -> Result<ArrayD<i64>, ApiError> {
             .collect::<Result<_, _>>()?,
     };
     Ok(ArrayD::from_shape_vec(IxDyn(&shape), data).expect("decoding checked the element count"))
+}
+
+/// What a kernel returns.
+type Kernel<T> = Result<LossOutput<T>, LossError>;
+
+/// An optional tensor as floats of `T`, lent to a kernel with [`view`].
+pub fn float_opt<T: WireFloat>(t: Option<Tensor>) -> Option<ArrayD<T>> {
+    t.map(float::<T>)
+}
+
+/// A view of an optional array, as kernels take their optional tensors.
+pub fn view<T>(a: &Option<ArrayD<T>>) -> Option<ArrayViewD<'_, T>> {
+    a.as_ref().map(|a| a.view())
+}
+
+/// Runs `kernel` on `input` and `target` as floats of `T`: the `compute` of most losses.
+pub fn pair<T: WireFloat>(
+    input: Tensor,
+    target: Tensor,
+    kernel: impl FnOnce(ArrayViewD<'_, T>, ArrayViewD<'_, T>) -> Kernel<T>,
+) -> Result<LossOutput<T>, ApiError> {
+    let (x, y) = (float::<T>(input), float::<T>(target));
+    Ok(kernel(x.view(), y.view())?)
+}
+
+/// As [`pair`], with an optional float `weight` as well.
+pub fn weighted<T: WireFloat>(
+    input: Tensor,
+    target: Tensor,
+    weight: Option<Tensor>,
+    kernel: impl FnOnce(ArrayViewD<'_, T>, ArrayViewD<'_, T>, Option<ArrayViewD<'_, T>>) -> Kernel<T>,
+) -> Result<LossOutput<T>, ApiError> {
+    let w = float_opt::<T>(weight);
+    pair(input, target, |x, y| kernel(x, y, view(&w)))
+}
+
+/// Runs `kernel` on three float tensors: two inputs and a target, or the triplet losses'
+/// anchor, positive and negative.
+pub fn triple<T: WireFloat>(
+    a: Tensor,
+    b: Tensor,
+    c: Tensor,
+    kernel: impl FnOnce(ArrayViewD<'_, T>, ArrayViewD<'_, T>, ArrayViewD<'_, T>) -> Kernel<T>,
+) -> Result<LossOutput<T>, ApiError> {
+    let (a, b, c) = (float::<T>(a), float::<T>(b), float::<T>(c));
+    Ok(kernel(a.view(), b.view(), c.view())?)
+}
+
+/// Runs `kernel` on a float `input`, a class-index `target` and an optional float `weight`.
+pub fn classes<T: WireFloat>(
+    input: Tensor,
+    target: Tensor,
+    weight: Option<Tensor>,
+    kernel: impl FnOnce(ArrayViewD<'_, T>, ArrayViewD<'_, i64>, Option<ArrayViewD<'_, T>>) -> Kernel<T>,
+) -> Result<LossOutput<T>, ApiError> {
+    let x = float::<T>(input);
+    let y = index(target, "target")?;
+    let w = float_opt::<T>(weight);
+    Ok(kernel(x.view(), y.view(), view(&w))?)
 }
 
 /// A float option that may also be infinite: a JSON number, or one of the strings

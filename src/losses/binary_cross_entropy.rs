@@ -5,7 +5,7 @@ use lossd_kernels::classification::binary_cross_entropy::binary_cross_entropy;
 use serde_json::json;
 
 use super::{
-    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float, shape,
+    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, shape, weighted,
 };
 use crate::error::ApiError;
 use crate::wire::Tensor;
@@ -50,16 +50,9 @@ impl Loss for BinaryCrossEntropy {
     };
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
-        let (x, y) = (float::<T>(self.input), float::<T>(self.target));
-        let w = self.weight.map(float::<T>);
-        let w = w.as_ref().map(|w| w.view());
-        Ok(binary_cross_entropy(
-            x.view(),
-            y.view(),
-            w,
-            self.reduction.into(),
-            grad,
-        )?)
+        weighted(self.input, self.target, self.weight, |x, y, w| {
+            binary_cross_entropy(x, y, w, self.reduction.into(), grad)
+        })
     }
 
     fn examples() -> Vec<Example> {

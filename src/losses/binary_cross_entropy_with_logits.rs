@@ -5,7 +5,8 @@ use lossd_kernels::classification::binary_cross_entropy_with_logits::binary_cros
 use serde_json::json;
 
 use super::{
-    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float, sample, shape,
+    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float_opt, sample,
+    shape, view, weighted,
 };
 use crate::error::ApiError;
 use crate::wire::Tensor;
@@ -57,17 +58,10 @@ impl Loss for BinaryCrossEntropyWithLogits {
     };
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
-        let (x, y) = (float::<T>(self.input), float::<T>(self.target));
-        let w = self.weight.map(float::<T>);
-        let pw = self.pos_weight.map(float::<T>);
-        Ok(binary_cross_entropy_with_logits(
-            x.view(),
-            y.view(),
-            w.as_ref().map(|w| w.view()),
-            pw.as_ref().map(|w| w.view()),
-            self.reduction.into(),
-            grad,
-        )?)
+        let pw = float_opt::<T>(self.pos_weight);
+        weighted(self.input, self.target, self.weight, |x, y, w| {
+            binary_cross_entropy_with_logits(x, y, w, view(&pw), self.reduction.into(), grad)
+        })
     }
 
     fn examples() -> Vec<Example> {

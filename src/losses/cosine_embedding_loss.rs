@@ -5,8 +5,8 @@ use lossd_kernels::ranking::cosine_embedding::cosine_embedding_loss;
 use serde_json::json;
 
 use super::{
-    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
-    sample, shape,
+    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, sample,
+    shape, triple,
 };
 use crate::error::ApiError;
 use crate::wire::Tensor;
@@ -71,19 +71,9 @@ impl Loss for CosineEmbeddingLoss {
     };
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
-        let (a, b, y) = (
-            float::<T>(self.input1),
-            float::<T>(self.input2),
-            float::<T>(self.target),
-        );
-        Ok(cosine_embedding_loss(
-            a.view(),
-            b.view(),
-            y.view(),
-            self.margin,
-            self.reduction.into(),
-            grad,
-        )?)
+        triple(self.input1, self.input2, self.target, |a, b, y| {
+            cosine_embedding_loss(a, b, y, self.margin, self.reduction.into(), grad)
+        })
     }
 
     fn examples() -> Vec<Example> {

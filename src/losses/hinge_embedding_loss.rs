@@ -4,9 +4,7 @@ use lossd_kernels::LossOutput;
 use lossd_kernels::ranking::hinge_embedding::hinge_embedding_loss;
 use serde_json::json;
 
-use super::{
-    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float, shape,
-};
+use super::{Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, pair, shape};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -52,14 +50,9 @@ impl Loss for HingeEmbeddingLoss {
     };
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
-        let (x, y) = (float::<T>(self.input), float::<T>(self.target));
-        Ok(hinge_embedding_loss(
-            x.view(),
-            y.view(),
-            self.margin,
-            self.reduction.into(),
-            grad,
-        )?)
+        pair(self.input, self.target, |x, y| {
+            hinge_embedding_loss(x, y, self.margin, self.reduction.into(), grad)
+        })
     }
 
     fn examples() -> Vec<Example> {

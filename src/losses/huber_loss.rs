@@ -5,7 +5,9 @@ use lossd_kernels::regression::huber::huber_loss;
 
 use serde_json::json;
 
-use super::{Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, float, sample, shape};
+use super::{
+    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, sample, shape, weighted,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -51,17 +53,9 @@ impl Loss for HuberLoss {
     };
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
-        let (x, y) = (float::<T>(self.input), float::<T>(self.target));
-        let w = self.weight.map(float::<T>);
-        let w = w.as_ref().map(|w| w.view());
-        Ok(huber_loss(
-            x.view(),
-            y.view(),
-            w,
-            self.reduction.into(),
-            self.delta,
-            grad,
-        )?)
+        weighted(self.input, self.target, self.weight, |x, y, w| {
+            huber_loss(x, y, w, self.reduction.into(), self.delta, grad)
+        })
     }
 
     fn examples() -> Vec<Example> {

@@ -5,7 +5,7 @@ use lossd_kernels::probabilistic::kl_div::{KlReduction, kl_div};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Category, Example, Info, Layout, Loss, TensorArg, float, sample, shape};
+use super::{Category, Example, Info, Layout, Loss, TensorArg, pair, sample, shape};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -74,14 +74,9 @@ impl Loss for KlDiv {
     };
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
-        let (x, y) = (float::<T>(self.input), float::<T>(self.target));
-        Ok(kl_div(
-            x.view(),
-            y.view(),
-            self.log_target,
-            self.reduction.into(),
-            grad,
-        )?)
+        pair(self.input, self.target, |x, y| {
+            kl_div(x, y, self.log_target, self.reduction.into(), grad)
+        })
     }
 
     fn examples() -> Vec<Example> {

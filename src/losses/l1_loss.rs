@@ -6,7 +6,8 @@ use lossd_kernels::regression::l1::l1_loss;
 use serde_json::json;
 
 use super::{
-    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float, sample, shape,
+    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, sample, shape,
+    weighted,
 };
 use crate::error::ApiError;
 use crate::wire::Tensor;
@@ -53,15 +54,9 @@ impl Loss for L1Loss {
     };
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
-        let (x, y) = (float::<T>(self.input), float::<T>(self.target));
-        let w = self.weight.map(float::<T>);
-        Ok(l1_loss(
-            x.view(),
-            y.view(),
-            w.as_ref().map(|w| w.view()),
-            self.reduction.into(),
-            grad,
-        )?)
+        weighted(self.input, self.target, self.weight, |x, y, w| {
+            l1_loss(x, y, w, self.reduction.into(), grad)
+        })
     }
 
     fn examples() -> Vec<Example> {

@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
 
-pub use args::{float, index};
+pub use args::{classes, float, float_opt, index, pair, triple, view, weighted};
 pub use shape::{ArgShape, Layout, NoneShape};
 
 use crate::error::{ApiError, Code};

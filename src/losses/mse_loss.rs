@@ -5,7 +5,9 @@ use lossd_kernels::regression::mse::mse_loss;
 
 use serde_json::json;
 
-use super::{Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, float, sample, shape};
+use super::{
+    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, sample, shape, weighted,
+};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -43,15 +45,9 @@ impl Loss for MseLoss {
     };
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
-        let (x, y) = (float::<T>(self.input), float::<T>(self.target));
-        let w = self.weight.map(float::<T>);
-        Ok(mse_loss(
-            x.view(),
-            y.view(),
-            w.as_ref().map(|w| w.view()),
-            self.reduction.into(),
-            grad,
-        )?)
+        weighted(self.input, self.target, self.weight, |x, y, w| {
+            mse_loss(x, y, w, self.reduction.into(), grad)
+        })
     }
 
     fn examples() -> Vec<Example> {

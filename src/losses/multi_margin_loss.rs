@@ -5,8 +5,8 @@ use lossd_kernels::classification::multi_margin::multi_margin_loss;
 use serde_json::json;
 
 use super::{
-    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
-    index, sample, shape,
+    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, classes,
+    sample, shape,
 };
 use crate::error::ApiError;
 use crate::wire::Tensor;
@@ -72,19 +72,9 @@ impl Loss for MultiMarginLoss {
     };
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
-        let x = float::<T>(self.input);
-        let y = index(self.target, "target")?;
-        let w = self.weight.map(float::<T>);
-        let w = w.as_ref().map(|w| w.view());
-        Ok(multi_margin_loss(
-            x.view(),
-            y.view(),
-            self.p,
-            self.margin,
-            w,
-            self.reduction.into(),
-            grad,
-        )?)
+        classes(self.input, self.target, self.weight, |x, y, w| {
+            multi_margin_loss(x, y, self.p, self.margin, w, self.reduction.into(), grad)
+        })
     }
 
     fn examples() -> Vec<Example> {

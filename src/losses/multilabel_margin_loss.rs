@@ -5,8 +5,8 @@ use lossd_kernels::classification::multilabel_margin::multilabel_margin_loss;
 use serde_json::json;
 
 use super::{
-    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
-    index, shape,
+    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, classes,
+    shape,
 };
 use crate::error::ApiError;
 use crate::wire::Tensor;
@@ -53,14 +53,9 @@ impl Loss for MultilabelMarginLoss {
     };
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
-        let x = float::<T>(self.input);
-        let y = index(self.target, "target")?;
-        Ok(multilabel_margin_loss(
-            x.view(),
-            y.view(),
-            self.reduction.into(),
-            grad,
-        )?)
+        classes(self.input, self.target, None, |x, y, _| {
+            multilabel_margin_loss(x, y, self.reduction.into(), grad)
+        })
     }
 
     fn examples() -> Vec<Example> {

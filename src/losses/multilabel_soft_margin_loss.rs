@@ -5,8 +5,8 @@ use lossd_kernels::classification::multilabel_soft_margin::multilabel_soft_margi
 use serde_json::json;
 
 use super::{
-    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
-    sample, shape,
+    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, sample,
+    shape, weighted,
 };
 use crate::error::ApiError;
 use crate::wire::Tensor;
@@ -68,16 +68,9 @@ impl Loss for MultilabelSoftMarginLoss {
     };
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
-        let (x, y) = (float::<T>(self.input), float::<T>(self.target));
-        let w = self.weight.map(float::<T>);
-        let w = w.as_ref().map(|w| w.view());
-        Ok(multilabel_soft_margin_loss(
-            x.view(),
-            y.view(),
-            w,
-            self.reduction.into(),
-            grad,
-        )?)
+        weighted(self.input, self.target, self.weight, |x, y, w| {
+            multilabel_soft_margin_loss(x, y, w, self.reduction.into(), grad)
+        })
     }
 
     fn examples() -> Vec<Example> {

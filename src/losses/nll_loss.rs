@@ -5,7 +5,7 @@ use lossd_kernels::classification::nll::nll_loss;
 use serde_json::json;
 
 use super::{
-    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float, index, shape,
+    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, classes, shape,
 };
 use crate::error::ApiError;
 use crate::wire::Tensor;
@@ -59,18 +59,9 @@ impl Loss for NllLoss {
     };
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
-        let x = float::<T>(self.input);
-        let y = index(self.target, "target")?;
-        let w = self.weight.map(float::<T>);
-        let w = w.as_ref().map(|w| w.view());
-        Ok(nll_loss(
-            x.view(),
-            y.view(),
-            w,
-            self.ignore_index,
-            self.reduction.into(),
-            grad,
-        )?)
+        classes(self.input, self.target, self.weight, |x, y, w| {
+            nll_loss(x, y, w, self.ignore_index, self.reduction.into(), grad)
+        })
     }
 
     fn examples() -> Vec<Example> {

@@ -5,7 +5,7 @@ use lossd_kernels::probabilistic::poisson_nll::poisson_nll_loss;
 use serde_json::json;
 
 use super::{
-    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float, sample, shape,
+    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, pair, sample, shape,
 };
 use crate::error::ApiError;
 use crate::wire::Tensor;
@@ -64,16 +64,10 @@ impl Loss for PoissonNllLoss {
     };
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
-        let (x, y) = (float::<T>(self.input), float::<T>(self.target));
-        Ok(poisson_nll_loss(
-            x.view(),
-            y.view(),
-            self.log_input,
-            self.full,
-            self.eps,
-            self.reduction.into(),
-            grad,
-        )?)
+        pair(self.input, self.target, |x, y| {
+            let (log_input, full, eps) = (self.log_input, self.full, self.eps);
+            poisson_nll_loss(x, y, log_input, full, eps, self.reduction.into(), grad)
+        })
     }
 
     fn examples() -> Vec<Example> {

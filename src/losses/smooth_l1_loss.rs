@@ -6,7 +6,7 @@ use lossd_kernels::regression::smooth_l1::smooth_l1_loss;
 use serde_json::json;
 
 use super::{
-    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float, sample, shape,
+    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, pair, sample, shape,
 };
 use crate::error::ApiError;
 use crate::wire::Tensor;
@@ -53,14 +53,9 @@ impl Loss for SmoothL1Loss {
     };
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
-        let (x, y) = (float::<T>(self.input), float::<T>(self.target));
-        Ok(smooth_l1_loss(
-            x.view(),
-            y.view(),
-            self.reduction.into(),
-            self.beta,
-            grad,
-        )?)
+        pair(self.input, self.target, |x, y| {
+            smooth_l1_loss(x, y, self.reduction.into(), self.beta, grad)
+        })
     }
 
     fn examples() -> Vec<Example> {

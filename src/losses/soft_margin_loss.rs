@@ -6,7 +6,7 @@ use lossd_kernels::classification::soft_margin::soft_margin_loss;
 use serde_json::json;
 
 use super::{
-    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float, sample, shape,
+    Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, pair, sample, shape,
 };
 use crate::error::ApiError;
 use crate::wire::Tensor;
@@ -45,13 +45,9 @@ impl Loss for SoftMarginLoss {
     };
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
-        let (x, y) = (float::<T>(self.input), float::<T>(self.target));
-        Ok(soft_margin_loss(
-            x.view(),
-            y.view(),
-            self.reduction.into(),
-            grad,
-        )?)
+        pair(self.input, self.target, |x, y| {
+            soft_margin_loss(x, y, self.reduction.into(), grad)
+        })
     }
 
     fn examples() -> Vec<Example> {

@@ -6,8 +6,8 @@ use serde_json::json;
 
 use super::args::Float;
 use super::{
-    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, float,
-    sample, shape,
+    ArgShape, Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, TensorArg, sample,
+    shape, triple,
 };
 use crate::error::ApiError;
 use crate::wire::Tensor;
@@ -119,24 +119,17 @@ impl Loss for TripletMarginLoss {
     };
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
-        let (a, p, n) = (
-            float::<T>(self.anchor),
-            float::<T>(self.positive),
-            float::<T>(self.negative),
-        );
-        Ok(triplet_margin_loss(
-            a.view(),
-            p.view(),
-            n.view(),
-            TripletMarginOptions {
+        triple(self.anchor, self.positive, self.negative, |a, p, n| {
+            let options = TripletMarginOptions {
                 margin: self.margin,
                 p: self.p.0,
                 eps: self.eps,
                 swap: self.swap,
                 reduction: self.reduction.into(),
                 grad,
-            },
-        )?)
+            };
+            triplet_margin_loss(a, p, n, options)
+        })
     }
 
     fn examples() -> Vec<Example> {

@@ -7,7 +7,7 @@ use lossd_kernels::ranking::triplet_margin_with_distance::{
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, float, sample, shape};
+use super::{Category, Example, Info, Layout, Loss, REDUCTIONS, Reduction, sample, shape, triple};
 use crate::error::ApiError;
 use crate::wire::Tensor;
 use crate::wire::ser::WireFloat;
@@ -71,27 +71,20 @@ impl Loss for TripletMarginWithDistanceLoss {
     };
 
     fn compute<T: WireFloat>(self, grad: bool) -> Result<LossOutput<T>, ApiError> {
-        let (a, p, n) = (
-            float::<T>(self.anchor),
-            float::<T>(self.positive),
-            float::<T>(self.negative),
-        );
-        let d = match self.distance_function {
+        let distance_function = match self.distance_function {
             Distance::PairwiseDistance => DistanceFunction::PairwiseDistance,
             Distance::CosineDistance => DistanceFunction::CosineDistance,
         };
-        Ok(triplet_margin_with_distance_loss(
-            a.view(),
-            p.view(),
-            n.view(),
-            TripletMarginWithDistanceOptions {
-                distance_function: d,
-                margin: self.margin,
-                swap: self.swap,
-                reduction: self.reduction.into(),
-                grad,
-            },
-        )?)
+        let options = TripletMarginWithDistanceOptions {
+            distance_function,
+            margin: self.margin,
+            swap: self.swap,
+            reduction: self.reduction.into(),
+            grad,
+        };
+        triple(self.anchor, self.positive, self.negative, |a, p, n| {
+            triplet_margin_with_distance_loss(a, p, n, options)
+        })
     }
 
     fn examples() -> Vec<Example> {

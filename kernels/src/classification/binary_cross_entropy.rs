@@ -119,18 +119,14 @@ pub fn binary_cross_entropy<T: Real>(
     }
     let w = weight.as_ref().map(|w| contiguous(w, &shape));
 
-    let keep = reduction == Reduction::None;
-    // The mean's gradient divides by the count; dividing by 1 otherwise is exact.
-    let div = T::of(if reduction == Reduction::Mean {
-        n as f64
-    } else {
-        1.0
-    });
-    let mut losses = if keep { vec![T::zero(); n] } else { Vec::new() };
-    let mut dx = if grad { vec![T::zero(); n] } else { Vec::new() };
-    let mut dy = if grad { vec![T::zero(); n] } else { Vec::new() };
+    let mut outputs = Outputs::new(reduction, n, grad);
+    let (keep, div) = (outputs.keep, outputs.div);
     let ws: &[T] = w.as_deref().unwrap_or(&[]);
-    let (l, gx, gy) = (&mut losses[..], &mut dx[..], &mut dy[..]);
+    let (l, gx, gy) = (
+        &mut outputs.losses[..],
+        &mut outputs.dx[..],
+        &mut outputs.dy[..],
+    );
     macro_rules! go {
         ($($w:literal $k:literal $g:literal),*) => {
             match (w.is_some(), keep, grad) {
@@ -143,12 +139,52 @@ pub fn binary_cross_entropy<T: Real>(
         true false false, true false true, true true false, true true true
     )?;
 
-    let mut out = LossOutput::new(reduce(reduction, &shape, losses, total, n));
-    if grad {
-        out.push_grad("input", &shape, dx);
-        out.push_grad("target", &shape, dy);
+    Ok(outputs.finish(reduction, &shape, total))
+}
+
+/// What an element-wise pass over input and target writes: the unreduced losses (kept only
+/// for `none`) and, with `grad`, the gradients of input and target, each already divided by
+/// `div` (the count for `mean`, else 1). Shared with `binary_cross_entropy_with_logits`.
+pub(super) struct Outputs<T> {
+    pub(super) keep: bool,
+    pub(super) div: T,
+    pub(super) losses: Vec<T>,
+    pub(super) dx: Vec<T>,
+    pub(super) dy: Vec<T>,
+    n: usize,
+    grad: bool,
+}
+
+impl<T: Real> Outputs<T> {
+    /// Buffers for `n` elements.
+    pub(super) fn new(reduction: Reduction, n: usize, grad: bool) -> Self {
+        let keep = reduction == Reduction::None;
+        let buffer = |on: bool| if on { vec![T::zero(); n] } else { Vec::new() };
+        Self {
+            keep,
+            // The mean's gradient divides by the count; dividing by 1 otherwise is exact.
+            div: T::of(if reduction == Reduction::Mean {
+                n as f64
+            } else {
+                1.0
+            }),
+            losses: buffer(keep),
+            dx: buffer(grad),
+            dy: buffer(grad),
+            n,
+            grad,
+        }
     }
-    Ok(out)
+
+    /// The loss from `total` (`Σ ℓ`) or the kept losses, with the gradients when asked for.
+    pub(super) fn finish(self, reduction: Reduction, shape: &[usize], total: f64) -> LossOutput<T> {
+        let mut out = LossOutput::new(reduce(reduction, shape, self.losses, total, self.n));
+        if self.grad {
+            out.push_grad("input", shape, self.dx);
+            out.push_grad("target", shape, self.dy);
+        }
+        out
+    }
 }
 
 /// The pass over the elements in blocks of [`BLOCK`](crate::reduction::BLOCK), specialised on the weight (`W`) and on
@@ -216,7 +252,7 @@ fn pass<T: Real, const W: bool, const KEEP: bool, const GRAD: bool>(
 mod tests {
     use super::*;
     use crate::ErrorKind;
-    use crate::testing::{Rng, assert_close, assert_grad, scalar};
+    use crate::testing::{Rng, assert_array_close, assert_close, assert_grad, scalar};
     use ndarray::{ArrayD, IxDyn, array};
     use std::f64::consts::LN_2;
 
@@ -236,16 +272,16 @@ mod tests {
         let x = array![0.0, 0.25, 0.5, 1.0].into_dyn();
         let y = array![0.0, 1.0, 0.5, 0.0].into_dyn();
         let out = bce(&x, &y, None, Reduction::None, true).unwrap();
-        assert_close(
+        assert_array_close(
             "loss",
-            out.loss.as_slice().unwrap(),
+            &out.loss,
             &[0.0, 2.0 * LN_2, LN_2, 100.0],
             1e-15,
             0.0,
         );
-        assert_close(
+        assert_array_close(
             "input grad",
-            out.grad("input").unwrap().as_slice().unwrap(),
+            out.grad("input").unwrap(),
             &[0.0, -4.0, 0.0, 1000000003995.8029],
             1e-15,
             0.0,
@@ -291,23 +327,17 @@ mod tests {
         let y = array![0.2, 1.0].into_dyn();
         let w = array![2.0, 3.0].into_dyn();
         let out = bce(&x, &y, Some(&w), Reduction::Mean, true).unwrap();
-        assert_close(
-            "loss",
-            out.loss.as_slice().unwrap(),
-            &[0.6841752895029125],
-            1e-14,
-            0.0,
-        );
-        assert_close(
+        assert_array_close("loss", &out.loss, &[0.6841752895029125], 1e-14, 0.0);
+        assert_array_close(
             "input grad",
-            out.grad("input").unwrap().as_slice().unwrap(),
+            out.grad("input").unwrap(),
             &[0.4761904761904761, -1.6666666666666667],
             1e-14,
             0.0,
         );
-        assert_close(
+        assert_array_close(
             "target grad",
-            out.grad("target").unwrap().as_slice().unwrap(),
+            out.grad("target").unwrap(),
             &[0.8472978603872036, -3.295836866004329],
             1e-14,
             0.0,

@@ -11,9 +11,9 @@
 
 use ndarray::ArrayViewD;
 
-use super::binary_cross_entropy::{check_expands_to, check_same_shape};
+use super::binary_cross_entropy::{Outputs, check_expands_to, check_same_shape};
 use super::soft_margin::sigmoid;
-use crate::reduction::{blocked_checked, reduce};
+use crate::reduction::blocked_checked;
 use crate::regression::contiguous;
 use crate::vmath::vectorised;
 use crate::{LossError, LossOutput, Real, Reduction};
@@ -57,19 +57,15 @@ pub fn binary_cross_entropy_with_logits<T: Real>(
     let w = weight.as_ref().map(|w| contiguous(w, &shape));
     let pw = pos_weight.as_ref().map(|p| contiguous(p, &shape));
 
-    let keep = reduction == Reduction::None;
-    // The mean's gradient divides by the count; dividing by 1 otherwise is exact.
-    let div = T::of(if reduction == Reduction::Mean {
-        n as f64
-    } else {
-        1.0
-    });
-    let mut losses = if keep { vec![T::zero(); n] } else { Vec::new() };
-    let mut dx = if grad { vec![T::zero(); n] } else { Vec::new() };
-    let mut dy = if grad { vec![T::zero(); n] } else { Vec::new() };
+    let mut outputs = Outputs::new(reduction, n, grad);
+    let (keep, div) = (outputs.keep, outputs.div);
     let ws: &[T] = w.as_deref().unwrap_or(&[]);
     let pws: &[T] = pw.as_deref().unwrap_or(&[]);
-    let (l, gx, gy) = (&mut losses[..], &mut dx[..], &mut dy[..]);
+    let (l, gx, gy) = (
+        &mut outputs.losses[..],
+        &mut outputs.dx[..],
+        &mut outputs.dy[..],
+    );
     macro_rules! go {
         ($($w:literal $p:literal $k:literal $g:literal),*) => {
             match (w.is_some(), pw.is_some(), keep, grad) {
@@ -88,12 +84,7 @@ pub fn binary_cross_entropy_with_logits<T: Real>(
         true true true true
     )?;
 
-    let mut out = LossOutput::new(reduce(reduction, &shape, losses, total, n));
-    if grad {
-        out.push_grad("input", &shape, dx);
-        out.push_grad("target", &shape, dy);
-    }
-    Ok(out)
+    Ok(outputs.finish(reduction, &shape, total))
 }
 
 /// The pass over the elements in blocks of [`BLOCK`](crate::reduction::BLOCK), specialised on the optional tensors
@@ -177,7 +168,7 @@ fn pass<T: Real, const W: bool, const PW: bool, const KEEP: bool, const GRAD: bo
 mod tests {
     use super::*;
     use crate::ErrorKind;
-    use crate::testing::{Rng, assert_close, assert_grad, scalar};
+    use crate::testing::{Rng, assert_array_close, assert_close, assert_grad, scalar};
     use ndarray::{ArrayD, IxDyn, array};
 
     type Opt<'a> = Option<&'a ArrayD<f64>>;
@@ -214,23 +205,23 @@ mod tests {
         let y = array![0.0, 1.0, 0.5, 0.0].into_dyn();
         let pw = ndarray::arr1(&[2.0]).into_dyn();
         let out = bcel(&x, &y, None, Some(&pw), Reduction::None, true).unwrap();
-        assert_close(
+        assert_array_close(
             "loss",
-            out.loss.as_slice().unwrap(),
+            &out.loss,
             &[0.0485873516, 1.3862943611, 1.052119917, 50.0],
             1e-9,
             0.0,
         );
-        assert_close(
+        assert_array_close(
             "input grad",
-            out.grad("input").unwrap().as_slice().unwrap(),
+            out.grad("input").unwrap(),
             &[0.0474258732, -1.0, 0.2263617143, 1.0],
             1e-9,
             0.0,
         );
-        assert_close(
+        assert_array_close(
             "target grad",
-            out.grad("target").unwrap().as_slice().unwrap(),
+            out.grad("target").unwrap(),
             &[6.0485873516, std::f64::consts::LN_2, -1.298586722, -50.0],
             1e-9,
             0.0,
@@ -252,9 +243,9 @@ mod tests {
         let out = bcel(&x, &y, None, None, Reduction::Sum, true).unwrap();
         let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
         let want: Vec<f64> = x.iter().zip(y.iter()).map(|(&a, &b)| sig(a) - b).collect();
-        assert_close(
+        assert_array_close(
             "input grad",
-            out.grad("input").unwrap().as_slice().unwrap(),
+            out.grad("input").unwrap(),
             &want,
             1e-15,
             1e-16,
@@ -283,16 +274,16 @@ mod tests {
         let pw = ndarray::arr1(&[2.0]).into_dyn();
         let out = bcel(&x, &y, None, Some(&pw), Reduction::None, true).unwrap();
         assert_close("loss f64", out.loss.as_slice().unwrap(), &loss, 1e-15, 0.0);
-        assert_close(
+        assert_array_close(
             "input grad f64",
-            out.grad("input").unwrap().as_slice().unwrap(),
+            out.grad("input").unwrap(),
             &[0.7, -0.6, 0.7, -0.6],
             1e-15,
             0.0,
         );
-        assert_close(
+        assert_array_close(
             "target grad f64",
-            out.grad("target").unwrap().as_slice().unwrap(),
+            out.grad("target").unwrap(),
             &gy,
             1e-15,
             0.0,
@@ -364,23 +355,17 @@ mod tests {
         let pw = ArrayD::<f64>::ones(IxDyn(&[4]));
         let a = bcel(&x, &y, None, None, Reduction::Mean, true).unwrap();
         let b = bcel(&x, &y, None, Some(&pw), Reduction::Mean, true).unwrap();
-        assert_close(
-            "loss",
-            a.loss.as_slice().unwrap(),
-            b.loss.as_slice().unwrap(),
-            1e-15,
-            0.0,
-        );
-        assert_close(
+        assert_array_close("loss", &a.loss, b.loss.as_slice().unwrap(), 1e-15, 0.0);
+        assert_array_close(
             "input grad",
-            a.grad("input").unwrap().as_slice().unwrap(),
+            a.grad("input").unwrap(),
             b.grad("input").unwrap().as_slice().unwrap(),
             1e-14,
             1e-16,
         );
-        assert_close(
+        assert_array_close(
             "target grad",
-            a.grad("target").unwrap().as_slice().unwrap(),
+            a.grad("target").unwrap(),
             b.grad("target").unwrap().as_slice().unwrap(),
             1e-14,
             1e-16,
@@ -406,13 +391,7 @@ mod tests {
         let x = array![0.5].into_dyn();
         let y = array![2.0].into_dyn();
         let out = bcel(&x, &y, None, None, Reduction::Sum, false).unwrap();
-        assert_close(
-            "loss",
-            out.loss.as_slice().unwrap(),
-            &[naive(0.5, 2.0, 1.0)],
-            1e-14,
-            0.0,
-        );
+        assert_array_close("loss", &out.loss, &[naive(0.5, 2.0, 1.0)], 1e-14, 0.0);
     }
 
     #[test]

@@ -224,7 +224,7 @@ pub fn cosine_embedding_loss<T: Real>(
 mod tests {
     use super::*;
     use crate::ErrorKind;
-    use crate::testing::{Rng, assert_close, assert_grad, scalar};
+    use crate::testing::{Rng, assert_array_close, assert_close, assert_grad, scalar};
     use ndarray::{arr0, array};
 
     #[test]
@@ -237,23 +237,17 @@ mod tests {
         let y = array![1.0, -1.0].into_dyn();
         let out = cosine_embedding_loss(a.view(), b.view(), y.view(), -0.5, Reduction::None, true)
             .unwrap();
-        assert_close(
-            "loss",
-            out.loss.as_slice().unwrap(),
-            &[0.5, 0.0],
-            1e-10,
-            1e-12,
-        );
-        assert_close(
+        assert_array_close("loss", &out.loss, &[0.5, 0.0], 1e-10, 1e-12);
+        assert_array_close(
             "input1",
-            out.grad("input1").unwrap().as_slice().unwrap(),
+            out.grad("input1").unwrap(),
             &[0.25, -0.5, -0.25, 0.0, 0.0, 0.0],
             1e-10,
             1e-12,
         );
-        assert_close(
+        assert_array_close(
             "input2",
-            out.grad("input2").unwrap().as_slice().unwrap(),
+            out.grad("input2").unwrap(),
             &[-0.5, 0.25, -0.25, 0.0, 0.0, 0.0],
             1e-10,
             1e-12,
@@ -307,13 +301,7 @@ mod tests {
             .unwrap();
         assert_eq!(out.loss.shape(), &[] as &[usize]);
         let cos = 6.0 / ((14.0 + EPS12) * (5.25 + EPS12)).sqrt();
-        assert_close(
-            "loss",
-            out.loss.as_slice().unwrap(),
-            &[1.0 - cos],
-            1e-15,
-            0.0,
-        );
+        assert_array_close("loss", &out.loss, &[1.0 - cos], 1e-15, 0.0);
     }
 
     #[test]
@@ -346,13 +334,7 @@ mod tests {
             .unwrap();
         let c0 = 10.0 / ((4.0 + EPS12) * (9.0 + EPS12)).sqrt();
         let c1 = -1.0 / ((1.0 + EPS12) * (1.0 + EPS12)).sqrt();
-        assert_close(
-            "loss",
-            out.loss.as_slice().unwrap(),
-            &[1.0 - c0, 1.0 - c1],
-            1e-15,
-            0.0,
-        );
+        assert_array_close("loss", &out.loss, &[1.0 - c0, 1.0 - c1], 1e-15, 0.0);
     }
 
     #[test]

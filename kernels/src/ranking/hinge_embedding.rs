@@ -101,7 +101,7 @@ mod tests {
     use crate::ErrorKind;
     use crate::reduction::BLOCK;
     use crate::reduction::Sum8;
-    use crate::testing::{Rng, assert_close, assert_grad, bits, scalar, sum_bits};
+    use crate::testing::{Rng, assert_array_close, assert_grad, bits, scalar, sum_bits};
     use ndarray::array;
 
     #[test]
@@ -111,13 +111,7 @@ mod tests {
         let x = array![0.3, 1.0, -0.2, 0.5].into_dyn();
         let y = array![1.0, -1.0, -1.0, 0.0].into_dyn();
         let out = hinge_embedding_loss(x.view(), y.view(), 1.0, Reduction::None, true).unwrap();
-        assert_close(
-            "loss",
-            out.loss.as_slice().unwrap(),
-            &[0.3, 0.0, 1.2, 1.0],
-            1e-15,
-            0.0,
-        );
+        assert_array_close("loss", &out.loss, &[0.3, 0.0, 1.2, 1.0], 1e-15, 0.0);
         assert_eq!(
             out.grad("input").unwrap().as_slice().unwrap(),
             &[1.0, 0.0, -1.0, 0.0]

@@ -1,6 +1,6 @@
 use super::*;
 use crate::ErrorKind;
-use crate::testing::{Rng, assert_close, assert_grad, scalar};
+use crate::testing::{Rng, assert_close, assert_grad, class_target, scalar};
 use ndarray::{Array, Axis, array};
 
 fn idx(v: &[i64]) -> ArrayD<i64> {
@@ -1337,18 +1337,7 @@ fn index_mode_gradients_match_finite_differences() {
     let w = rng.uniform_tensor(&[4], 0.5, 2.0);
     for shape in [&[5, 4][..], &[2, 4, 3], &[4]] {
         let x = rng.randn(shape);
-        let tshape: Vec<usize> = match shape.len() {
-            1 => vec![],
-            _ => [&shape[..1], &shape[2..]].concat(),
-        };
-        let n: usize = tshape.iter().product();
-        let t = ArrayD::from_shape_vec(
-            IxDyn(&tshape),
-            (0..n)
-                .map(|i| if i == 1 { 3 } else { rng.below(4) as i64 })
-                .collect(),
-        )
-        .unwrap();
+        let t = class_target(&mut rng, shape, 4, 3);
         let t = CeTarget::Indices(t.view());
         for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
             for (use_w, eps, ii) in [

@@ -1,6 +1,6 @@
 use super::*;
 use crate::ErrorKind;
-use crate::testing::{Rng, assert_close, assert_grad};
+use crate::testing::{Rng, assert_array_close, assert_close, assert_grad};
 use ndarray::{Array1, ArrayD, IxDyn, array};
 
 /// `log_softmax` over the last axis.
@@ -172,13 +172,7 @@ const TORCH_GRAD: [f64; 32] = [
 fn matches_pytorch_on_a_padded_batch() {
     let (lp, tg, il, tl) = torch_case();
     let out = ctc(&lp, &tg, &il, &tl, opts(Reduction::None, true)).unwrap();
-    assert_close(
-        "loss",
-        out.loss.as_slice().unwrap(),
-        &TORCH_LOSS,
-        1e-12,
-        0.0,
-    );
+    assert_array_close("loss", &out.loss, &TORCH_LOSS, 1e-12, 0.0);
     let g = out.grad("log_probs").unwrap();
     assert_close("grad", g.as_slice().unwrap(), &TORCH_GRAD, 1e-10, 1e-12);
     // Frame 3 lies beyond input_lengths[1] = 3: its gradient is 0.
@@ -190,13 +184,7 @@ fn concatenated_targets_give_the_padded_result() {
     let (lp, _, il, tl) = torch_case();
     let flat = ints(&[1, 2, 2, 3]);
     let out = ctc(&lp, &flat, &il, &tl, opts(Reduction::None, false)).unwrap();
-    assert_close(
-        "loss",
-        out.loss.as_slice().unwrap(),
-        &TORCH_LOSS,
-        1e-12,
-        0.0,
-    );
+    assert_array_close("loss", &out.loss, &TORCH_LOSS, 1e-12, 0.0);
 }
 
 #[test]
@@ -207,9 +195,9 @@ fn mean_divides_each_loss_by_its_target_length() {
     let want = (TORCH_LOSS[0] / 3.0 + TORCH_LOSS[1] / 1.0) / 2.0;
     assert_close("mean", mean.loss.as_slice().unwrap(), &[want], 1e-12, 0.0);
     let sum = run(Reduction::Sum);
-    assert_close(
+    assert_array_close(
         "sum",
-        sum.loss.as_slice().unwrap(),
+        &sum.loss,
         &[TORCH_LOSS[0] + TORCH_LOSS[1]],
         1e-12,
         0.0,
@@ -309,13 +297,7 @@ fn zero_infinity_zeroes_infinite_losses_and_their_gradients() {
     )
     .unwrap();
     let feasible = run(false, Reduction::None);
-    assert_close(
-        "sum",
-        out.loss.as_slice().unwrap(),
-        &[feasible.loss[[1]]],
-        1e-15,
-        0.0,
-    );
+    assert_array_close("sum", &out.loss, &[feasible.loss[[1]]], 1e-15, 0.0);
     let g = out.grad("log_probs").unwrap();
     assert!(g.slice(ndarray::s![.., 0, ..]).iter().all(|&v| v == 0.0));
     assert_eq!(
@@ -523,13 +505,7 @@ fn lengths_may_have_any_shape_with_one_value_per_sequence() {
     let (lp, tg, il, tl) = torch_case();
     let il2 = il.clone().into_shape_with_order(IxDyn(&[2, 1])).unwrap();
     let out = ctc(&lp, &tg, &il2, &tl, opts(Reduction::None, false)).unwrap();
-    assert_close(
-        "loss",
-        out.loss.as_slice().unwrap(),
-        &TORCH_LOSS,
-        1e-12,
-        0.0,
-    );
+    assert_array_close("loss", &out.loss, &TORCH_LOSS, 1e-12, 0.0);
 }
 
 #[test]
@@ -546,13 +522,7 @@ fn unbatched_inputs_give_a_0_d_loss_and_a_2_d_gradient() {
     ] {
         let out = ctc(&seq0, &targets, &il, &tl, opts(Reduction::None, true)).unwrap();
         assert_eq!(out.loss.shape(), &[] as &[usize]);
-        assert_close(
-            "loss",
-            out.loss.as_slice().unwrap(),
-            &TORCH_LOSS[..1],
-            1e-12,
-            0.0,
-        );
+        assert_array_close("loss", &out.loss, &TORCH_LOSS[..1], 1e-12, 0.0);
         assert_eq!(out.grad("log_probs").unwrap().shape(), &[4, 4]);
     }
     // A (1, S) padded target also works unbatched.
@@ -565,13 +535,7 @@ fn unbatched_inputs_give_a_0_d_loss_and_a_2_d_gradient() {
         opts(Reduction::Mean, false),
     )
     .unwrap();
-    assert_close(
-        "mean",
-        out.loss.as_slice().unwrap(),
-        &[TORCH_LOSS[0] / 3.0],
-        1e-12,
-        0.0,
-    );
+    assert_array_close("mean", &out.loss, &[TORCH_LOSS[0] / 3.0], 1e-12, 0.0);
 }
 
 #[test]

@@ -2,7 +2,7 @@ use super::*;
 use crate::ErrorKind;
 use crate::reduction::BLOCK;
 use crate::reduction::Sum8;
-use crate::testing::{Rng, assert_close, assert_grads3, bits, sum_bits};
+use crate::testing::{Rng, assert_array_close, assert_close, assert_grads3, bits, sum_bits};
 use ndarray::array;
 
 #[test]
@@ -14,13 +14,7 @@ fn matches_the_worked_example_of_losses_md() {
     let y = array![1.0, 1.0, -1.0].into_dyn();
     let out =
         margin_ranking_loss(x1.view(), x2.view(), y.view(), 0.5, Reduction::None, true).unwrap();
-    assert_close(
-        "loss",
-        out.loss.as_slice().unwrap(),
-        &[0.3, 1.5, 0.0],
-        1e-15,
-        0.0,
-    );
+    assert_array_close("loss", &out.loss, &[0.3, 1.5, 0.0], 1e-15, 0.0);
     let g = |k| out.grad(k).unwrap().as_slice().unwrap().to_vec();
     assert_eq!(g("input1"), vec![-1.0, -1.0, 0.0]);
     assert_eq!(g("input2"), vec![1.0, 1.0, -0.0]);

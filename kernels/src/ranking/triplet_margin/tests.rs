@@ -1,6 +1,6 @@
 use super::*;
 use crate::ErrorKind;
-use crate::testing::{Rng, assert_close, assert_grads3};
+use crate::testing::{Rng, assert_array_close, assert_close, assert_grads3};
 use ndarray::{arr0, array};
 
 /// `triplet_margin_loss` on owned arrays.
@@ -63,13 +63,7 @@ fn matches_the_worked_examples_of_losses_md() {
     let [a, p, n] = worked_inputs();
     for swap in [false, true] {
         let out = run(&a, &p, &n, 2.0, 1e-6, swap, Reduction::None);
-        assert_close(
-            "loss",
-            out.loss.as_slice().unwrap(),
-            &[4.9999996, 0.0],
-            1e-7,
-            1e-12,
-        );
+        assert_array_close("loss", &out.loss, &[4.9999996, 0.0], 1e-7, 1e-12);
         assert_close(
             "anchor",
             &g(&out, "anchor"),
@@ -93,13 +87,7 @@ fn matches_the_worked_examples_of_losses_md() {
         );
     }
     let out = run(&a, &p, &n, 1.0, 1e-6, false, Reduction::None);
-    assert_close(
-        "loss",
-        out.loss.as_slice().unwrap(),
-        &[6.999998, 0.0],
-        1e-7,
-        1e-12,
-    );
+    assert_array_close("loss", &out.loss, &[6.999998, 0.0], 1e-7, 1e-12);
     assert_close(
         "anchor",
         &g(&out, "anchor"),
@@ -337,13 +325,7 @@ fn a_last_dimension_of_one_is_repeated_not_summed_once() {
     let p = array![[0.0, 0.0, 0.0]].into_dyn();
     let n = array![[2.0]].into_dyn();
     let out = triplet(&a, &p, &n, opts(1.0, 2.0, 0.0, false, Reduction::Sum, true)).unwrap();
-    assert_close(
-        "loss",
-        out.loss.as_slice().unwrap(),
-        &[1.0 + 12.0f64.sqrt()],
-        1e-15,
-        0.0,
-    );
+    assert_array_close("loss", &out.loss, &[1.0 + 12.0f64.sqrt()], 1e-15, 0.0);
     // ∂/∂a of ‖(a, a, a)‖ = √3; ∂/∂n of ‖a − n‖ at 0 is 0.
     assert_close("anchor", &g(&out, "anchor"), &[3.0f64.sqrt()], 1e-15, 0.0);
     assert_eq!(out.grad("positive").unwrap().shape(), &[1, 3]);

@@ -1,7 +1,7 @@
 use super::*;
 use crate::ErrorKind;
 use crate::ranking::triplet_margin::tests::{opts as triplet_opts, triplet};
-use crate::testing::{Rng, assert_close, assert_grads3};
+use crate::testing::{Rng, assert_array_close, assert_close, assert_grads3};
 use ndarray::{ArrayD, IxDyn, array};
 
 /// `triplet_margin_with_distance_loss` on owned arrays.
@@ -128,13 +128,7 @@ fn cosine_gradient_below_eps_follows_autograd_through_the_unclamped_norm() {
     // ℓ = m + (1 − cos(a, p)) − (1 − cos(a, n)) and cos(a, n) = −cos(a, p): anchor gets
     // −2 ∂cos(a, p)/∂a.
     let want = [-2.0 * 61223845.1381, -2.0 * 51737012.1576];
-    assert_close(
-        "anchor",
-        out.grad("anchor").unwrap().as_slice().unwrap(),
-        &want,
-        1e-11,
-        0.0,
-    );
+    assert_array_close("anchor", out.grad("anchor").unwrap(), &want, 1e-11, 0.0);
 }
 
 #[test]
