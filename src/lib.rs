@@ -12,6 +12,9 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`telemetry`]: the log subscriber (written off the request path) and request ids.
 //! - [`access`]: API keys, CORS, compressed request and response bodies.
+//! - [`memory`]: the memory budget; requests reserve before they allocate.
+//! - [`oip`]: the Open Inference Protocol v2 over HTTP (`/v2`) and gRPC.
+//! - [`custom`]: custom losses written as expressions.
 //!
 //! The math lives in the `lossd-kernels` crate. [`app`] builds the router (tests use it with a
 //! listener on port 0); [`serve`] runs it until SIGTERM or SIGINT, then drains.

@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use tonic::service::{Interceptor, interceptor::InterceptedService};
 use tonic::{Request, Response, Status};
 
 use super::{Datatype, Input, Model, Param, Values, check_size};
@@ -50,11 +51,41 @@ pub struct Service {
 
 impl Service {
     /// The service over `state`, as a tonic server with the body limit as its message limit.
-    pub fn server(state: AppState) -> GrpcInferenceServiceServer<Self> {
+    pub fn server(
+        state: AppState,
+    ) -> InterceptedService<GrpcInferenceServiceServer<Self>, KeyCheck> {
         let limit = state.config.max_body_bytes;
-        GrpcInferenceServiceServer::new(Self { state })
+        let keys = KeyCheck(state.keys.clone());
+        let server = GrpcInferenceServiceServer::new(Self { state })
             .max_decoding_message_size(limit)
-            .max_encoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        InterceptedService::new(server, keys)
+    }
+}
+
+/// The API keys on gRPC (docs/access.md): with keys set, every call of the inference service
+/// needs the metadata entry `authorization: Bearer <key>`, else `UNAUTHENTICATED`. The
+/// standard health service stays open, as `/v2/health/*` does over HTTP, for probes.
+#[derive(Clone)]
+pub struct KeyCheck(Option<std::sync::Arc<crate::access::Keys>>);
+
+impl Interceptor for KeyCheck {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let Some(keys) = &self.0 else {
+            return Ok(req);
+        };
+        let token = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .and_then(|(scheme, key)| scheme.eq_ignore_ascii_case("bearer").then_some(key));
+        match token {
+            Some(t) if keys.accepts(t.trim().as_bytes()) => Ok(req),
+            _ => Err(Status::unauthenticated(
+                "an API key is needed: the metadata entry `authorization: Bearer <key>`",
+            )),
+        }
     }
 }
 

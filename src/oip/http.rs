@@ -15,6 +15,7 @@ use super::json::{self as oj, Num, Value};
 use super::{Datatype, Input, Model, Param, Request, Values, binary, check_size};
 use crate::AppState;
 use crate::error::{ApiError, Code};
+use crate::memory::{self, HeldBody, estimate::Family};
 use crate::wire::{Budget, Data};
 
 /// The header naming the length of the JSON part of a body with binary data.
@@ -171,22 +172,26 @@ async fn infer(
                 .to_string(),
         ),
     };
-    let bytes = crate::routes::read_body(
-        &headers,
-        body,
-        state.config.max_body_bytes,
-        state.config.body_timeout(),
-    )
-    .await?;
+    // The memory budget as on the JSON routes: reserved before the body is read.
+    let family = Family::of(model.name());
+    let deadline = state.pool.deadline();
+    let (bytes, held) = match memory::read_admitted(&state, &headers, body, family, deadline).await
+    {
+        Ok(read) => read,
+        Err(refused) => return Ok(in_protocol_form(refused).await),
+    };
     let budget = state.budget();
     let limits = state.config.expression_limits();
-    let (body, json_len) = state
+    let ((body, json_len), held) = state
         .pool
         .run(move || {
             let (head, data) = binary::split(&bytes, header_len.as_deref())?;
             let parsed = parse(head, data, budget)?;
             let out = super::infer(model, parsed.request, budget, &limits)?;
-            Ok(write(model, parsed.id.as_deref(), &out, &parsed.binary))
+            Ok((
+                write(model, parsed.id.as_deref(), &out, &parsed.binary),
+                held,
+            ))
         })
         .await?;
     let mut res = Response::new(Body::from(body));
@@ -206,7 +211,27 @@ async fn infer(
             );
         }
     }
-    Ok(res)
+    Ok(HeldBody::wrap(res, held))
+}
+
+/// A refusal of the shared body reader or the memory budget (a problem document) in the
+/// protocol's form: the same status, headers and fields, plus `error`.
+async fn in_protocol_form(res: Response) -> Response {
+    let (mut parts, body) = res.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .unwrap_or_default();
+    let mut doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({}));
+    let detail = doc
+        .get("detail")
+        .and_then(|d| d.as_str())
+        .unwrap_or("the request was refused")
+        .to_string();
+    if let Some(map) = doc.as_object_mut() {
+        map.insert("error".to_string(), json!(detail));
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(doc.to_string()))
 }
 
 /// Which outputs go as binary data: the default (`binary_data_output`) and each requested

@@ -9,10 +9,8 @@
 //! types, option checks, kernels and error mapping are thus the JSON route's, and so are the
 //! numbers, bit for bit.
 //!
-//! The protocol is defined by KServe (`docs/predict-api/v2/required_api.md` and
-//! `grpc_predict_v2.proto` in kserve/kserve) with Triton's binary tensor data extension
-//! (`docs/protocol/extension_binary_data.md` in triton-inference-server/server); docs/oip.md
-//! describes the mapping.
+//! The protocol is KServe's Open Inference Protocol v2 with Triton's binary tensor data
+//! extension; docs/oip.md describes it as lossd serves it, and the mapping.
 
 pub mod binary;
 pub mod grpc;

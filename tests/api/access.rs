@@ -89,8 +89,13 @@ async fn with_keys_every_route_but_health_and_docs_needs_one() {
     for path in ["/healthz", "/readyz", "/openapi.json", "/docs/"] {
         assert_eq!(app.get(path).await.status, 200, "{path}");
     }
-    // The prefix of the inference protocol's health routes is open too (no such route yet).
-    app.get("/v2/health/live").await.problem(404, "not_found");
+    // The inference protocol's health routes are open too; its other routes need a key.
+    for path in ["/v2/health/live", "/v2/health/ready"] {
+        assert_eq!(app.get(path).await.status, 200, "{path}");
+    }
+    app.get("/v2/models/mse_loss")
+        .await
+        .problem(401, "unauthorized");
 }
 
 #[tokio::test]
@@ -239,8 +244,27 @@ fn raw_get(addr: &str, path: &str, auth: Option<&str>) -> Option<(u16, String)> 
     let auth = auth.map_or_else(String::new, |a| format!("authorization: {a}\r\n"));
     let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).ok()?;
+    // The answer itself: its head, then as many bytes as its content-length says. The server
+    // may go on reading (and discarding) the rest of the refused body after it has answered,
+    // so the connection's end is not the answer's.
     let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
+    let mut buf = [0u8; 16 << 10];
+    let complete = |out: &[u8]| {
+        let text = String::from_utf8_lossy(out);
+        let (head, rest) = text.split_once("\r\n\r\n")?;
+        let len: usize = head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })?;
+        (rest.len() >= len).then_some(())
+    };
+    while complete(&out).is_none() {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
     let text = String::from_utf8_lossy(&out).to_string();
     Some((text.get(9..12)?.parse().ok()?, text))
 }
@@ -528,8 +552,27 @@ fn post_gzip(addr: &str, body: &[u8]) -> Option<(u16, String)> {
             break;
         }
     }
+    // The answer itself: its head, then as many bytes as its content-length says. The server
+    // may go on reading (and discarding) the rest of the refused body after it has answered,
+    // so the connection's end is not the answer's.
     let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
+    let mut buf = [0u8; 16 << 10];
+    let complete = |out: &[u8]| {
+        let text = String::from_utf8_lossy(out);
+        let (head, rest) = text.split_once("\r\n\r\n")?;
+        let len: usize = head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })?;
+        (rest.len() >= len).then_some(())
+    };
+    while complete(&out).is_none() {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
     let text = String::from_utf8_lossy(&out).to_string();
     Some((text.get(9..12)?.parse().ok()?, text))
 }

@@ -248,3 +248,29 @@ async fn a_chunked_body_grows_its_reservation_as_it_arrives() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     wait_reserved(&app, |r| r == 0.0).await;
 }
+
+#[tokio::test]
+async fn the_inference_protocol_route_reserves_from_the_same_budget() {
+    let app = spawn_app_with(&["--max-memory", "1MiB"]).await;
+    let n = 200_000;
+    let input =
+        |name: &str| json!({"name": name, "shape": [n], "datatype": "FP64", "data": vec![0.5; n]});
+    let body = json!({"inputs": [input("input"), input("target")]});
+    let reply = app.post_json("/v2/models/mse_loss/infer", &body).await;
+    assert_eq!(reply.status, 413);
+    let doc: serde_json::Value = serde_json::from_slice(&reply.bytes).unwrap();
+    // The protocol's own error field, beside the problem document's.
+    let error = doc["error"].as_str().unwrap();
+    assert!(error.contains("memory budget"), "{doc}");
+    assert_eq!(doc["code"], "payload_too_large");
+    assert!(metric(&app, "lossd_rejected_total{reason=\"memory\"}").await >= 1.0);
+    assert_eq!(reserved(&app).await, 0.0);
+    // A small inference still passes, and gives its reservation back.
+    let small = json!({"inputs": [
+        {"name": "input", "shape": [2], "datatype": "FP64", "data": [1.0, 2.0]},
+        {"name": "target", "shape": [2], "datatype": "FP64", "data": [0.0, 0.0]},
+    ]});
+    let reply = app.post_json("/v2/models/mse_loss/infer", &small).await;
+    assert_eq!(reply.status, 200);
+    wait_reserved(&app, |r| r == 0.0).await;
+}

@@ -393,3 +393,47 @@ def test_the_documented_examples_run(server, capsys):
         exec(compile(code, "docs/oip.md", "exec"), {})
     out = capsys.readouterr().out
     assert "nan" not in out.lower(), out
+
+
+def test_api_keys_over_both_protocols():
+    """With keys set, /v2 inference and every gRPC call of the inference service need
+    `Authorization: Bearer <key>`; the health checks stay open."""
+    binary = os.environ.get("LOSSD_BIN", str(ROOT / "target" / "release" / "lossd"))
+    http_port, grpc_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [binary, "--addr", f"127.0.0.1:{http_port}", "--grpc-addr",
+         f"127.0.0.1:{grpc_port}", "--log", "warn", "--api-keys", "k-one,k-two"]
+    )
+    h = httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
+    g = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    try:
+        for _ in range(100):
+            try:
+                if h.is_server_live():
+                    break
+            except Exception:
+                pass
+            time.sleep(0.1)
+        x = np.array([1.0, 2.0])
+        y = np.array([0.0, 0.0])
+
+        def inputs(mod):
+            ins = [mod.InferInput("input", [2], "FP64"), mod.InferInput("target", [2], "FP64")]
+            ins[0].set_data_from_numpy(x)
+            ins[1].set_data_from_numpy(y)
+            return ins
+
+        good = {"authorization": "Bearer k-two"}
+        for client, mod in ((h, httpclient), (g, grpcclient)):
+            for headers in (None, {"authorization": "Bearer nope"}, {"authorization": "Basic k-one"}):
+                with pytest.raises(InferenceServerException):
+                    client.infer("mse_loss", inputs(mod), headers=headers)
+            out = client.infer("mse_loss", inputs(mod), headers=good)
+            assert out.as_numpy("loss") == 2.5
+        # Liveness over HTTP needs no key.
+        assert h.is_server_live()
+    finally:
+        h.close()
+        g.close()
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
