@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from procstat import free_port, rss
 
 MIB = 1 << 20
 REQUEST = (
@@ -31,20 +32,6 @@ REQUEST = (
     b"Content-Length: 33\r\n\r\n"
     b'{"input": [1.0], "target": [2.0]}'
 )
-
-
-def rss(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_answer(s):

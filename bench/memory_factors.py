@@ -14,28 +14,14 @@ decoded elements times 8 bytes, is the factor.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import requests
+from procstat import free_port, hwm
 
 MIB = 1 << 20
-
-
-def hwm(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def grid(rows, cols, v=0.5):

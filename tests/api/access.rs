@@ -143,12 +143,7 @@ struct Server {
 
 impl Server {
     fn start(args: &[&str]) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = crate::helpers::free_addr();
         let mut child = Command::new(env!("CARGO_BIN_EXE_lossd"))
             .args(["--addr", &addr])
             .args(args)
@@ -237,16 +232,10 @@ impl Drop for Server {
     }
 }
 
-/// `GET path` over a fresh connection; the status and the whole answer.
-fn raw_get(addr: &str, path: &str, auth: Option<&str>) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let auth = auth.map_or_else(String::new, |a| format!("authorization: {a}\r\n"));
-    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).ok()?;
-    // The answer itself: its head, then as many bytes as its content-length says. The server
-    // may go on reading (and discarding) the rest of the refused body after it has answered,
-    // so the connection's end is not the answer's.
+/// The answer on `s`: its head, then as many bytes as its content-length says; the status and
+/// the whole text. The server may go on reading (and discarding) the rest of a refused body
+/// after it has answered, so the connection's end is not the answer's.
+fn read_answer(s: &mut TcpStream) -> Option<(u16, String)> {
     let mut out = Vec::new();
     let mut buf = [0u8; 16 << 10];
     let complete = |out: &[u8]| {
@@ -267,6 +256,16 @@ fn raw_get(addr: &str, path: &str, auth: Option<&str>) -> Option<(u16, String)> 
     }
     let text = String::from_utf8_lossy(&out).to_string();
     Some((text.get(9..12)?.parse().ok()?, text))
+}
+
+/// `GET path` over a fresh connection; the status and the whole answer.
+fn raw_get(addr: &str, path: &str, auth: Option<&str>) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let auth = auth.map_or_else(String::new, |a| format!("authorization: {a}\r\n"));
+    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    read_answer(&mut s)
 }
 
 fn status(server: &Server, auth: &str) -> u16 {
@@ -552,29 +551,7 @@ fn post_gzip(addr: &str, body: &[u8]) -> Option<(u16, String)> {
             break;
         }
     }
-    // The answer itself: its head, then as many bytes as its content-length says. The server
-    // may go on reading (and discarding) the rest of the refused body after it has answered,
-    // so the connection's end is not the answer's.
-    let mut out = Vec::new();
-    let mut buf = [0u8; 16 << 10];
-    let complete = |out: &[u8]| {
-        let text = String::from_utf8_lossy(out);
-        let (head, rest) = text.split_once("\r\n\r\n")?;
-        let len: usize = head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })?;
-        (rest.len() >= len).then_some(())
-    };
-    while complete(&out).is_none() {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-    let text = String::from_utf8_lossy(&out).to_string();
-    Some((text.get(9..12)?.parse().ok()?, text))
+    read_answer(&mut s)
 }
 
 #[tokio::test]

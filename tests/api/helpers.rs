@@ -156,3 +156,10 @@ impl TestApp {
         self.send("GET", path, None, Vec::new()).await
     }
 }
+
+/// A loopback address with a port that was free a moment ago, for a server started as its own
+/// process.
+pub fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", listener.local_addr().unwrap().port())
+}

@@ -28,12 +28,7 @@ impl Drop for Server {
 }
 
 async fn start() -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = crate::helpers::free_addr();
     let child = Command::new(env!("CARGO_BIN_EXE_lossd"))
         .args([
             "--addr",

@@ -135,12 +135,7 @@ async fn a_slow_client_does_not_block_others_and_runs_out_of_time() {
 
 #[tokio::test]
 async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = crate::helpers::free_addr();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lossd"))
         .args(["--addr", &addr, "--grpc-addr", "off", "--log", "warn"])
         .spawn()
