@@ -423,12 +423,14 @@ def test_api_keys_over_both_protocols():
             ins[1].set_data_from_numpy(y)
             return ins
 
+        # tritonclient's HTTP client adds its own entries to the dict it is given: a new one
+        # for each call.
         good = {"authorization": "Bearer k-two"}
         for client, mod in ((h, httpclient), (g, grpcclient)):
             for headers in (None, {"authorization": "Bearer nope"}, {"authorization": "Basic k-one"}):
                 with pytest.raises(InferenceServerException):
                     client.infer("mse_loss", inputs(mod), headers=headers)
-            out = client.infer("mse_loss", inputs(mod), headers=good)
+            out = client.infer("mse_loss", inputs(mod), headers=dict(good))
             assert out.as_numpy("loss") == 2.5
         # Liveness over HTTP needs no key.
         assert h.is_server_live()
