@@ -145,7 +145,7 @@ impl Server {
     fn start(args: &[&str]) -> Server {
         let addr = crate::helpers::free_addr();
         let mut child = Command::new(env!("CARGO_BIN_EXE_lossd"))
-            .args(["--addr", &addr])
+            .args(["--addr", &addr, "--grpc-addr", "off"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -81,6 +81,8 @@ async fn run_binary(format: &str, requests: &[Option<String>]) -> (Vec<String>, 
             .args([
                 "--addr",
                 "127.0.0.1:0",
+                "--grpc-addr",
+                "off",
                 "--log",
                 "info",
                 "--log-format",
