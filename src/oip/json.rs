@@ -194,36 +194,37 @@ impl Parser<'_> {
         // An array of numbers: read them into one flat list.
         let mut nums = vec![n];
         self.spend()?;
-        loop {
-            self.ws();
-            match self.peek() {
-                b',' => self.pos += 1,
-                b']' => {
-                    self.pos += 1;
-                    return Ok(Value::Nums(nums));
-                }
-                _ => return Err(self.err("expected `,` or `]`")),
-            }
+        while self.another()? {
             self.ws();
             nums.push(self.number()?);
             self.spend()?;
         }
+        Ok(Value::Nums(nums))
     }
 
     /// The rest of an array whose first element is not a number.
     fn values(&mut self, first: Value, depth: usize) -> Result<Value, Error> {
         let mut items = vec![first];
-        loop {
-            self.ws();
-            match self.peek() {
-                b',' => self.pos += 1,
-                b']' => {
-                    self.pos += 1;
-                    return Ok(Value::Arr(items));
-                }
-                _ => return Err(self.err("expected `,` or `]`")),
-            }
+        while self.another()? {
             items.push(self.value(depth)?);
+        }
+        Ok(Value::Arr(items))
+    }
+
+    /// After an array's element: true past a `,` (another element follows), false past the
+    /// closing `]`.
+    fn another(&mut self) -> Result<bool, Error> {
+        self.ws();
+        match self.peek() {
+            b',' => {
+                self.pos += 1;
+                Ok(true)
+            }
+            b']' => {
+                self.pos += 1;
+                Ok(false)
+            }
+            _ => Err(self.err("expected `,` or `]`")),
         }
     }
 
