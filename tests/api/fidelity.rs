@@ -127,3 +127,39 @@ async fn linear_cross_entropy_smoothing_with_an_infinite_weight() {
     )
     .await;
 }
+
+/// Targets near the float range, an infinite weight with a target outside [0, 1], and a
+/// broadcast target under a float32 weight at the top of the range: the gradients follow
+/// autograd's own steps.
+#[tokio::test]
+async fn multilabel_soft_margin_gradients_at_the_float_range() {
+    expect(
+        "multilabel_soft_margin_loss",
+        json!({"input": [[0.5, -2.0], [3.0, 0.0]], "target": [[1.5e308, -1.7e308], [1.7e308, 2.0]],
+               "reduction": "sum", "grad": true}),
+        json!("-Infinity"),
+        &[
+            (
+                "input",
+                json!([
+                    [-7.5e307, 8.499999999999999e307],
+                    [-8.500000000000001e307, -0.75]
+                ]),
+            ),
+            ("target", json!([[-0.25, 1.0], [-1.5, 0.0]])),
+        ],
+    )
+    .await;
+    expect(
+        "multilabel_soft_margin_loss",
+        json!({"input": [[-1.0, 0.5]], "target": [[2.0, 0.3]], "weight": [1.0, "Infinity"],
+               "grad": true}),
+        json!("Infinity"),
+        &[
+            ("input", json!([[-0.8655292893150024, "NaN"]])),
+            ("target", json!([[0.5, "NaN"]])),
+            ("weight", json!([1.1566308437591113, 0.41203849209005333])),
+        ],
+    )
+    .await;
+}

@@ -28,9 +28,10 @@ const WORK: usize = 1 << 16;
 /// `"target"` / `"weight"`. The unreduced loss has the input's shape without its last
 /// dimension (0-d for a 1-D input); `mean` divides by the number of samples.
 ///
-/// Gradients: `"input"` `ĝ·w·(σ(x) − y)/C`, `"target"` `−ĝ·w·x/C` (as autograd computes it,
-/// `ĝ·w·(logσ(−x) − logσ(x))/C`), and `"weight"` `ĝ·e/C` when a weight is given, each summed
-/// back to its argument's shape.
+/// Gradients: `"input"` `ĝ·w·(σ(x) − y)/C`, `"target"` `−ĝ·w·x/C` and `"weight"` `ĝ·e/C`
+/// when a weight is given, each summed back to its argument's shape. Input and target follow
+/// autograd's steps (with `t = −ĝ·w/C`: target `t·logσ(x) − t·logσ(−x)`, input
+/// `(t·y)·logσ'(x) − (t·(1 − y))·logσ'(−x)`), so that they round and overflow as PyTorch's do.
 pub fn multilabel_soft_margin_loss<T: Real>(
     input: ArrayViewD<'_, T>,
     target: ArrayViewD<'_, T>,
@@ -102,29 +103,74 @@ pub fn multilabel_soft_margin_loss<T: Real>(
     )?;
 
     let mut out = LossOutput::new(reduce(reduction, &out_shape, losses, total, m));
-    if grad
-        && weight
-            .as_ref()
-            .is_some_and(|w| w.iter().any(|v| v.is_infinite()))
-    {
-        // Autograd multiplies an infinite weight into both terms of −(y·logσ(x) +
-        // (1 − y)·logσ(−x)) before they meet: inf − inf (or 0·inf), NaN for input and target.
-        for ((gx, gy), wj) in dx.iter_mut().zip(dy.iter_mut()).zip(ws) {
-            if wj.is_infinite() {
-                (*gx, *gy) = (T::nan(), T::nan());
-            }
-        }
-    }
     if grad {
         let full = |v: Vec<T>| ArrayD::from_shape_vec(IxDyn(&shape), v).expect("len elements");
-        out.grads.push(("input", unbroadcast(full(dx), &xs)));
-        out.grads.push(("target", unbroadcast(full(dy), &ys)));
+        let (gx, gy) = if xs == shape && ys == shape {
+            (full(dx), full(dy))
+        } else {
+            broadcast_grads(&input, (&x, &y, ws), coef, [&shape, &xs, &ys], (dx, dy))
+        };
+        out.grads.push(("input", gx));
+        out.grads.push(("target", gy));
         if let Some(wt) = &weight {
             out.grads
                 .push(("weight", unbroadcast(full(dw), wt.shape())));
         }
     }
     Ok(out)
+}
+
+/// The input and target gradients when either was broadcast. Autograd sums each product
+/// (`t·logσ(x)`, `t·logσ(−x)` for the target; `t·y`, `t·(1 − y)` for the input) back to its
+/// operand's shape before combining them, and applies `logσ'` to the input's own elements
+/// after that sum; combining per element first rounds differently and can meet ∞ − ∞ where
+/// autograd does not (or the reverse). `x`, `y` and `w` are broadcast to `shape`; `dx`, `dy`
+/// are [`pass`]'s per-element gradients, kept where an argument has the full shape.
+fn broadcast_grads<T: Real>(
+    input: &ArrayViewD<'_, T>,
+    (x, y, w): (&[T], &[T], &[T]),
+    coef: T,
+    [shape, xs, ys]: [&[usize]; 3],
+    (dx, dy): (Vec<T>, Vec<T>),
+) -> (ArrayD<T>, ArrayD<T>) {
+    let (zero, one) = (T::zero(), T::one());
+    let n = x.len();
+    let full = |v: Vec<T>| ArrayD::from_shape_vec(IxDyn(shape), v).expect("len elements");
+    let mut parts = [vec![zero; n], vec![zero; n], vec![zero; n], vec![zero; n]];
+    let [ta, tb, ya, yb] = &mut parts;
+    for j in 0..n {
+        let (xv, yv) = (x[j], y[j]);
+        let l1 = (-xv.abs()).vexp().vln_1p();
+        let (lp, ln) = (xv.min(zero) - l1, (-xv).min(zero) - l1);
+        let t = -(if w.is_empty() { coef } else { coef * w[j] });
+        (ta[j], tb[j], ya[j], yb[j]) = (t * lp, t * ln, t * yv, t * (one - yv));
+    }
+    let [ta, tb, ya, yb] = parts.map(full);
+    let gy = if ys == shape {
+        full(dy)
+    } else {
+        unbroadcast(ta, ys) - unbroadcast(tb, ys)
+    };
+    let gx = if xs == shape {
+        full(dx)
+    } else {
+        let (ua, ub) = (unbroadcast(ya, xs), unbroadcast(yb, xs));
+        let mut gx = ua;
+        for ((g, &b), &xv) in gx.iter_mut().zip(ub.iter()).zip(input.iter()) {
+            let ex = (-xv.abs()).vexp();
+            let q = ex / (one + ex);
+            let (ma, mb) = if xv < zero {
+                (one - q, q)
+            } else if xv > zero {
+                (q, one - q)
+            } else {
+                (q, q)
+            };
+            *g = *g * ma - b * mb;
+        }
+        gx
+    };
+    (gx, gy)
 }
 
 /// The layout and loop-invariant values of [`pass`].
@@ -212,12 +258,21 @@ fn pass<T: Real, const KEEP: bool, const GRAD: bool, const W: bool>(
             let e = -(yv * lp + (one - yv) * ln);
             b[j] = if W { e * ws[j] } else { e };
             if GRAD {
-                let gw = if W { coef * ws[j] } else { coef };
-                // (1 − y)·σ(x) − y·σ(−x) = σ(x) − y without cancellation.
-                let den = one + ex;
-                let sig = |z: T| if z >= zero { one / den } else { ex / den };
-                gxs[j] = gw * ((one - yv) * sig(xv) - yv * sig(-xv));
-                gys[j] = gw * (ln - lp);
+                // Autograd's own steps, in its order (`t` is what reaches both products):
+                // the cheaper `w·(σ(x) − y)` form rounds differently and overflows (to NaN
+                // instead of ±inf) on other inputs, such as targets near the float range.
+                let t = -(if W { coef * ws[j] } else { coef });
+                gys[j] = t * lp - t * ln;
+                // log_sigmoid's backward: `z/(1 + z)` on the side of the kink that saturates.
+                let q = ex / (one + ex);
+                let (ma, mb) = if xv < zero {
+                    (one - q, q)
+                } else if xv > zero {
+                    (q, one - q)
+                } else {
+                    (q, q)
+                };
+                gxs[j] = (t * yv) * ma - (t * (one - yv)) * mb;
                 if W {
                     gws[j] = coef * e;
                 }
@@ -358,6 +413,73 @@ mod tests {
         .unwrap();
         assert_eq!(row.loss.shape(), &[] as &[usize]);
         assert_eq!(out.loss[[1, 2]], row.loss[[]]);
+    }
+
+    /// torch 2.15 (autograd's order of steps): targets near the float range give finite
+    /// input gradients where `w·(σ(x) − y)` overflows, and an infinite weight gives −∞ (not
+    /// NaN) where the target lies outside [0, 1].
+    #[test]
+    fn gradients_follow_autograd_at_the_float_range() {
+        let x = array![[0.5, -2.0], [3.0, 0.0]].into_dyn();
+        let y = array![[1.5e308, -1.7e308], [1.7e308, 2.0]].into_dyn();
+        let out = mlsm(&x, &y, None, Reduction::Sum, true).unwrap();
+        assert_eq!(out.loss[[]], f64::NEG_INFINITY);
+        let gx: Vec<f64> = out.grad("input").unwrap().iter().copied().collect();
+        let want = [
+            -7.5e+307,
+            8.499999999999999e+307,
+            -8.500000000000001e+307,
+            -0.75,
+        ];
+        assert_close("input", &gx, &want, 1e-12, 0.0);
+        let gy: Vec<f64> = out.grad("target").unwrap().iter().copied().collect();
+        assert_close("target", &gy, &[-0.25, 1.0, -1.5, 0.0], 1e-12, 0.0);
+
+        let x = array![[-1.0, 0.5]].into_dyn();
+        let y = array![[2.0, 0.3]].into_dyn();
+        let w = array![1.0, f64::INFINITY].into_dyn();
+        let out = mlsm(&x, &y, Some(&w), Reduction::Mean, true).unwrap();
+        let (gx, gy) = (out.grad("input").unwrap(), out.grad("target").unwrap());
+        assert_close("input", &[gx[[0, 0]]], &[-0.8655292893150024], 1e-12, 0.0);
+        assert_close("target", &[gy[[0, 0]]], &[0.5], 1e-12, 0.0);
+        assert!(gx[[0, 1]].is_nan() && gy[[0, 1]].is_nan());
+    }
+
+    /// torch 2.15: a broadcast target's gradient sums `t·logσ(x)` and `t·logσ(−x)` apart
+    /// before subtracting them; with a float32 weight at the top of the range both sums
+    /// overflow, giving NaN, where summing the differences stays finite.
+    #[test]
+    fn a_broadcast_target_sums_each_product_apart() {
+        // The float32 inputs, written as the float64 values they convert exactly to.
+        let x = array![
+            [-8.221576536016073e-06],
+            [-2.7536298148334026e-06],
+            [-7.271033609868027e-06],
+            [2.552594742155634e-05]
+        ]
+        .into_dyn()
+        .mapv(|v: f64| v as f32);
+        let y = array![0.10769999772310257]
+            .into_dyn()
+            .mapv(|v: f64| v as f32);
+        let w = array![f32::MAX].into_dyn();
+        let out =
+            multilabel_soft_margin_loss(x.view(), y.view(), Some(w.view()), Reduction::Sum, true)
+                .unwrap();
+        assert_eq!(out.loss[[]], f32::INFINITY);
+        assert!(out.grad("target").unwrap()[[0]].is_nan());
+        let gx = out.grad("input").unwrap();
+        let want = [
+            1.3349206596883728e+38,
+            1.3349252232305336e+38,
+            1.334921470984757e+38,
+            1.334949359297962e+38,
+        ];
+        for (g, w) in gx.iter().zip(want) {
+            assert!((f64::from(*g) - w).abs() <= 1e-6 * w, "{g} vs {w}");
+        }
+        let gw = f64::from(out.grad("weight").unwrap()[[0]]);
+        assert_close("weight", &[gw], &[2.7725915908813477], 1e-6, 0.0);
     }
 
     /// torch 2.15: an infinite class weight gives NaN input and target gradients in its class
