@@ -38,6 +38,58 @@ const LINGER: Duration = Duration::from_micros(20);
 /// A request whose body is at most this many bytes is small: [`Pool::run_small`].
 pub const SMALL_BODY: usize = 64 << 10;
 
+/// A request whose body is at most this many bytes is decoded on the async worker, and then
+/// computed there too when its work is at most [`INLINE_WORK`] (see [`work_bound`]). Handing
+/// a job to a pool thread and waking the request again costs more CPU than a request of a few
+/// hundred elements takes to decode and compute; at these bounds the slowest loss keeps an
+/// async worker for tens of microseconds (BENCHMARKS.md has the figures).
+pub const INLINE_BODY: usize = 8 << 10;
+
+/// The most work (broadcast elements, [`work_bound`]) computed on the async worker.
+pub const INLINE_WORK: usize = 4096;
+
+thread_local! {
+    /// The largest size seen at each dimension, counted from the last, while [`work_bound`]
+    /// runs.
+    static DIMS: std::cell::RefCell<Option<Vec<usize>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Notes a decoded tensor's shape for the [`work_bound`] around its decode (nothing
+/// otherwise).
+pub fn note_shape(shape: &[usize]) {
+    DIMS.with(|d| {
+        if let Some(dims) = d.borrow_mut().as_mut() {
+            for (i, &n) in shape.iter().rev().enumerate() {
+                match dims.get_mut(i) {
+                    Some(m) => *m = (*m).max(n),
+                    None => dims.push(n),
+                }
+            }
+        }
+    });
+}
+
+/// Runs `decode`, returning its result and a bound on the work of computing what it decoded:
+/// the size of the broadcast of all the tensors it decoded, their dimensions aligned from the
+/// last (as broadcasting aligns them). No loss does more than a few operations per element of
+/// that broadcast, and it is never less than the elements decoded: a shape rule that aligns
+/// dimensions otherwise (a class dimension, a batch of targets) only makes it larger.
+pub fn work_bound<R>(decode: impl FnOnce() -> R) -> (R, usize) {
+    struct Disarm;
+    impl Drop for Disarm {
+        fn drop(&mut self) {
+            DIMS.with(|d| d.borrow_mut().take());
+        }
+    }
+    DIMS.with(|d| *d.borrow_mut() = Some(Vec::new()));
+    let disarm = Disarm;
+    let r = decode();
+    let dims = DIMS.with(|d| d.borrow_mut().take()).unwrap_or_default();
+    drop(disarm);
+    let work = dims.iter().fold(1usize, |w, &n| w.saturating_mul(n.max(1)));
+    (r, work)
+}
+
 /// Counts of the pool's state, for readiness and metrics.
 #[derive(Debug, Default)]
 pub struct Gauges {
@@ -389,6 +441,24 @@ mod tests {
             tokio::task::yield_now().await;
         }
         (job, release)
+    }
+
+    #[test]
+    fn the_work_bound_is_the_broadcast_of_the_shapes_decoded() {
+        let ((), w) = work_bound(|| {
+            note_shape(&[32, 10]);
+            note_shape(&[32]);
+        });
+        assert_eq!(w, 32 * 32);
+        let ((), w) = work_bound(|| {
+            note_shape(&[100, 1]);
+            note_shape(&[1, 100]);
+            note_shape(&[]);
+        });
+        assert_eq!(w, 100 * 100);
+        // Outside a bound, shapes are not noted; a bound over nothing is one element.
+        note_shape(&[1 << 20]);
+        assert_eq!(work_bound(|| ()).1, 1);
     }
 
     #[tokio::test]

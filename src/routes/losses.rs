@@ -33,6 +33,21 @@ pub async fn compute(
     // The time limit for computing starts once the body has arrived, as without a budget.
     let deadline = state.pool.deadline();
     let mut budget = state.budget();
+    if bytes.len() <= crate::compute::INLINE_BODY {
+        // A small body is decoded here; it is computed here too unless its work is large
+        // (a small body can still broadcast to many elements).
+        let start = budget.elements;
+        let (job, work) = crate::compute::work_bound(|| (entry.prepare)(&bytes, &mut budget, None));
+        let job = job?;
+        let decoded = (start - budget.elements) as u64;
+        held.shrink_to(family.bytes(bytes.len() as u64, decoded));
+        let out = if work <= crate::compute::INLINE_WORK {
+            job()?
+        } else {
+            state.pool.run_small(deadline, true, job).await?
+        };
+        return Ok(answer(out, held));
+    }
     let small = bytes.len() <= crate::compute::SMALL_BODY;
     let (out, held) = state
         .pool
@@ -45,12 +60,17 @@ pub async fn compute(
             Ok((job()?, held))
         })
         .await?;
+    Ok(answer(out, held))
+}
+
+/// The JSON answer, holding the request's memory reservation until it is sent.
+fn answer(out: Vec<u8>, held: memory::Reservation) -> Response {
     let mut res = out.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Ok(HeldBody::wrap(res, held))
+    HeldBody::wrap(res, held)
 }
 
 /// The 404 for a loss name that is not registered.

@@ -409,7 +409,9 @@ pub struct TensorVisitor;
 
 impl<'de> serde::Deserialize<'de> for Tensor {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(TensorVisitor)
+        let t = d.deserialize_any(TensorVisitor)?;
+        crate::compute::note_shape(&t.shape);
+        Ok(t)
     }
 }
 

@@ -44,11 +44,12 @@ async fn a_full_queue_answers_503_overloaded_with_retry_after() {
     let s = slow.clone();
     let running = tokio::spawn(async move { a.loss("ctc_loss", &s).await });
     wait_for_a_running_job(&app).await;
+    // Bodies past the inline bound, so that they go through the queue (tiny ones are
+    // computed on the async worker and never wait for the pool).
+    let queued_body = json!({"input": vec![1.0; 4096], "target": vec![2.0; 4096]});
     let a = app.clone();
-    let queued = tokio::spawn(async move {
-        a.loss("mse_loss", &json!({"input": [1.0], "target": [2.0]}))
-            .await
-    });
+    let b = queued_body.clone();
+    let queued = tokio::spawn(async move { a.loss("mse_loss", &b).await });
     // Give the second request time to take the one place in the queue.
     let start = Instant::now();
     loop {
@@ -62,11 +63,20 @@ async fn a_full_queue_answers_503_overloaded_with_retry_after() {
         assert!(start.elapsed() < Duration::from_secs(20), "nothing queued");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let refused = app
-        .loss("mse_loss", &json!({"input": [1.0], "target": [2.0]}))
-        .await;
+    let refused = app.loss("mse_loss", &queued_body).await;
     refused.problem(503, "overloaded");
     assert_eq!(refused.headers["retry-after"], "1");
+    // A tiny request is computed on the async worker: answered though the queue is full.
+    let tiny = app
+        .loss("mse_loss", &json!({"input": [1.0], "target": [2.0]}))
+        .await;
+    assert_eq!(tiny.status, 200, "{}", String::from_utf8_lossy(&tiny.bytes));
+    // A small body that broadcasts to many elements is not: it needs a place in the queue.
+    let wide = json!({
+        "input": {"shape": [100, 1], "data": vec![1.0; 100]},
+        "target": {"shape": [1, 100], "data": vec![2.0; 100]},
+    });
+    app.loss("mse_loss", &wide).await.problem(503, "overloaded");
     assert_eq!(running.await.unwrap().status, 200);
     assert_eq!(queued.await.unwrap().status, 200);
 }
@@ -78,9 +88,13 @@ async fn a_request_past_the_time_limit_answers_503_timeout_and_frees_its_worker(
     let r = app.loss("ctc_loss", &slow_body(3000)).await;
     r.problem(503, "timeout");
     assert!(start.elapsed() < Duration::from_secs(10));
-    // The cancelled job stops at its next checkpoint and gives its worker back.
+    // The cancelled job stops at its next checkpoint and gives its worker back (a body past
+    // the inline bound, so that it needs the worker).
     let ok = app
-        .loss("mse_loss", &json!({"input": [1.0], "target": [2.0]}))
+        .loss(
+            "mse_loss",
+            &json!({"input": vec![1.0; 4096], "target": vec![2.0; 4096]}),
+        )
         .await;
     assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.bytes));
 }
