@@ -19,6 +19,10 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
+# What the peers in bench/peer/ import besides torch and numpy (pydantic comes with fastapi;
+# uvloop and httptools are the event loop and HTTP parser uvicorn runs fast.py with).
+PEER_PACKAGES=(fastapi uvicorn orjson uvloop httptools)
+
 # bench_python PACKAGES...: a venv at $BENCH_VENV with torch and numpy plus PACKAGES;
 # sets PY to its interpreter. Installs only what is missing (a stamp file per package set).
 bench_python() {

@@ -1,10 +1,14 @@
--- wrk script: POST the file named by $BODY_FILE as JSON to the URL given to wrk, and print
--- the results as one JSON line ("WRK_JSON {...}") for bench/http_bench.py.
-local f = assert(io.open(os.getenv("BODY_FILE"), "rb"))
-wrk.method = "POST"
-wrk.body = f:read("*a")
-f:close()
-wrk.headers["Content-Type"] = "application/json"
+-- wrk script: POST the file named by $BODY_FILE as JSON to the URL given to wrk (a GET when
+-- $BODY_FILE is empty or unset), and print the results as one JSON line ("WRK_JSON {...}")
+-- for bench/http_bench.py.
+local path = os.getenv("BODY_FILE")
+if path and path ~= "" then
+  local f = assert(io.open(path, "rb"))
+  wrk.method = "POST"
+  wrk.body = f:read("*a")
+  f:close()
+  wrk.headers["Content-Type"] = "application/json"
+end
 
 function done(summary, latency, requests)
   local s = summary
