@@ -46,7 +46,7 @@ pub const SMALL_BODY: usize = 64 << 10;
 pub const INLINE_BODY: usize = 8 << 10;
 
 /// The most work (broadcast elements, [`work_bound`]) computed on the async worker.
-pub const INLINE_WORK: usize = 4096;
+pub const INLINE_WORK: usize = 1024;
 
 thread_local! {
     /// The largest size seen at each dimension, counted from the last, while [`work_bound`]
