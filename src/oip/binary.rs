@@ -21,11 +21,7 @@ pub fn split<'a>(
     let Some(text) = header_len else {
         return Ok((body, &[]));
     };
-    let n: usize = text.trim().parse().map_err(|_| {
-        ApiError::tensor(format!(
-            "Inference-Header-Content-Length must be a byte count (got `{text}`)"
-        ))
-    })?;
+    let n = header_length(text)?;
     if n > body.len() {
         return Err(ApiError::tensor(format!(
             "Inference-Header-Content-Length is {n} but the body has only {} bytes",
@@ -33,6 +29,15 @@ pub fn split<'a>(
         )));
     }
     Ok(body.split_at(n))
+}
+
+/// The value of `Inference-Header-Content-Length`.
+pub fn header_length(text: &str) -> Result<usize, ApiError> {
+    text.trim().parse().map_err(|_| {
+        ApiError::tensor(format!(
+            "Inference-Header-Content-Length must be a byte count (got `{text}`)"
+        ))
+    })
 }
 
 /// Cuts `data` into consecutive pieces of the given sizes (`None`: that input has its data
