@@ -108,9 +108,11 @@ pub fn decode(
 }
 
 /// `count` elements from exactly `count * N` little-endian bytes, written once into a
-/// buffer that is not zeroed first (the loop compiles to a plain copy on a little-endian
-/// machine, from any alignment of the body).
-fn copy_le<T, const N: usize>(bytes: &[u8], count: usize, from: fn([u8; N]) -> T) -> Vec<T> {
+/// buffer that is not zeroed first. `from` is a closure or function item, not a function
+/// pointer, so that it inlines: the loop then compiles to a plain copy on a little-endian
+/// machine, from any alignment of the body (through a pointer it was a call per element,
+/// a fifth of a gRPC request's CPU time).
+fn copy_le<T, const N: usize>(bytes: &[u8], count: usize, from: impl Fn([u8; N]) -> T) -> Vec<T> {
     let mut v = Vec::with_capacity(count);
     v.extend(
         bytes
