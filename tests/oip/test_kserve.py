@@ -5,6 +5,9 @@ clients have no model metadata call; tritonclient's test covers metadata.)
 
     python -m pytest tests/oip/test_kserve.py   (LOSSD_BIN: the binary; default
                                                  target/release/lossd)
+
+Run it in a pytest process of its own: kserve and tritonclient each register the protocol's
+`inference.*` protobuf messages, and the second import in one process fails.
 """
 
 import asyncio
