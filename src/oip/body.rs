@@ -358,3 +358,75 @@ fn finish(head: Head, sinks: Sinks) -> Result<Parsed, ApiError> {
         .collect();
     head.finish_with(data)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sinks for inputs of these datatypes and element counts.
+    fn sinks(inputs: &[(Datatype, usize)]) -> Sinks {
+        let sinks: Vec<(Sink, usize)> = inputs
+            .iter()
+            .map(|&(dt, n)| (Sink::new(dt, n), n * dt.size()))
+            .collect();
+        let want = sinks.iter().map(|(_, b)| b).sum();
+        let mut s = Sinks {
+            sinks,
+            at: 0,
+            written: 0,
+            want,
+            got: 0,
+        };
+        s.skip_full();
+        s
+    }
+
+    #[test]
+    fn pieces_of_any_length_give_the_whole_bodys_elements() {
+        let inputs = [
+            (Datatype::Fp64, 3),
+            (Datatype::Int32, 2),
+            (Datatype::Fp64, 0),
+            (Datatype::Fp32, 3),
+            (Datatype::Int64, 1),
+        ];
+        let mut body = Vec::new();
+        for x in [1.5f64, -0.0, f64::NAN] {
+            body.extend_from_slice(&x.to_le_bytes());
+        }
+        for i in [-3i32, i32::MAX] {
+            body.extend_from_slice(&i.to_le_bytes());
+        }
+        for x in [0.25f32, -2.0, f32::INFINITY] {
+            body.extend_from_slice(&x.to_le_bytes());
+        }
+        body.extend_from_slice(&i64::MIN.to_le_bytes());
+        // What the body read whole decodes to.
+        let mut at = 0;
+        let whole: Vec<Data> = inputs
+            .iter()
+            .map(|&(dt, n)| {
+                let bytes = &body[at..at + n * dt.size()];
+                at += bytes.len();
+                crate::oip::binary::decode("x", bytes, dt, n).unwrap()
+            })
+            .collect();
+        let show = |d: &[Data]| format!("{d:?}"); // NaN != NaN: compare as written
+        for piece in 1..=body.len() {
+            let mut s = sinks(&inputs);
+            for chunk in body.chunks(piece) {
+                s.write(chunk).unwrap();
+            }
+            assert_eq!(s.got, s.want);
+            let got: Vec<Data> = s.sinks.into_iter().map(|(k, _)| k.into_data()).collect();
+            assert_eq!(show(&got), show(&whole), "pieces of {piece}");
+        }
+        // A byte more than the inputs take is refused, whatever piece it comes in.
+        let mut s = sinks(&inputs);
+        s.write(&body[..5]).unwrap();
+        s.write(&body[5..]).unwrap();
+        assert!(s.write(b"x").is_err());
+        let mut s = sinks(&inputs);
+        assert!(s.write(&[body.as_slice(), b"x"].concat()).is_err());
+    }
+}
