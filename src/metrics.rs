@@ -220,3 +220,38 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     );
     res
 }
+
+/// Records a call that the HTTP middleware does not see (a gRPC call): counted in
+/// `lossd_requests` under `route` and `loss` with the HTTP status of its outcome, its latency
+/// observed by loss when `loss` is not empty, and a refusal by a limit counted by `reason`
+/// (as [`record`] names them) when given.
+pub fn record_call(
+    route: &str,
+    loss: &str,
+    status: u16,
+    elapsed: std::time::Duration,
+    reason: Option<&str>,
+) {
+    let m = global();
+    if !loss.is_empty() {
+        m.latency
+            .get_or_create(&LossLabel {
+                loss: loss.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+    m.requests
+        .get_or_create(&RequestLabels {
+            route: route.to_string(),
+            loss: loss.to_string(),
+            status,
+        })
+        .inc();
+    if let Some(reason) = reason {
+        m.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+}

@@ -5,6 +5,7 @@
 //! entry per input) or as typed `contents`; outputs go as `raw_output_contents`, which is
 //! what tritonclient reads (as Triton answers), each a view of the kernel's own buffer.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use tonic::{Request, Response, Status};
 use super::{Datatype, Input, Model, Param, Values, check_size};
 use crate::AppState;
 use crate::error::{ApiError, Code};
+use crate::memory::{Refusal, Reservation, estimate::Family};
 use crate::wire::{Budget, Data};
 
 /// The generated messages and service of `proto/grpc_predict_v2.proto`.
@@ -89,10 +91,8 @@ impl Interceptor for KeyCheck {
     }
 }
 
-fn model_of(name: &str, version: &str) -> Result<Model, Status> {
-    Model::find(name)
-        .and_then(|m| m.version(version))
-        .map_err(status)
+fn model_of(name: &str, version: &str) -> Result<Model, ApiError> {
+    Model::find(name).and_then(|m| m.version(version))
 }
 
 fn bad(detail: String) -> ApiError {
@@ -237,12 +237,25 @@ pub fn request(req: pb::ModelInferRequest, budget: Budget) -> Result<super::Requ
     Ok(out)
 }
 
-/// An output's bytes, without a copy when the kernel's buffer is already them.
-fn raw(values: Values) -> Bytes {
-    struct Le<T>(lossd_kernels::ndarray::ArrayD<T>);
+/// An output's bytes, without a copy when the kernel's buffer is already them. The bytes
+/// keep `held` (the request's reservation) until the last of them has been sent.
+fn raw(values: Values, held: &Arc<Reservation>) -> Bytes {
+    struct Le<T> {
+        array: lossd_kernels::ndarray::ArrayD<T>,
+        _held: Arc<Reservation>,
+    }
     impl<T: bytemuck::Pod> AsRef<[u8]> for Le<T> {
         fn as_ref(&self) -> &[u8] {
-            bytemuck::cast_slice(self.0.as_slice().unwrap_or_default())
+            bytemuck::cast_slice(self.array.as_slice().unwrap_or_default())
+        }
+    }
+    struct Owned {
+        bytes: Vec<u8>,
+        _held: Arc<Reservation>,
+    }
+    impl AsRef<[u8]> for Owned {
+        fn as_ref(&self) -> &[u8] {
+            &self.bytes
         }
     }
     let direct = cfg!(target_endian = "little")
@@ -251,16 +264,31 @@ fn raw(values: Values) -> Bytes {
             Values::F32(a) => a.is_standard_layout(),
         };
     if !direct {
-        return Bytes::from(values.le_bytes().into_owned());
+        return Bytes::from_owner(Owned {
+            bytes: values.le_bytes().into_owned(),
+            _held: held.clone(),
+        });
     }
     match values {
-        Values::F64(a) => Bytes::from_owner(Le(a)),
-        Values::F32(a) => Bytes::from_owner(Le(a)),
+        Values::F64(array) => Bytes::from_owner(Le {
+            array,
+            _held: held.clone(),
+        }),
+        Values::F32(array) => Bytes::from_owner(Le {
+            array,
+            _held: held.clone(),
+        }),
     }
 }
 
-/// The `ModelInfer` response of a computed request.
-pub fn response(model: Model, id: String, out: super::Response) -> pb::ModelInferResponse {
+/// The `ModelInfer` response of a computed request. `held` is shrunk to its outputs, which
+/// keep it until they have been sent.
+pub fn response(
+    model: Model,
+    id: String,
+    out: super::Response,
+    mut held: Reservation,
+) -> pb::ModelInferResponse {
     let mut res = pb::ModelInferResponse {
         model_name: model.name().to_string(),
         model_version: super::VERSION.to_string(),
@@ -275,6 +303,13 @@ pub fn response(model: Model, id: String, out: super::Response) -> pb::ModelInfe
             },
         );
     }
+    let bytes: usize = out
+        .outputs
+        .iter()
+        .map(|o| o.values.len() * o.values.datatype().size())
+        .sum();
+    held.shrink_to(bytes as u64);
+    let held = Arc::new(held);
     for o in out.outputs {
         res.outputs
             .push(pb::model_infer_response::InferOutputTensor {
@@ -283,16 +318,21 @@ pub fn response(model: Model, id: String, out: super::Response) -> pb::ModelInfe
                 shape: o.values.shape().iter().map(|&d| d as i64).collect(),
                 ..Default::default()
             });
-        res.raw_output_contents.push(raw(o.values));
+        res.raw_output_contents.push(raw(o.values, &held));
     }
     res
 }
 
-/// Logs a call as the HTTP access log does, and gives it a request id.
+/// Logs a call as the HTTP access log does, counts it in the metrics as the HTTP middleware
+/// does, and gives it a request id.
 struct Call {
     method: &'static str,
     id: String,
     start: Instant,
+    /// The loss label of the metrics: empty but for `ModelInfer`.
+    loss: &'static str,
+    /// Whether the memory budget refused it.
+    refused_for_memory: bool,
 }
 
 impl Call {
@@ -307,10 +347,35 @@ impl Call {
             method,
             id,
             start: Instant::now(),
+            loss: "",
+            refused_for_memory: false,
         }
     }
 
-    fn end<T>(self, r: Result<T, Status>) -> Result<Response<T>, Status> {
+    fn end<T>(self, r: Result<T, ApiError>) -> Result<Response<T>, Status> {
+        let elapsed = self.start.elapsed();
+        let (http_status, reason) = match &r {
+            Ok(_) => (200, None),
+            Err(e) => (
+                super::status(e.code),
+                match e.code {
+                    _ if self.refused_for_memory => Some("memory"),
+                    c @ (Code::Overloaded
+                    | Code::Timeout
+                    | Code::PayloadTooLarge
+                    | Code::UnsupportedMediaType) => Some(c.as_str()),
+                    _ => None,
+                },
+            ),
+        };
+        crate::metrics::record_call(
+            &format!("grpc {}", self.method),
+            self.loss,
+            http_status,
+            elapsed,
+            reason,
+        );
+        let r = r.map_err(status);
         let code = match &r {
             Ok(_) => tonic::Code::Ok,
             Err(s) => s.code(),
@@ -320,7 +385,7 @@ impl Call {
             route = self.method,
             request_id = self.id.as_str(),
             status = code as i32,
-            latency_ms = self.start.elapsed().as_secs_f64() * 1e3,
+            latency_ms = elapsed.as_secs_f64() * 1e3,
             "answered"
         );
         let id = self.id.parse().ok();
@@ -413,27 +478,89 @@ impl GrpcInferenceService for Service {
         &self,
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let call = Call::new("ModelInfer", &req);
+        let mut call = Call::new("ModelInfer", &req);
         let req = req.into_inner();
-        let r = async {
-            let model = model_of(&req.model_name, &req.model_version)?;
-            let budget = self.state.budget();
-            let limits = self.state.config.expression_limits();
-            let id = req.id.clone();
-            self.state
-                .pool
-                .run(move || {
-                    let r = request(req, budget)?;
-                    let out = super::infer(model, r, budget, &limits)?;
-                    Ok(response(model, id, out))
-                })
-                .await
-                .map_err(status)
-        }
-        .await;
+        let model = match model_of(&req.model_name, &req.model_version) {
+            Ok(m) => m,
+            Err(e) => {
+                // A name that is no model is `unknown`, so that clients cannot grow the labels.
+                call.loss = Model::find(&req.model_name).map_or("unknown", Model::name);
+                return call.end(Err(e));
+            }
+        };
+        call.loss = model.name();
+        let state = &self.state;
+        // The memory budget as over HTTP: the message (already received) and the working set
+        // of its elements, reserved before anything is decoded.
+        let need = Family::of(model.name()).bytes(
+            prost::Message::encoded_len(&req) as u64,
+            elements(&req).min(state.config.max_elements as u64),
+        );
+        let deadline = state.pool.deadline();
+        let held = match state.memory.reserve(need, deadline).await {
+            Ok(held) => held,
+            Err(r) => {
+                call.refused_for_memory = true;
+                return call.end(Err(refusal(r, need, state.memory.capacity())));
+            }
+        };
+        let budget = state.budget();
+        let limits = state.config.expression_limits();
+        let id = req.id.clone();
+        let r = state
+            .pool
+            .run(move || {
+                let r = request(req, budget)?;
+                let out = super::infer(model, r, budget, &limits)?;
+                Ok(response(model, id, out, held))
+            })
+            .await;
         call.end(r)
     }
 }
+
+/// The elements a request's shapes make, in all (saturating: the limits refuse too many).
+fn elements(req: &pb::ModelInferRequest) -> u64 {
+    req.inputs
+        .iter()
+        .map(|t| {
+            t.shape
+                .iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(u64::try_from(d).unwrap_or(0)))
+                .unwrap_or(u64::MAX)
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
+/// The memory budget's refusal: `RESOURCE_EXHAUSTED` when the request could never fit,
+/// `UNAVAILABLE` when the budget stayed full until its deadline (the HTTP routes' 413 and 503,
+/// with their messages).
+fn refusal(r: Refusal, bytes: u64, capacity: u64) -> ApiError {
+    match r {
+        Refusal::NeverFits => ApiError::new(
+            Code::PayloadTooLarge,
+            format!(
+                "the request needs about {} MiB while it is served, more than the memory \
+                 budget of {} MiB (--max-memory)",
+                bytes.div_ceil(1 << 20),
+                capacity >> 20
+            ),
+        ),
+        Refusal::TimedOut => ApiError::new(
+            Code::Overloaded,
+            format!(
+                "the server's memory budget stayed too full for this request (about {} MiB) \
+                 until its deadline; retry later",
+                bytes.div_ceil(1 << 20)
+            ),
+        ),
+    }
+}
+
+/// The largest HTTP/2 frame the server accepts.
+const FRAME: u32 = 1 << 20;
+/// The bytes a client may send on one call before the server has read them.
+const STREAM_WINDOW: u32 = 8 << 20;
 
 /// Serves the gRPC services on `listener` until `shutdown` resolves, then finishes the
 /// calls in flight.
@@ -459,6 +586,12 @@ pub async fn serve(
         drop(pool);
     };
     tonic::transport::Server::builder()
+        // Large tensors come in few, large frames and without stalling on window updates
+        // (h2's defaults: 16 KiB frames, 1 MiB windows, so a thousand frames and a dozen
+        // round trips for a 16.8 MB message).
+        .max_frame_size(Some(FRAME))
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(2 * STREAM_WINDOW))
         .add_service(health_service)
         .add_service(Service::server(state))
         .serve_with_incoming_shutdown(

@@ -172,21 +172,38 @@ async fn infer(
                 .to_string(),
         ),
     };
-    // The memory budget as on the JSON routes: reserved before the body is read.
+    // The memory budget as on the JSON routes: reserved before the body is read (with binary
+    // data: before the tensors are, once the header has told their sizes).
     let family = Family::of(model.name());
     let deadline = state.pool.deadline();
-    let (bytes, held) = match memory::read_admitted(&state, &headers, body, family, deadline).await
-    {
-        Ok(read) => read,
-        Err(refused) => return Ok(in_protocol_form(refused).await),
-    };
     let budget = state.budget();
     let limits = state.config.expression_limits();
+    // Either parsed as it was read (binary data), or a JSON body read whole.
+    enum Got {
+        Parsed(Parsed),
+        Json(axum::body::Bytes),
+    }
+    let (got, held) = match header_len {
+        Some(text) => {
+            let n = binary::header_length(&text)?;
+            match super::body::read(&state, &headers, body, n, family, deadline).await {
+                Ok((parsed, held)) => (Got::Parsed(parsed), held),
+                Err(super::body::Failed::Error(e)) => return Err(e.into()),
+                Err(super::body::Failed::Refused(res)) => return Ok(in_protocol_form(res).await),
+            }
+        }
+        None => match memory::read_admitted(&state, &headers, body, family, deadline).await {
+            Ok((bytes, held)) => (Got::Json(bytes), held),
+            Err(refused) => return Ok(in_protocol_form(refused).await),
+        },
+    };
     let ((body, json_len), held) = state
         .pool
         .run(move || {
-            let (head, data) = binary::split(&bytes, header_len.as_deref())?;
-            let parsed = parse(head, data, budget)?;
+            let parsed = match got {
+                Got::Parsed(p) => p,
+                Got::Json(bytes) => parse(&bytes, &[], budget)?,
+            };
             let out = super::infer(model, parsed.request, budget, &limits)?;
             Ok((
                 write(model, parsed.id.as_deref(), &out, &parsed.binary),
@@ -326,6 +343,105 @@ fn string<'a>(v: Option<&'a Value>, what: &str) -> Result<&'a str, ApiError> {
 
 /// Parses the JSON header and the binary data after it.
 pub fn parse(head: &[u8], data: &[u8], budget: Budget) -> Result<Parsed, ApiError> {
+    parse_head(head, budget)?.finish(data)
+}
+
+/// Where an input's elements are: decoded from the header's JSON, or still to come as
+/// binary data of this many bytes.
+#[derive(Debug)]
+pub enum Slot {
+    /// The input's `data`, decoded.
+    Json(Data),
+    /// `binary_data_size` bytes in the binary data after the header.
+    Binary(usize),
+}
+
+/// An input as the JSON header describes it.
+#[derive(Debug)]
+pub struct InputHead {
+    /// Its name.
+    pub name: String,
+    /// Its datatype.
+    pub datatype: Datatype,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// The elements its shape makes.
+    pub count: usize,
+    /// Where its elements are.
+    pub slot: Slot,
+}
+
+/// A parsed JSON header: the request with its inputs still apart.
+#[derive(Debug)]
+pub struct Head {
+    /// The request, `inputs` empty until [`Head::finish`] or [`Head::finish_with`].
+    pub parsed: Parsed,
+    /// The inputs, in request order.
+    pub inputs: Vec<InputHead>,
+}
+
+impl Head {
+    /// The elements of all inputs.
+    pub fn elements(&self) -> usize {
+        self.inputs.iter().map(|i| i.count).sum()
+    }
+
+    /// The bytes of binary data the inputs take, in all.
+    pub fn binary_bytes(&self) -> usize {
+        self.inputs
+            .iter()
+            .map(|i| match i.slot {
+                Slot::Binary(n) => n,
+                Slot::Json(_) => 0,
+            })
+            .sum()
+    }
+
+    /// The request, its binary inputs decoded from `data` (every byte of it theirs).
+    pub fn finish(self, data: &[u8]) -> Result<Parsed, ApiError> {
+        let sizes: Vec<Option<usize>> = self
+            .inputs
+            .iter()
+            .map(|i| match i.slot {
+                Slot::Binary(n) => Some(n),
+                Slot::Json(_) => None,
+            })
+            .collect();
+        let pieces = binary::pieces(data, &sizes)?;
+        let mut decoded = Vec::new();
+        for (i, piece) in self.inputs.iter().zip(pieces) {
+            if let Some(bytes) = piece {
+                decoded.push(binary::decode(&i.name, bytes, i.datatype, i.count)?);
+            }
+        }
+        self.finish_with(decoded)
+    }
+
+    /// The request, with `binary` the binary inputs' elements, in input order.
+    pub fn finish_with(self, binary: Vec<Data>) -> Result<Parsed, ApiError> {
+        let Head { mut parsed, inputs } = self;
+        let mut binary = binary.into_iter();
+        for i in inputs {
+            let data = match i.slot {
+                Slot::Json(d) => d,
+                Slot::Binary(_) => binary
+                    .next()
+                    .ok_or_else(|| ApiError::internal("a binary input was not read"))?,
+            };
+            parsed.request.inputs.push(Input {
+                name: i.name,
+                datatype: i.datatype,
+                shape: i.shape,
+                data,
+            });
+        }
+        Ok(parsed)
+    }
+}
+
+/// Parses the JSON header: everything but the binary data. Every size is checked against
+/// the limits before anything is allocated for it.
+pub fn parse_head(head: &[u8], budget: Budget) -> Result<Head, ApiError> {
     let root = oj::parse(head, budget.elements).map_err(|e| match e {
         oj::Error::TooMany => too_many(&budget),
         oj::Error::Syntax(what, at) => bad_header(format!(
@@ -391,7 +507,6 @@ pub fn parse(head: &[u8], data: &[u8], budget: Budget) -> Result<Parsed, ApiErro
     // First the sizes, so that nothing is allocated for a request over the limits.
     let mut left = budget.elements;
     let mut heads = Vec::with_capacity(inputs.len());
-    let mut sizes = Vec::with_capacity(inputs.len());
     for v in inputs {
         members(v, "an input")?;
         let name = string(v.get("name"), "an input's `name`")?;
@@ -433,7 +548,7 @@ pub fn parse(head: &[u8], data: &[u8], budget: Budget) -> Result<Parsed, ApiErro
                 }
             }
         }
-        let n = check_size(name, &shape, &budget, &mut left)?;
+        let count = check_size(name, &shape, &budget, &mut left)?;
         let json = v.get("data");
         match (json.is_some(), size.is_some()) {
             (true, true) => {
@@ -449,24 +564,27 @@ pub fn parse(head: &[u8], data: &[u8], budget: Budget) -> Result<Parsed, ApiErro
             }
             _ => {}
         }
-        sizes.push(size);
-        heads.push((name.to_string(), datatype, shape, n, json));
+        heads.push((name, datatype, shape, count, json, size));
     }
-    let pieces = binary::pieces(data, &sizes)?;
-    for ((name, datatype, shape, n, json), piece) in heads.into_iter().zip(pieces) {
-        let data = match (piece, json) {
-            (Some(bytes), _) => binary::decode(&name, bytes, datatype, n)?,
-            (None, Some(v)) => json_data(&name, v, datatype, n)?,
+    let mut out = Vec::with_capacity(heads.len());
+    for (name, datatype, shape, count, json, size) in heads {
+        let slot = match (size, json) {
+            (Some(n), _) => Slot::Binary(n),
+            (None, Some(v)) => Slot::Json(json_data(name, v, datatype, count)?),
             (None, None) => unreachable!("checked above"),
         };
-        parsed.request.inputs.push(Input {
-            name,
+        out.push(InputHead {
+            name: name.to_string(),
             datatype,
             shape,
-            data,
+            count,
+            slot,
         });
     }
-    Ok(parsed)
+    Ok(Head {
+        parsed,
+        inputs: out,
+    })
 }
 
 /// The numbers of `data` (flat or nested, row-major).

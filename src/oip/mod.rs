@@ -13,6 +13,7 @@
 //! extension; docs/oip.md describes it as lossd serves it, and the mapping.
 
 pub mod binary;
+pub mod body;
 pub mod grpc;
 pub mod http;
 pub mod json;

@@ -307,3 +307,121 @@ async fn limits_are_the_json_routes() {
     let r = post(&app, "/v2/models/mse_loss/infer", vec![b' '; 5000], None).await;
     error(&r, 413);
 }
+
+/// `POST path` on a raw connection with a chunked body cut into `piece`-byte chunks (so that
+/// frames end inside elements); the status line and the body of the answer.
+async fn post_chunked(
+    app: &TestApp,
+    path: &str,
+    body: &[u8],
+    header_len: usize,
+    piece: usize,
+) -> (String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nInference-Header-Content-Length: {header_len}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for chunk in body.chunks(piece) {
+        req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    s.write_all(&req).await.unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.unwrap();
+    let at = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    let head = String::from_utf8_lossy(&answer[..at]).to_string();
+    (head, answer[at + 4..].to_vec())
+}
+
+#[tokio::test]
+async fn binary_data_read_as_it_arrives_in_any_pieces() {
+    let app = spawn_app().await;
+    // FP64 and INT32 binary inputs around a JSON one, in chunks that split elements.
+    let input = [0.5f64, -1.25, 2.0, 0.0, 1.5, -0.75];
+    let head = serde_json::to_vec(&json!({
+        "inputs": [
+            {"name": "input", "shape": [2, 3], "datatype": "FP64",
+             "parameters": {"binary_data_size": 48}},
+            {"name": "weight", "shape": [3], "datatype": "FP64", "data": [1.0, 0.5, 2.0]},
+            {"name": "target", "shape": [2], "datatype": "INT32",
+             "parameters": {"binary_data_size": 8}},
+        ],
+        "parameters": {"reduction": "sum", "grad": true},
+    }))
+    .unwrap();
+    let mut body = head.clone();
+    for x in input {
+        body.extend_from_slice(&x.to_le_bytes());
+    }
+    for t in [2i32, 0] {
+        body.extend_from_slice(&t.to_le_bytes());
+    }
+    let want = app
+        .loss(
+            "nll_loss",
+            &json!({"input": [[0.5, -1.25, 2.0], [0.0, 1.5, -0.75]], "target": [2, 0],
+                    "weight": [1.0, 0.5, 2.0], "reduction": "sum", "grad": true}),
+        )
+        .await
+        .json();
+    let path = "/v2/models/nll_loss/infer";
+    for piece in [1, 3, 7, 13, body.len()] {
+        let (status, answer) = post_chunked(&app, path, &body, head.len(), piece).await;
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        let v: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(v["outputs"][0]["data"][0], want["loss"], "{v}");
+        let rows = want["grad"]["input"].as_array().unwrap();
+        let flat: Vec<Value> = rows
+            .iter()
+            .flat_map(|r| r.as_array().unwrap().clone())
+            .collect();
+        assert_eq!(v["outputs"][1]["name"], "grad_input", "{v}");
+        assert_eq!(v["outputs"][1]["data"], json!(flat), "{v}");
+    }
+    // Too few and too many bytes after the header, without a declared length to check first.
+    for bad in [&body[..body.len() - 3], &[&body[..], b"xy"].concat()[..]] {
+        let (status, answer) = post_chunked(&app, path, bad, head.len(), 5).await;
+        assert!(status.starts_with("HTTP/1.1 400"), "{status}");
+        let v: Value = serde_json::from_slice(&answer).unwrap();
+        assert!(
+            v["error"].as_str().unwrap().contains("binary_data_size"),
+            "{v}"
+        );
+    }
+    // A header longer than the body.
+    let (status, _) = post_chunked(&app, path, &head[..10], head.len(), 4).await;
+    assert!(status.starts_with("HTTP/1.1 400"), "{status}");
+}
+
+#[tokio::test]
+async fn binary_tensors_over_the_memory_budget_are_refused_before_they_arrive() {
+    let app = spawn_app_with(&["--max-memory", "1MiB"]).await;
+    let n = 100_000;
+    let (body, len) = binary_body(&vec![0.5; n], &vec![0.0; n], json!({}));
+    let r = post(
+        &app,
+        "/v2/models/mse_loss/infer",
+        body,
+        Some(&len.to_string()),
+    )
+    .await;
+    assert!(error(&r, 413).contains("memory budget"));
+    // A request that fits is served, and gives its reservation back.
+    let (body, len) = binary_body(&[0.5; 100], &[0.0; 100], json!({}));
+    let r = post(
+        &app,
+        "/v2/models/mse_loss/infer",
+        body,
+        Some(&len.to_string()),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}

@@ -439,3 +439,101 @@ def test_api_keys_over_both_protocols():
         g.close()
         proc.terminate()
         assert proc.wait(timeout=30) == 0
+
+
+def start(*args):
+    """A server of its own with `args`, and its HTTP and gRPC clients."""
+    binary = os.environ.get("LOSSD_BIN", str(ROOT / "target" / "release" / "lossd"))
+    http_port, grpc_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [binary, "--addr", f"127.0.0.1:{http_port}", "--grpc-addr",
+         f"127.0.0.1:{grpc_port}", "--log", "warn", *args]
+    )
+    h = httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
+    g = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    for _ in range(100):
+        try:
+            if h.is_server_live() and g.is_server_live():
+                break
+        except Exception:
+            pass
+        time.sleep(0.1)
+    return proc, h, g, http_port
+
+
+def metrics(port):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    return text
+
+
+def metric(text, name):
+    """The value of the sample `name` (with its labels), 0 if absent."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def grpc_mse(n):
+    ins = [grpcclient.InferInput("input", [n], "FP64"), grpcclient.InferInput("target", [n], "FP64")]
+    ins[0].set_data_from_numpy(np.full(n, 0.5))
+    ins[1].set_data_from_numpy(np.zeros(n))
+    return ins
+
+
+def test_grpc_calls_reserve_from_the_memory_budget_and_are_counted():
+    """ModelInfer reserves its working set as /v2 infer does: RESOURCE_EXHAUSTED when it could
+    never fit, UNAVAILABLE when the budget stays full until its deadline; every call is
+    counted in lossd_requests_total and latency by loss, refusals by reason."""
+    proc, h, g, port = start("--max-memory", "8MiB", "--request-timeout", "0.5")
+    try:
+        # Fits: 2 x 10k elements.
+        assert g.infer("mse_loss", grpc_mse(10_000)).as_numpy("loss") == 0.25
+        # 2 x 100k elements hold more than 8 MiB while served.
+        with pytest.raises(InferenceServerException) as e:
+            g.infer("mse_loss", grpc_mse(100_000))
+        assert e.value.status() == "StatusCode.RESOURCE_EXHAUSTED", e.value
+        assert "memory budget" in e.value.message()
+        # An HTTP request whose body has not all come holds most of the budget.
+        hog = socket.create_connection(("127.0.0.1", port))
+        hog.sendall(b"POST /v1/losses/mse_loss HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 6000000\r\n\r\n{")
+        try:
+            for _ in range(100):
+                if metric(metrics(port), "lossd_memory_reserved_bytes") >= 6_000_000:
+                    break
+                time.sleep(0.05)
+            with pytest.raises(InferenceServerException) as e:
+                g.infer("mse_loss", grpc_mse(10_000))
+            assert e.value.status() == "StatusCode.UNAVAILABLE", e.value
+            # Read while the HTTP request is still open (it is counted when it ends).
+            text = metrics(port)
+        finally:
+            hog.close()
+        route = 'route="grpc ModelInfer",loss="mse_loss"'
+        assert metric(text, f"lossd_requests_total{{{route},status=\"200\"}}") == 1, text
+        assert metric(text, f"lossd_requests_total{{{route},status=\"413\"}}") == 1, text
+        assert metric(text, f"lossd_requests_total{{{route},status=\"503\"}}") == 1, text
+        assert metric(text, 'lossd_rejected_total{reason="memory"}') == 2, text
+        assert metric(text, 'lossd_request_duration_seconds_count{loss="mse_loss"}') == 3, text
+        g.is_model_ready("mse_loss")
+        with pytest.raises(InferenceServerException):
+            g.infer("no_such_loss", grpc_mse(2))
+        text = metrics(port)
+        assert metric(text, 'lossd_requests_total{route="grpc ModelReady",loss="",status="200"}') == 1
+        assert metric(text, 'lossd_requests_total{route="grpc ModelInfer",loss="unknown",'
+                            'status="404"}') == 1, text
+        # Everything reserved has come back.
+        for _ in range(100):
+            if metric(metrics(port), "lossd_memory_reserved_bytes") == 0:
+                break
+            time.sleep(0.05)
+        assert metric(metrics(port), "lossd_memory_reserved_bytes") == 0
+    finally:
+        h.close()
+        g.close()
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
