@@ -87,6 +87,27 @@ fn decode_nested_json_one_core(b: divan::Bencher) {
         .bench(|| one.install(|| black_box(decode_mse(&body))));
 }
 
+/// Numbers as clients most often send them: rounded to 9 decimals and written shortest
+/// (Python's `json.dumps` of `round(x, 9)`), `", "` between them; one core.
+#[divan::bench(sample_count = 20)]
+fn decode_nested_json_9_decimals_one_core(b: divan::Bencher) {
+    let short = |seed| -> Vec<f64> {
+        values(seed)
+            .into_iter()
+            .map(|x| (x * 1e9).round() / 1e9)
+            .collect()
+    };
+    let body =
+        serde_json::to_vec(&serde_json::json!({"input": short(1), "target": short(2)})).unwrap();
+    let text = String::from_utf8(body).unwrap().replace(',', ", ");
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    b.counter(BytesCount::new(text.len()))
+        .bench(|| one.install(|| black_box(decode_mse(text.as_bytes()))));
+}
+
 #[divan::bench(sample_count = 20)]
 fn decode_base64(b: divan::Bencher) {
     let body = base64_body();

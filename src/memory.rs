@@ -382,11 +382,34 @@ pub mod estimate {
     /// `,`, `]`, `}` or the end, and base64 strings hold at most 3/16 of an element per
     /// byte (float32). At most `limit`.
     pub fn count_elements(body: &[u8], limit: u64) -> u64 {
-        let count = |c: u8| body.iter().filter(|&&b| b == c).count() as u64;
-        let numbers = count(b',') + count(b']') + count(b'}') + 1;
+        let numbers = separators(body) + 1;
         numbers
             .saturating_add(string_bytes(body) * 3 / 16)
             .min(limit)
+    }
+
+    /// The `,`, `]` and `}` in `body`, in one pass with byte-wide counters the compiler
+    /// vectorizes (as long as the test stays branch-free: `matches!` is not): three
+    /// `filter().count()` passes widened every byte to a 64-bit lane and were a third of a
+    /// 26 MB JSON request's CPU time, two thirds of a base64 one's.
+    pub(super) fn separators(body: &[u8]) -> u64 {
+        const LANES: usize = 32;
+        // `]` and `}` differ in one bit only.
+        let is_separator = |b: u8| u8::from(b == b',') | u8::from(b | 0x20 == b'}');
+        // A lane counts at most one per block: 255 blocks fill it at the most.
+        let mut chunks = body.chunks_exact(LANES * 255);
+        let mut total = 0u64;
+        for chunk in &mut chunks {
+            let mut lanes = [0u8; LANES];
+            for block in chunk.chunks_exact(LANES) {
+                for (lane, &b) in lanes.iter_mut().zip(block) {
+                    *lane += is_separator(b);
+                }
+            }
+            total += lanes.iter().map(|&n| u64::from(n)).sum::<u64>();
+        }
+        let rest = chunks.remainder().iter();
+        total + rest.map(|&b| u64::from(is_separator(b))).sum::<u64>()
     }
 
     /// The bytes inside JSON strings (escaped quotes do not end a string).
@@ -835,6 +858,28 @@ mod tests {
         assert!(estimate::count_elements(b64.as_bytes(), u64::MAX) >= 16);
         assert_eq!(estimate::count_elements(nested, 5), 5);
         assert!(estimate::max_elements(nested.len() as u64, u64::MAX) >= 9);
+    }
+
+    #[test]
+    fn separators_are_counted_across_the_counters_blocks() {
+        // Lengths around the 8160-byte blocks and 32-byte lanes, separators dense and sparse.
+        let mut s = 1u64;
+        for len in [0, 1, 31, 32, 33, 8159, 8160, 8161, 16320 + 77, 100_003] {
+            for every in [1, 3, 50] {
+                let body: Vec<u8> = (0..len)
+                    .map(|i| {
+                        s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        if i % every == 0 {
+                            b",]}"[(s >> 62) as usize % 3]
+                        } else {
+                            b"0[{\"x"[(s >> 61) as usize % 5]
+                        }
+                    })
+                    .collect();
+                let naive = body.iter().filter(|&&b| b",]}".contains(&b)).count() as u64;
+                assert_eq!(estimate::separators(&body), naive, "{len} {every}");
+            }
+        }
     }
 
     #[tokio::test]

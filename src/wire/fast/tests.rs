@@ -449,3 +449,174 @@ fn nest(nums: &[String], shape: &[usize], spaced: bool) -> String {
         .collect();
     format!("[{}]", parts.join(sep))
 }
+
+/// The fast float path (at most 19 digits, powers of ten up to 10^22) and numbers just past
+/// it, against serde_json's correctly rounded parse, bit for bit.
+#[test]
+fn floats_parse_as_serde_parses_them_bit_for_bit() {
+    let mut texts: Vec<String> = [
+        "-0.0",
+        "0.0",
+        "-0.000",
+        "0e5",
+        "-0e-5",
+        "1.0",
+        "9007199254740992.0",
+        "9007199254740993.0",
+        "9007199254740993e-22",
+        "1234567890123456789e-22",
+        "12345678901234567890e-22",
+        "0.1234567890123456789",
+        "0.12345678901234567891",
+        "1e22",
+        "1e23",
+        "1.5e-22",
+        "1.5e-23",
+        "4.9e-324",
+        "2.4703282292062327e-324",
+        "2.4703282292062328e-324",
+        "2.2250738585072011e-308",
+        "2.2250738585072014e-308",
+        "1.7976931348623157e308",
+        "123456789.12345678",
+        "0.00000000000000000001",
+        "1e-400",
+        "0.1e0000000000000000000000000001",
+        "1e-0000000000000000000000000001",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut r = Lcg(3);
+    for _ in 0..20_000 {
+        // Up to 21 digits, the point anywhere among them, sometimes an exponent.
+        let n = 1 + r.below(21) as usize;
+        let mut digits: String = (0..n)
+            .map(|_| char::from(b'0' + r.below(10) as u8))
+            .collect();
+        if n > 1 && digits.starts_with('0') {
+            digits.replace_range(0..1, "1");
+        }
+        let point = r.below(n as u64) as usize;
+        let sign = ["", "-"][r.below(2) as usize];
+        let mut t = match point {
+            0 => format!("{sign}{digits}"),
+            _ => format!("{sign}{}.{}", &digits[..point], &digits[point..]),
+        };
+        // Without a point, an exponent makes it a float.
+        if point == 0 || r.below(2) == 0 {
+            t += &format!("e{}", r.below(61) as i64 - 30);
+        }
+        texts.push(t);
+    }
+    // What Python writes for round(random.gauss(0, 1), 9), the common large request.
+    for _ in 0..20_000 {
+        let u = (r.next() as f64 + 1.0) / (1u64 << 53) as f64;
+        let v = r.next() as f64 / (1u64 << 53) as f64;
+        let g = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
+        texts.push(format!("{}", (g * 1e9).round() / 1e9));
+    }
+    for t in &texts {
+        let want: f64 = serde_json::from_str(t).unwrap();
+        let got = number(t.as_bytes(), 0);
+        match got {
+            Some((Num::Float(v), end)) if end == t.len() => {
+                assert_eq!(v.to_bits(), want.to_bits(), "{t}");
+            }
+            // A float's text without a point or exponent is an integer here.
+            Some((Num::Int(i), end)) if end == t.len() => assert_eq!(i as f64, want, "{t}"),
+            _ => panic!("{t}: {}", got.is_some()),
+        }
+    }
+    // Past f64's range serde_json refuses the number; so does the walk.
+    for t in [
+        "1.7976931348623159e308",
+        "1e309",
+        "-1e400",
+        "123456789e999999999999",
+    ] {
+        assert!(serde_json::from_str::<f64>(t).is_err(), "{t}");
+        assert!(number(t.as_bytes(), 0).is_none(), "{t}");
+    }
+}
+
+#[test]
+fn eight_digits_takes_eight_digits_only() {
+    let odd = b"/:.,e-+ \x00\x7f\x80\xaf\xb0\xb9\xba\xff";
+    let mut r = Lcg(5);
+    for _ in 0..100_000 {
+        let bytes: Vec<u8> = (0..8)
+            .map(|_| match r.below(6) {
+                0 => odd[r.below(odd.len() as u64) as usize],
+                _ => b'0' + r.below(10) as u8,
+            })
+            .collect();
+        let want = bytes
+            .iter()
+            .all(u8::is_ascii_digit)
+            .then(|| std::str::from_utf8(&bytes).unwrap().parse::<u64>().unwrap());
+        assert_eq!(eight_digits(&bytes, 0), want, "{bytes:?}");
+    }
+    assert_eq!(eight_digits(b"99999999", 0), Some(99_999_999));
+    assert_eq!(eight_digits(b"x1234567", 0), None);
+    assert_eq!(eight_digits(b"1234567", 0), None);
+    assert_eq!(eight_digits(b"123456789", 1), Some(23_456_789));
+}
+
+#[test]
+fn commas_are_counted_across_the_lanes_and_steps() {
+    let mut r = Lcg(9);
+    for len in [
+        0, 1, 15, 16, 17, 4079, 4080, 4081, 4096, 8160, 8161, 16_397, 100_003,
+    ] {
+        let text: Vec<u8> = (0..len).map(|_| b",1 ]"[r.below(4) as usize]).collect();
+        let want = text.iter().filter(|&&c| c == b',').count();
+        assert_eq!(commas(&text), want, "{len}");
+    }
+    // Every lane full at every step.
+    assert_eq!(commas(&[b','; 9000]), 9000);
+}
+
+/// Arrays large enough to have their buffer sized first decode as serde decodes them
+/// (integers only, or turning to floats partway), and commas alone are still refused.
+#[test]
+fn large_arrays_decode_as_serde_decodes_them() {
+    let big = || Budget {
+        elements: 1 << 20,
+        rank: 4,
+    };
+    let mut r = Lcg(13);
+    let nums: Vec<String> = (0..30_000).map(|_| number_text(&mut r)).collect();
+    let flat = format!("[{}]", nums.join(", "));
+    let ints = format!(
+        "[{}]",
+        (0..30_000)
+            .map(|i| (i * 7).to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let nested = nest(&nums, &[100, 300], false);
+    for body in [
+        format!(r#"{{"input": {flat}, "target": {nested}}}"#),
+        format!(r#"{{"input": {ints}, "reduction": "sum"}}"#),
+        format!(r#"{{"input": {{"shape": [30000], "data": {flat}}}}}"#),
+        // Commas where no number follows: refused by both.
+        format!(r#"{{"input": [{}1]}}"#, ",".repeat(70_000)),
+    ] {
+        let (s, _) = big().run(|| serde_json::from_str::<Req>(&body).map_err(|e| e.to_string()));
+        for parallel_from in [0, usize::MAX] {
+            let (f, _) = big().run(|| {
+                let p = prepare_with(body.as_bytes(), parallel_from)?;
+                with_tensors(p.tensors, || serde_json::from_slice::<Req>(&p.body).ok())?
+            });
+            match (&s, &f) {
+                (Ok(s), Some(f)) => {
+                    assert_eq!(bits(&s.input), bits(&f.input));
+                    assert_eq!(s.target.as_ref().map(bits), f.target.as_ref().map(bits));
+                }
+                (Err(_), Some(_)) => panic!("accepted what serde refuses"),
+                (Ok(_), None) => panic!("the fast path should take it"),
+                (Err(_), None) => {}
+            }
+        }
+    }
+}
