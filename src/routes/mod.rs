@@ -134,6 +134,10 @@ async fn collect(
             g.ensure(len).await.map_err(Collect::Memory)?;
         }
         buf.extend_from_slice(&data);
+        if let Some(g) = growth.as_deref_mut() {
+            // Counted while the frame is in cache, not in a pass over the whole body later.
+            g.count.add(&data);
+        }
         if !advised && buf.len() >= 4 << 20 {
             advised = true;
             lossd_kernels::alloc::huge_pages(&mut buf);
