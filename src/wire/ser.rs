@@ -1,5 +1,5 @@
-//! Encoding tensors into response JSON, by hand into one byte buffer: numbers with `ryu`
-//! (shortest text that reads back to the same float), non-finite values as the strings
+//! Encoding tensors into response JSON, by hand into one byte buffer: numbers with `zmij`
+//! (shortest text that reads back to the same float, as ryu wrote it), non-finite values as the strings
 //! `"NaN"`, `"Infinity"`, `"-Infinity"`, or whole tensors as base64.
 
 use lossd_kernels::Real;
@@ -36,7 +36,14 @@ macro_rules! wire_float {
             #[inline]
             fn write_json(self, out: &mut Vec<u8>) {
                 if self.is_finite() {
-                    out.extend_from_slice(ryu::Buffer::new().format_finite(self).as_bytes());
+                    let mut buf = zmij::Buffer::new();
+                    let text = buf.format_finite(self);
+                    if self.abs() < 1.0 {
+                        // A negative exponent or none: no `+` to drop, nothing to scan.
+                        out.extend_from_slice(text.as_bytes());
+                    } else {
+                        write_finite(out, text.as_bytes());
+                    }
                 } else if self.is_nan() {
                     out.extend_from_slice(b"\"NaN\"");
                 } else if self > 0.0 {
@@ -70,6 +77,20 @@ macro_rules! wire_float {
             };
         }
     };
+}
+
+/// Appends zmij's text of a finite float in the form ryu wrote, which lossd always has: zmij
+/// writes a positive exponent with a sign (`1e+300`), ryu without (`1e300`). zmij takes about
+/// half ryu's time per float (BENCHMARKS.md), which is most of writing a gradient.
+#[inline]
+fn write_finite(out: &mut Vec<u8>, text: &[u8]) {
+    match text.iter().position(|&b| b == b'+') {
+        None => out.extend_from_slice(text),
+        Some(plus) => {
+            out.extend_from_slice(&text[..plus]);
+            out.extend_from_slice(&text[plus + 1..]);
+        }
+    }
 }
 
 wire_float!(f32);
@@ -220,5 +241,48 @@ mod tests {
     fn base64_bytes_are_little_endian() {
         let v = [1.0f32, -2.0];
         assert_eq!(&*f32::le_bytes(&v), &[0, 0, 0x80, 0x3f, 0, 0, 0, 0xc0]);
+    }
+}
+
+#[cfg(test)]
+mod same_text_as_ryu {
+    /// zmij (with [`super::write_finite`]) writes exactly what ryu wrote before it, digits and
+    /// form, for random bit patterns and for values across the exponent range.
+    #[test]
+    fn floats_are_written_as_ryu_wrote_them() {
+        fn check<F: zmij::Float + ryu::Float + Copy>(v: F) {
+            let mut ours = Vec::new();
+            super::write_finite(&mut ours, zmij::Buffer::new().format_finite(v).as_bytes());
+            assert_eq!(ours, ryu::Buffer::new().format_finite(v).as_bytes());
+        }
+        let mut s = 1u64;
+        for i in 0..200_000u64 {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let scaled = (s >> 11) as f64 / (1u64 << 53) as f64 * 10f64.powi((i % 40) as i32 - 20);
+            for v in [f64::from_bits(s), scaled, -scaled] {
+                if v.is_finite() {
+                    check(v);
+                }
+            }
+            let f = f32::from_bits(s as u32);
+            if f.is_finite() {
+                check(f);
+                check(scaled as f32);
+            }
+        }
+        for v in [
+            0.0,
+            -0.0,
+            1.0,
+            1e16,
+            1e-7,
+            5e-324,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+        ] {
+            check(v);
+        }
     }
 }
