@@ -468,7 +468,13 @@ pub mod estimate {
 
 /// The budget's refusal as a problem response, marked for the metrics.
 pub fn refusal(r: Refusal, bytes: u64, capacity: u64) -> Response {
-    let e = match r {
+    mark(refusal_error(r, bytes, capacity).into_response())
+}
+
+/// The budget's refusal of a request needing about `bytes`: 413 `payload_too_large` when it
+/// could never fit, 503 `overloaded` when the budget stayed full until its deadline.
+pub fn refusal_error(r: Refusal, bytes: u64, capacity: u64) -> ApiError {
+    match r {
         Refusal::NeverFits => ApiError::new(
             Code::PayloadTooLarge,
             format!(
@@ -486,8 +492,7 @@ pub fn refusal(r: Refusal, bytes: u64, capacity: u64) -> Response {
                 bytes.div_ceil(1 << 20)
             ),
         ),
-    };
-    mark(e.into_response())
+    }
 }
 
 /// Marks a response as refused for memory.

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use super::{Datatype, Input, Model, Param, Values, check_size};
 use crate::AppState;
 use crate::error::{ApiError, Code};
-use crate::memory::{Refusal, Reservation, estimate::Family};
+use crate::memory::{Reservation, estimate::Family};
 use crate::wire::{Budget, Data};
 
 /// The generated messages and service of `proto/grpc_predict_v2.proto`.
@@ -501,7 +501,13 @@ impl GrpcInferenceService for Service {
             Ok(held) => held,
             Err(r) => {
                 call.refused_for_memory = true;
-                return call.end(Err(refusal(r, need, state.memory.capacity())));
+                // The HTTP routes' 413 and 503, which the gRPC status mapping makes
+                // RESOURCE_EXHAUSTED and UNAVAILABLE.
+                return call.end(Err(crate::memory::refusal_error(
+                    r,
+                    need,
+                    state.memory.capacity(),
+                )));
             }
         };
         let budget = state.budget();
@@ -530,31 +536,6 @@ fn elements(req: &pb::ModelInferRequest) -> u64 {
                 .unwrap_or(u64::MAX)
         })
         .fold(0u64, u64::saturating_add)
-}
-
-/// The memory budget's refusal: `RESOURCE_EXHAUSTED` when the request could never fit,
-/// `UNAVAILABLE` when the budget stayed full until its deadline (the HTTP routes' 413 and 503,
-/// with their messages).
-fn refusal(r: Refusal, bytes: u64, capacity: u64) -> ApiError {
-    match r {
-        Refusal::NeverFits => ApiError::new(
-            Code::PayloadTooLarge,
-            format!(
-                "the request needs about {} MiB while it is served, more than the memory \
-                 budget of {} MiB (--max-memory)",
-                bytes.div_ceil(1 << 20),
-                capacity >> 20
-            ),
-        ),
-        Refusal::TimedOut => ApiError::new(
-            Code::Overloaded,
-            format!(
-                "the server's memory budget stayed too full for this request (about {} MiB) \
-                 until its deadline; retry later",
-                bytes.div_ceil(1 << 20)
-            ),
-        ),
-    }
 }
 
 /// The largest HTTP/2 frame the server accepts.

@@ -157,20 +157,28 @@ fn broadcast_grads<T: Real>(
         let (ua, ub) = (unbroadcast(ya, xs), unbroadcast(yb, xs));
         let mut gx = ua;
         for ((g, &b), &xv) in gx.iter_mut().zip(ub.iter()).zip(input.iter()) {
-            let ex = (-xv.abs()).vexp();
-            let q = ex / (one + ex);
-            let (ma, mb) = if xv < zero {
-                (one - q, q)
-            } else if xv > zero {
-                (q, one - q)
-            } else {
-                (q, q)
-            };
+            let (ma, mb) = log_sigmoid_slopes(xv, (-xv.abs()).vexp());
             *g = *g * ma - b * mb;
         }
         gx
     };
     (gx, gy)
+}
+
+/// The derivatives of `logσ(x)` and `logσ(−x)` as ATen's `log_sigmoid_backward` computes
+/// them from `ex = exp(−|x|)`: `z/(1 + z)` on the side of the kink that saturates, one minus
+/// it on the other.
+#[inline(always)]
+fn log_sigmoid_slopes<T: Real>(x: T, ex: T) -> (T, T) {
+    let (zero, one) = (T::zero(), T::one());
+    let q = ex / (one + ex);
+    if x < zero {
+        (one - q, q)
+    } else if x > zero {
+        (q, one - q)
+    } else {
+        (q, q)
+    }
 }
 
 /// The layout and loop-invariant values of [`pass`].
@@ -263,15 +271,7 @@ fn pass<T: Real, const KEEP: bool, const GRAD: bool, const W: bool>(
                 // instead of ±inf) on other inputs, such as targets near the float range.
                 let t = -(if W { coef * ws[j] } else { coef });
                 gys[j] = t * lp - t * ln;
-                // log_sigmoid's backward: `z/(1 + z)` on the side of the kink that saturates.
-                let q = ex / (one + ex);
-                let (ma, mb) = if xv < zero {
-                    (one - q, q)
-                } else if xv > zero {
-                    (q, one - q)
-                } else {
-                    (q, q)
-                };
+                let (ma, mb) = log_sigmoid_slopes(xv, ex);
                 gxs[j] = (t * yv) * ma - (t * (one - yv)) * mb;
                 if W {
                     gws[j] = coef * e;
