@@ -36,11 +36,7 @@ pub async fn compute(
     if bytes.len() <= crate::compute::INLINE_BODY {
         // A small body is decoded here; it is computed here too unless its work is large
         // (a small body can still broadcast to many elements).
-        let start = budget.elements;
-        let (job, work) = crate::compute::work_bound(|| (entry.prepare)(&bytes, &mut budget, None));
-        let job = job?;
-        let decoded = (start - budget.elements) as u64;
-        held.shrink_to(family.bytes(bytes.len() as u64, decoded));
+        let (job, work) = decode(entry, &bytes, &mut budget, &mut held, family)?;
         let out = if work <= crate::compute::INLINE_WORK {
             job()?
         } else {
@@ -52,15 +48,29 @@ pub async fn compute(
     let (out, held) = state
         .pool
         .run_small(deadline, small, move || {
-            let start = budget.elements;
-            let job = (entry.prepare)(&bytes, &mut budget, None)?;
-            // Decoded: what the request holds now follows from the elements themselves.
-            let decoded = (start - budget.elements) as u64;
-            held.shrink_to(family.bytes(bytes.len() as u64, decoded));
+            let (job, _) = decode(entry, &bytes, &mut budget, &mut held, family)?;
             Ok((job()?, held))
         })
         .await?;
     Ok(answer(out, held))
+}
+
+/// Decodes `bytes` into a ready job, spending the element budget, and shrinks the request's
+/// reservation to what its decoded elements need; with the job's work bound
+/// ([`crate::compute::work_bound`]).
+fn decode(
+    entry: &losses::Entry,
+    bytes: &[u8],
+    budget: &mut crate::wire::Budget,
+    held: &mut memory::Reservation,
+    family: Family,
+) -> Result<(losses::Job, usize), ApiError> {
+    let start = budget.elements;
+    let (job, work) = crate::compute::work_bound(|| (entry.prepare)(bytes, budget, None));
+    let job = job?;
+    let decoded = (start - budget.elements) as u64;
+    held.shrink_to(family.bytes(bytes.len() as u64, decoded));
+    Ok((job, work))
 }
 
 /// The JSON answer, holding the request's memory reservation until it is sent.
