@@ -20,6 +20,7 @@
 //! listener on port 0); [`serve`] runs it until SIGTERM or SIGINT, then drains.
 
 pub mod access;
+pub mod allocator;
 pub mod catalog;
 pub mod compute;
 pub mod config;

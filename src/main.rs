@@ -6,9 +6,10 @@ use lossd::config::{Command, Config};
 /// mimalloc: a request allocates and frees a few dozen small blocks (hyper, axum, the decode,
 /// the response), and mimalloc's thread-local free lists serve them with fewer instructions
 /// than glibc's malloc (BENCHMARKS.md); it keeps freed memory for reuse, so the resident size
-/// after large requests stays higher (docs/operations.md, Memory).
+/// after large requests stays higher (docs/operations.md, Memory). See [`lossd::allocator`]
+/// for why it is not the `mimalloc` crate's wrapper.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: lossd::allocator::Allocator = lossd::allocator::Allocator;
 
 fn main() -> std::process::ExitCode {
     let config = Config::parse();

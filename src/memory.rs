@@ -753,7 +753,7 @@ impl Drop for DrainOnDrop {
 }
 
 // The allocator of the `lossd` binary (mimalloc), linked in for `mi_collect`.
-use mimalloc as _;
+use libmimalloc_sys as _;
 
 unsafe extern "C" {
     /// mimalloc: frees what the calling thread's heap holds unused and, with `force`, returns
