@@ -129,8 +129,7 @@ pub fn app(state: AppState) -> Router {
         .layer(access::compression())
         .layer(middleware::from_fn(problems_only))
         .layer(access::cors(&state.config))
-        .layer(middleware::from_fn(metrics::record))
-        .layer(middleware::from_fn(access_log))
+        .layer(middleware::from_fn(observe))
         .with_state(state)
         .layer(
             ServiceBuilder::new()
@@ -161,14 +160,19 @@ async fn method_not_allowed(req: Request) -> ApiError {
     )
 }
 
-/// The access log: one `info` event per request, when it is answered, with its method, route,
-/// request id, status and latency, and `client_request_id_rejected = true` when the client's
-/// own id was refused (`telemetry::screen_request_id`; its value is never logged). One event
-/// rather than a span around the request: nothing inside a request logs at `info`, so a span
-/// would be created, recorded and formatted on every request for nothing.
-async fn access_log(req: Request, next: Next) -> Response {
+/// Counts every request in the metrics ([`metrics::Pending`]) and writes the access log: one
+/// `info` event per request, when it is answered, with its method, route, request id, status
+/// and latency, and `client_request_id_rejected = true` when the client's own id was refused
+/// (`telemetry::screen_request_id`; its value is never logged). One event rather than a span
+/// around the request: nothing inside a request logs at `info`, so a span would be created,
+/// recorded and formatted on every request for nothing. One middleware for both, as each
+/// `from_fn` layer clones the services under it and boxes a future on every request.
+async fn observe(req: Request, next: Next) -> Response {
+    let pending = metrics::Pending::of(&req);
     if !tracing::enabled!(tracing::Level::INFO) {
-        return next.run(req).await;
+        let res = next.run(req).await;
+        pending.record(&res);
+        return res;
     }
     let method = req.method().clone();
     // The route template when one matched, else the path (a 404 says what was asked).
@@ -184,6 +188,7 @@ async fn access_log(req: Request, next: Next) -> Response {
         .is_some();
     let start = std::time::Instant::now();
     let res = next.run(req).await;
+    pending.record(&res);
     let route = match &route {
         Ok(m) => m.as_str(),
         Err(path) => path.as_str(),
@@ -194,7 +199,9 @@ async fn access_log(req: Request, next: Next) -> Response {
         request_id = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
         client_request_id_rejected = rejected.then_some(true),
         status = res.status().as_u16(),
-        latency_ms = start.elapsed().as_secs_f64() * 1e3,
+        // Whole nanoseconds over 1e6: the shortest text of the result is the exact
+        // milliseconds (0.360665), where `as_secs_f64() * 1e3` rounds twice (0.36066499999999996).
+        latency_ms = start.elapsed().as_nanos() as f64 / 1e6,
         "answered"
     );
     res

@@ -449,20 +449,23 @@ pub mod estimate {
         const LANES: usize = 32;
         // `]` and `}` differ in one bit only.
         let is_separator = |b: u8| u8::from(b == b',') | u8::from(b | 0x20 == b'}');
-        // A lane counts at most one per block: 255 blocks fill it at the most.
-        let mut chunks = body.chunks_exact(LANES * 255);
+        // A lane counts at most one per block: 255 blocks fill it at the most. The last,
+        // shorter chunk goes through the lanes too (a small body is nothing but that chunk:
+        // byte by byte it cost 6.6 instructions a byte, a fifth of a 3.5 kB request).
         let mut total = 0u64;
-        for chunk in &mut chunks {
+        for chunk in body.chunks(LANES * 255) {
             let mut lanes = [0u8; LANES];
-            for block in chunk.chunks_exact(LANES) {
+            let mut blocks = chunk.chunks_exact(LANES);
+            for block in &mut blocks {
                 for (lane, &b) in lanes.iter_mut().zip(block) {
                     *lane += is_separator(b);
                 }
             }
             total += lanes.iter().map(|&n| u64::from(n)).sum::<u64>();
+            let rest = blocks.remainder().iter();
+            total += rest.map(|&b| u64::from(is_separator(b))).sum::<u64>();
         }
-        let rest = chunks.remainder().iter();
-        total + rest.map(|&b| u64::from(is_separator(b))).sum::<u64>()
+        total
     }
 }
 

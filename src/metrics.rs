@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -149,48 +148,66 @@ fn loss_label(req: &Request, route: &str) -> String {
     }
 }
 
-/// Middleware recording every request.
-pub async fn record(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
-    let loss = loss_label(&req, &route);
-    let start = Instant::now();
-    let res = next.run(req).await;
-    let m = global();
-    let status = res.status().as_u16();
-    if !loss.is_empty() {
-        m.latency
-            .get_or_create(&LossLabel { loss: loss.clone() })
-            .observe(start.elapsed().as_secs_f64());
-    }
-    m.requests
-        .get_or_create(&RequestLabels {
+/// A request being answered, as the metrics will count it: taken from the request by
+/// [`Pending::of`] before it is handled, counted by [`Pending::record`] with its answer. (Split
+/// so that one middleware, `lossd::observe`, serves both the metrics and the access log.)
+pub struct Pending {
+    route: String,
+    loss: String,
+    start: Instant,
+}
+
+impl Pending {
+    /// The labels of `req` (its route template, `unmatched` when none matched, and its loss).
+    pub fn of(req: &Request) -> Pending {
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+        let loss = loss_label(req, &route);
+        Pending {
             route,
             loss,
-            status,
-        })
-        .inc();
-    let memory = res.extensions().get::<crate::memory::Refused>().is_some();
-    let reason = match res.extensions().get::<Code>() {
-        _ if memory => Some("memory"),
-        Some(
-            c @ (Code::Overloaded
-            | Code::Timeout
-            | Code::PayloadTooLarge
-            | Code::UnsupportedMediaType),
-        ) => Some(c.as_str()),
-        _ => None,
-    };
-    if let Some(reason) = reason {
-        m.rejected
-            .get_or_create(&ReasonLabel {
-                reason: reason.to_string(),
+            start: Instant::now(),
+        }
+    }
+
+    /// Counts the request with its answer `res`: requests, latency, rejections.
+    pub fn record(self, res: &Response) {
+        let Pending { route, loss, start } = self;
+        let m = global();
+        let status = res.status().as_u16();
+        if !loss.is_empty() {
+            m.latency
+                .get_or_create(&LossLabel { loss: loss.clone() })
+                .observe(start.elapsed().as_secs_f64());
+        }
+        m.requests
+            .get_or_create(&RequestLabels {
+                route,
+                loss,
+                status,
             })
             .inc();
+        let memory = res.extensions().get::<crate::memory::Refused>().is_some();
+        let reason = match res.extensions().get::<Code>() {
+            _ if memory => Some("memory"),
+            Some(
+                c @ (Code::Overloaded
+                | Code::Timeout
+                | Code::PayloadTooLarge
+                | Code::UnsupportedMediaType),
+            ) => Some(c.as_str()),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            m.rejected
+                .get_or_create(&ReasonLabel {
+                    reason: reason.to_string(),
+                })
+                .inc();
+        }
     }
-    res
 }
 
 /// `GET /metrics`.
