@@ -412,7 +412,7 @@ impl Call {
             route = self.method,
             request_id = self.id.as_str(),
             status = code as i32,
-            latency_ms = elapsed.as_secs_f64() * 1e3,
+            latency_ms = elapsed.as_nanos() as f64 / 1e6,
             "answered"
         );
         let id = self.id.parse().ok();
