@@ -432,6 +432,12 @@ pub mod estimate {
             self.len += piece.len() as u64;
         }
 
+        /// Counts a string of `len` bytes whose content is not in what [`ElementCount::add`]
+        /// was given (a base64 text decoded as it arrived: the body kept `""` in its place).
+        pub fn add_string(&mut self, len: u64) {
+            self.string_bytes += len;
+        }
+
         /// The most elements the body counted so far can decode to, at most `limit`.
         pub fn total(&self, limit: u64) -> u64 {
             let strings = self.string_bytes + self.open.map_or(0, |start| self.len - start);
@@ -596,6 +602,21 @@ pub async fn read_admitted(
     family: estimate::Family,
     deadline: Instant,
 ) -> Result<(axum::body::Bytes, Reservation), Response> {
+    let (read, held) = read_admitted_streamed(state, headers, body, family, deadline, None).await?;
+    Ok((axum::body::Bytes::from(read.whole()), held))
+}
+
+/// [`read_admitted`], with the base64 tensors of a large body decoded as it arrives when
+/// `stream` gives the request's element budget ([`crate::routes::stream`]). The reservation
+/// is the same as for the body read whole: the decoded tensors take less than their text.
+pub async fn read_admitted_streamed(
+    state: &crate::AppState,
+    headers: &HeaderMap,
+    body: Body,
+    family: estimate::Family,
+    deadline: Instant,
+    stream: Option<crate::wire::Budget>,
+) -> Result<(crate::routes::stream::Read, Reservation), Response> {
     let config = &state.config;
     let memory = &state.memory;
     let max_elements = config.max_elements as u64;
@@ -629,17 +650,18 @@ pub async fn read_admitted(
         refused: None,
         count: estimate::ElementCount::default(),
     };
-    let read = crate::routes::read_body_within(
+    let read = crate::routes::read_body_streamed(
         headers,
         body,
         config.max_body_bytes,
         config.body_timeout(),
         Some(&mut growth),
+        stream,
     )
     .await;
     let (refused, count) = (growth.refused, growth.count);
-    let bytes = match read {
-        Ok(bytes) => bytes,
+    let read = match read {
+        Ok(read) => read,
         Err(e) => {
             return Err(match refused {
                 Some((r, need)) => refusal(r, need, memory.capacity()),
@@ -649,12 +671,12 @@ pub async fn read_admitted(
     };
     // The elements the body can decode to, counted as it was read.
     let counted = count.total(max_elements);
-    let need = family.bytes(bytes.len() as u64, counted);
+    let need = family.bytes(read.len() as u64, counted);
     if need > memory.capacity() {
         return Err(refusal(Refusal::NeverFits, need, memory.capacity()));
     }
     held.shrink_to(need);
-    Ok((bytes, held))
+    Ok((read, held))
 }
 
 /// A response body that holds its request's reservation until it has been sent.
@@ -762,33 +784,68 @@ unsafe extern "C" {
     /// mimalloc: frees what the calling thread's heap holds unused and, with `force`, returns
     /// every arena's free pages to the OS now rather than on a later allocation.
     fn mi_collect(force: bool);
+    /// mimalloc: sets an option (`mi_option_t`, the index in mimalloc.h's `mi_option_e`).
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
 }
+
+/// `mi_option_purge_delay` in mimalloc 3's `mi_option_e`: how long after a free mimalloc gives
+/// the memory back to the OS (1000 ms by default).
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+/// The purge delay [`purge_when_idle`] sets. mimalloc purges every range freed since its last
+/// purge once the first one's delay has passed, so under a steady load of large requests it
+/// kept decommitting the tensors just freed, and the next request faulted them in again (a
+/// 16.8 MB binary request: some 60 page faults and 1.5 ms of zeroing pages, a quarter of its
+/// CPU time). Memory stays for reuse this long; when the server goes idle,
+/// [`purge_when_idle`] gives it back sooner.
+const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
 /// Reservations at or under this are "idle" for [`purge_when_idle`] (a few small requests).
 const IDLE: u64 = 16 << 20;
 
-/// After a burst, once reservations have stayed at or under [`IDLE`] for a whole second, gives
+/// After a burst, once reservations have stayed at [`IDLE`] or under for a whole second, gives
 /// the allocator's free memory back to the OS. mimalloc purges freed pages only when it next
-/// allocates, so a server gone quiet after a burst would keep its peak resident size. Under
-/// steady load of large requests the reservations fall to nothing between two requests, but
-/// not for a second: purging at such a moment made the next requests fault their pages in
-/// afresh (gRPC, 16.8 MB requests from two clients: about 150 page faults and 1 ms of system
-/// time per request).
+/// allocates, so a server gone quiet after a burst would keep its peak resident size; checked
+/// every second. Under steady load of large requests the reservations fall to nothing between
+/// two requests, but not for a second: purging at such a moment made the next requests fault
+/// their pages in afresh (gRPC, 16.8 MB requests from two clients: about 150 page faults and
+/// 1 ms of system time per request). Under load, mimalloc's own purge is pushed out to
+/// [`PURGE_DELAY_MS`] (unless `MIMALLOC_PURGE_DELAY` says otherwise) so that large requests
+/// reuse the pages the ones before them freed.
 pub async fn purge_when_idle(memory: Memory) {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: mi_option_set takes no pointers; the option index and value are in range.
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Whether large reservations were made since the memory was last given back.
     let mut burst = false;
     loop {
         tick.tick().await;
-        // The most reserved at once since the last tick, restarted from now.
+        // The largest reservation since the last tick (the mark starts again from now).
         let peak = memory.shared.peak.swap(memory.reserved(), Ordering::SeqCst);
         if peak > IDLE {
+            // Large requests within the last second: their memory is for the next ones. (At
+            // the first tick that found the reservations low, a slow client's requests had
+            // their pages given back between one request and the next, every second.)
             burst = true;
         } else if burst {
             burst = false;
             let _ = tokio::task::spawn_blocking(purge).await;
         }
     }
+}
+
+/// Hands the calling thread's heap back the blocks other threads have freed, before it
+/// allocates a large buffer. A request's tensors are allocated on the connection's task as its
+/// body arrives (streamed base64, binary tensor data) and freed on a compute worker; mimalloc
+/// gives such blocks back to the allocating thread's heap only when that heap next collects,
+/// so until then each new tensor took fresh pages from the OS and faulted every one of them
+/// in: a quarter of the CPU time of a 21 MB base64 request (perf, `clear_page_erms`).
+pub fn reclaim_freed() {
+    // SAFETY: as in `purge`; without `force` it only collects this thread's heap.
+    unsafe { mi_collect(false) }
 }
 
 /// Returns the allocator's free memory to the OS.
@@ -864,6 +921,23 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
+    unsafe extern "C" {
+        /// mimalloc: an option's value.
+        fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
+    }
+
+    #[test]
+    fn the_purge_delay_is_mimallocs_option() {
+        // SAFETY: mi_option_get takes no pointers and reads an option in range.
+        let delay = unsafe { mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() && delay != super::PURGE_DELAY_MS {
+            assert_eq!(
+                delay, 1000,
+                "mimalloc 3's default: the option's index is right"
+            );
+        }
+    }
+
     use super::*;
 
     fn soon() -> Instant {

@@ -321,6 +321,11 @@ fn sinks(head: &Head, declared: Option<usize>) -> Result<Sinks, ApiError> {
         }
         _ => {}
     }
+    // The tensors are freed on a compute worker: take back what earlier requests freed
+    // before allocating (see `memory::reclaim_freed`).
+    if want > 0 {
+        crate::memory::reclaim_freed();
+    }
     let mut sinks = Vec::new();
     for i in &head.inputs {
         let Slot::Binary(bytes) = i.slot else {

@@ -211,6 +211,9 @@ async fn infer(
             ))
         })
         .await?;
+    // Binary tensors were allocated on a connection's thread and freed on the compute worker:
+    // when this is the thread that allocated them, its heap takes them back now.
+    memory::reclaim_freed();
     let mut res = Response::new(Body::from(body));
     let h = res.headers_mut();
     match json_len {

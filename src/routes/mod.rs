@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod docs;
 pub mod health;
 pub mod losses;
+pub mod stream;
 
 use std::time::Duration;
 
@@ -63,6 +64,24 @@ pub async fn read_body_within(
     timeout: Duration,
     growth: Option<&mut crate::memory::Growth<'_>>,
 ) -> Result<Bytes, ApiError> {
+    let read = read_body_streamed(headers, body, limit, timeout, growth, None).await?;
+    Ok(Bytes::from(read.whole()))
+}
+
+/// Bodies declared at least this long have their base64 tensors decoded as they arrive
+/// ([`stream`]); smaller ones gain nothing from it.
+const STREAM_FROM: u64 = 1 << 20;
+
+/// [`read_body_within`], with the base64 tensors of a large body decoded as it arrives when
+/// `stream` gives the request's element budget (see [`stream`]).
+pub async fn read_body_streamed(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+    growth: Option<&mut crate::memory::Growth<'_>>,
+    stream: Option<crate::wire::Budget>,
+) -> Result<stream::Read, ApiError> {
     let too_large = || {
         ApiError::new(
             Code::PayloadTooLarge,
@@ -76,7 +95,13 @@ pub async fn read_body_within(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let read = tokio::time::timeout(timeout, collect(body, limit, declared, growth)).await;
+    let reader = match (stream, declared) {
+        (Some(budget), Some(n)) if n >= STREAM_FROM => {
+            Some(stream::Reader::new(n as usize, budget))
+        }
+        _ => None,
+    };
+    let read = tokio::time::timeout(timeout, collect(body, limit, declared, growth, reader)).await;
     let Ok(read) = read else {
         return Err(ApiError::new(
             Code::Timeout,
@@ -109,16 +134,20 @@ enum Collect {
 /// The body's bytes in one buffer, each frame copied in as it arrives (while it is still in
 /// cache, and then freed for the connection's next read) rather than all frames kept until
 /// the end and copied then (`axum::body::to_bytes`). The buffer is sized once by the declared
-/// length (already checked against `limit`; capacity is not memory until written).
+/// length (already checked against `limit`; capacity is not memory until written). With a
+/// `reader`, the frames go through it instead, and its base64 texts are not kept.
 async fn collect(
     body: Body,
     limit: usize,
     declared: Option<u64>,
     mut growth: Option<&mut crate::memory::Growth<'_>>,
-) -> Result<Bytes, Collect> {
+    mut reader: Option<stream::Reader>,
+) -> Result<stream::Read, Collect> {
     use http_body_util::BodyExt;
     let mut body = body;
-    let mut buf = Vec::with_capacity(declared.map_or(0, |n| n.min(limit as u64) as usize));
+    let room = declared.map_or(0, |n| n.min(limit as u64) as usize);
+    let mut buf = Vec::with_capacity(if reader.is_some() { 0 } else { room });
+    let mut received = 0usize;
     // Huge pages for the rest of a large buffer once 4 MiB have really arrived (a client
     // that declares a large body and sends little holds 4 KiB pages only).
     let mut advised = false;
@@ -126,12 +155,31 @@ async fn collect(
         let Ok(data) = frame.map_err(Collect::Body)?.into_data() else {
             continue; // trailers
         };
-        if data.len() > limit - buf.len() {
+        if data.len() > limit - received {
             return Err(Collect::TooLarge);
         }
+        received += data.len();
         if let Some(g) = growth.as_deref_mut() {
-            let len = (buf.len() + data.len()) as u64;
-            g.ensure(len).await.map_err(Collect::Memory)?;
+            g.ensure(received as u64).await.map_err(Collect::Memory)?;
+        }
+        if let Some(r) = reader.as_mut() {
+            let was_off = r.is_off();
+            r.feed(&data);
+            if r.is_off() {
+                if was_off {
+                    if let Some(g) = growth.as_deref_mut() {
+                        g.count.add(&data);
+                    }
+                } else {
+                    // Kept whole from here: room for the rest, and the count of what it kept
+                    // so far (the texts it decoded are counted when it finishes).
+                    r.reserve(room.saturating_sub(received));
+                    if let Some(g) = growth.as_deref_mut() {
+                        g.count.add(r.kept());
+                    }
+                }
+            }
+            continue;
         }
         buf.extend_from_slice(&data);
         if let Some(g) = growth.as_deref_mut() {
@@ -143,5 +191,16 @@ async fn collect(
             lossd_kernels::alloc::huge_pages(&mut buf);
         }
     }
-    Ok(Bytes::from(buf))
+    let Some(r) = reader else {
+        return Ok(stream::Read::plain(buf));
+    };
+    let counted = r.is_off();
+    let read = r.finish();
+    if let Some(g) = growth {
+        if !counted {
+            g.count.add(read.kept());
+        }
+        g.count.add_string(read.text_chars() as u64);
+    }
+    Ok(read)
 }

@@ -722,6 +722,194 @@ fn decode_into(text: &[u8], out: &mut [std::mem::MaybeUninit<u8>]) -> Result<(),
         .try_for_each(|(t, o)| one(t, o).map_err(|_| None))
 }
 
+/// Standard base64 text of `n` little-endian elements of `dtype` decoded piece by piece as
+/// it arrives (a request body's frames), straight into the element buffer: for a text the
+/// length check passes, what [`decode_base64`] gives for the whole text, without the text
+/// ever being held. Each piece is decoded while it is still in cache, where holding the text
+/// meant copying a 21 MB body into one buffer and reading it back from memory.
+///
+/// The groups before the last are decoded as they come, strictly (four characters of the
+/// alphabet to three bytes: no padding); the last group, which may be padded, when the text
+/// ends ([`Base64Stream::finish`]). Every group decoded so far encodes back to exactly the
+/// characters it came from, so [`Base64Stream::text`] gives back the text received when the
+/// caller needs it after all (a piece the decoder refuses, a body it cannot use).
+pub(crate) struct Base64Stream {
+    /// The elements, `n` of them allocated; bytes are written into the spare capacity.
+    data: Data,
+    /// The elements.
+    n: usize,
+    /// Bytes written.
+    filled: usize,
+    /// Bytes the `n` elements take.
+    want: usize,
+    /// Characters the text must have, and those received.
+    text_len: usize,
+    seen: usize,
+    /// Characters of a group not yet decoded (the last group waits here for the end).
+    carry: [u8; 4],
+    held: usize,
+}
+
+impl Base64Stream {
+    /// A decoder for the text of `n` elements of `dtype` (`n` > 0), allocating their buffer;
+    /// `None` when the sizes overflow.
+    pub(crate) fn new(n: usize, dtype: Dtype) -> Option<Self> {
+        let text_len = Self::text_len_of(n, dtype)?;
+        if n == 0 {
+            return None;
+        }
+        let want = n * dtype.size();
+        let data = match dtype {
+            Dtype::Float64 => Data::F64(Vec::with_capacity(n)),
+            Dtype::Float32 => Data::F32(Vec::with_capacity(n)),
+            Dtype::Int64 => Data::I64(Vec::with_capacity(n)),
+        };
+        Some(Self {
+            data,
+            n,
+            filled: 0,
+            want,
+            text_len,
+            seen: 0,
+            carry: [0; 4],
+            held: 0,
+        })
+    }
+
+    /// The characters of the text of `n` elements of `dtype`; `None` when that overflows.
+    pub(crate) fn text_len_of(n: usize, dtype: Dtype) -> Option<usize> {
+        n.checked_mul(dtype.size())?.div_ceil(3).checked_mul(4)
+    }
+
+    /// The characters the whole text has.
+    pub(crate) fn text_len(&self) -> usize {
+        self.text_len
+    }
+
+    /// The characters received so far.
+    pub(crate) fn seen(&self) -> usize {
+        self.seen
+    }
+
+    /// The element buffer's first byte.
+    fn base(&mut self) -> *mut u8 {
+        match &mut self.data {
+            Data::F64(v) => v.as_mut_ptr().cast(),
+            Data::F32(v) => v.as_mut_ptr().cast(),
+            Data::I64(v) => v.as_mut_ptr().cast(),
+        }
+    }
+
+    /// Decodes whole groups of the middle of the text (no padding) after what is written.
+    fn middle(&mut self, text: &[u8]) -> bool {
+        let len = text.len() / 4 * 3;
+        debug_assert!(text.len().is_multiple_of(4) && self.filled + len <= self.want);
+        let filled = self.filled;
+        // SAFETY: the buffer has room for `want` bytes (capacity `n` elements, see `new`); the
+        // callers keep the characters decoded within the text's length, so `filled + len` ≤
+        // `want`. `MaybeUninit<u8>` has alignment 1 and no validity requirement.
+        let out: &mut [std::mem::MaybeUninit<u8>] =
+            unsafe { std::slice::from_raw_parts_mut(self.base().add(filled).cast(), len) };
+        let ok = base64_simd::STANDARD
+            .decode(text, base64_simd::Out::from_uninit_slice(out))
+            .is_ok_and(|got| got.len() == len);
+        if ok {
+            self.filled += len;
+        }
+        ok
+    }
+
+    /// Decodes the next piece of the text (which ends at its closing quote, not in this
+    /// piece). `Err(at)` when the text is not what the length check and the alphabet allow:
+    /// `piece[..at]` was taken (see [`Base64Stream::text`]), `piece[at..]` was not.
+    pub(crate) fn push(&mut self, piece: &[u8]) -> Result<(), usize> {
+        if piece.len() > self.text_len - self.seen {
+            return Err(0);
+        }
+        self.seen += piece.len();
+        // Characters before the last group.
+        let middle = self.text_len - 4;
+        let mut text = piece;
+        while !text.is_empty() {
+            let at = piece.len() - text.len();
+            let done = self.filled / 3 * 4;
+            if self.held > 0 || done == middle || text.len() < 4 {
+                let k = (4 - self.held).min(text.len());
+                self.carry[self.held..self.held + k].copy_from_slice(&text[..k]);
+                self.held += k;
+                text = &text[k..];
+                if self.held == 4 && done < middle {
+                    let group = self.carry;
+                    if !self.middle(&group) {
+                        return Err(at + k);
+                    }
+                    self.held = 0;
+                }
+                continue;
+            }
+            let take = (text.len() / 4 * 4).min(middle - done);
+            if !self.middle(&text[..take]) {
+                return Err(at);
+            }
+            text = &text[take..];
+        }
+        Ok(())
+    }
+
+    /// The elements, once the whole text has arrived; otherwise (a text too short, a last
+    /// group whose padding does not say the bytes the elements need) the decoder back.
+    pub(crate) fn finish(mut self) -> Result<Data, Self> {
+        if self.seen != self.text_len || self.held != 4 {
+            return Err(self);
+        }
+        let last = self.want - self.filled;
+        let mut out = [std::mem::MaybeUninit::<u8>::uninit(); 3];
+        let mut bytes = [0u8; 3];
+        match base64_simd::STANDARD
+            .decode(&self.carry, base64_simd::Out::from_uninit_slice(&mut out))
+        {
+            Ok(got) if got.len() == last => bytes[..last].copy_from_slice(got),
+            _ => return Err(self),
+        }
+        let filled = self.filled;
+        // SAFETY: `last` more bytes fill the buffer's `want` bytes exactly (its room, see
+        // `middle`); then every byte of the `n` elements has been written, and every bit
+        // pattern is a valid element, so the vector may hold them all.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.base().add(filled), last);
+            match &mut self.data {
+                Data::F64(v) => v.set_len(self.n),
+                Data::F32(v) => v.set_len(self.n),
+                Data::I64(v) => v.set_len(self.n),
+            }
+        }
+        let mut data = self.data;
+        if cfg!(target_endian = "big") {
+            match &mut data {
+                Data::F64(v) => v
+                    .iter_mut()
+                    .for_each(|x| *x = f64::from_bits(u64::from_le(x.to_bits()))),
+                Data::F32(v) => v
+                    .iter_mut()
+                    .for_each(|x| *x = f32::from_bits(u32::from_le(x.to_bits()))),
+                Data::I64(v) => v.iter_mut().for_each(|x| *x = i64::from_le(*x)),
+            }
+        }
+        Ok(data)
+    }
+
+    /// The text taken so far, exactly as it arrived: the groups decoded, encoded again, and
+    /// the characters not yet decoded.
+    pub(crate) fn text(&mut self) -> Vec<u8> {
+        let filled = self.filled;
+        // SAFETY: the first `filled` bytes of the buffer were written by the decode.
+        let written = unsafe { std::slice::from_raw_parts(self.base().cast_const(), filled) };
+        let mut text = base64_simd::STANDARD.encode_to_string(written).into_bytes();
+        text.extend_from_slice(&self.carry[..self.held]);
+        text
+    }
+}
+
 /// A string borrowed from the request when it has no escapes.
 pub(crate) enum Text<'de> {
     /// Borrowed from the input.
@@ -913,6 +1101,88 @@ mod tests {
                         assert!(decode(&body(&bad)).is_err(), "{dtype} {n} {bad}");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn base64_in_pieces_of_any_length_decodes_as_the_whole_text_does() {
+        // Element counts whose text ends with 0, 1 and 2 padding characters, for each dtype.
+        for (dtype, n) in [
+            (Dtype::Float64, 7),
+            (Dtype::Float64, 3),
+            (Dtype::Float32, 5),
+            (Dtype::Float32, 6),
+            (Dtype::Int64, 4),
+            (Dtype::Float32, 1),
+        ] {
+            let raw: Vec<u8> = (0..n * dtype.size()).map(|i| (i * 37 + 11) as u8).collect();
+            let text = base64_simd::STANDARD.encode_to_string(&raw).into_bytes();
+            let whole = decode_base64(&text, n, dtype).unwrap();
+            for piece in 1..=text.len() {
+                let mut s = Base64Stream::new(n, dtype).unwrap();
+                assert_eq!(s.text_len(), text.len());
+                for p in text.chunks(piece) {
+                    s.push(p).unwrap();
+                }
+                match s.finish() {
+                    Ok(got) => assert_eq!(got, whole, "{dtype:?} × {n} in pieces of {piece}"),
+                    Err(_) => panic!("{dtype:?} × {n} in pieces of {piece} refused"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn base64_in_pieces_refuses_what_the_whole_decode_refuses_and_gives_the_text_back() {
+        // 32 bytes: a text that ends with one padding character.
+        let (dtype, n) = (Dtype::Float64, 4);
+        let raw: Vec<u8> = (0..n * 8).map(|i| (i * 13) as u8).collect();
+        let good = base64_simd::STANDARD.encode_to_string(&raw).into_bytes();
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for at in [0, 1, 5, 27, good.len() - 5, good.len() - 2, good.len() - 1] {
+            for c in [b'!', b'=', b'\\', b'\0'] {
+                let mut bad = good.clone();
+                bad[at] = c;
+                if bad != good {
+                    cases.push(bad);
+                }
+            }
+        }
+        cases.push(good[..good.len() - 4].to_vec()); // short
+        cases.push([good.as_slice(), b"AAAA"].concat()); // long
+        // The last group's padding saying a byte too few.
+        let mut short = good.clone();
+        let end = short.len();
+        short[end - 2..].copy_from_slice(b"==");
+        cases.push(short);
+        for bad in cases {
+            assert!(
+                decode_base64(&bad, n, dtype).is_err() || bad.len() != good.len(),
+                "{bad:?}"
+            );
+            assert!(check_base64_length(bad.len(), n, dtype).is_err() || bad.len() == good.len());
+            for piece in [1, 3, 4, 5, 8, 13, bad.len()] {
+                let mut s = Base64Stream::new(n, dtype).unwrap();
+                let mut taken = Vec::new();
+                let mut refused = false;
+                for p in bad.chunks(piece) {
+                    if let Err(at) = s.push(p) {
+                        // What it took, and then the rest as it was: the text again.
+                        taken = [s.text(), p[at..].to_vec()].concat();
+                        let rest = bad.len() - taken.len();
+                        taken.extend_from_slice(&bad[bad.len() - rest..]);
+                        refused = true;
+                        break;
+                    }
+                }
+                if !refused {
+                    match s.finish() {
+                        Ok(_) => panic!("{bad:?} in pieces of {piece} taken"),
+                        Err(mut s) => taken = s.text(),
+                    }
+                }
+                assert_eq!(taken, bad, "in pieces of {piece}");
             }
         }
     }

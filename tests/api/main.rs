@@ -16,3 +16,4 @@ mod oip;
 mod openapi;
 mod request_ids;
 mod service;
+mod streaming;
