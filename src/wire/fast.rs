@@ -29,6 +29,9 @@ use std::cell::RefCell;
 
 use super::de::{Budget, Buf, Data, Dtype, Form, Tensor, check_base64_length, decode_base64};
 
+#[cfg(target_arch = "x86_64")]
+mod span;
+
 /// What a placeholder string starts with (after JSON unescaping); the slot index follows.
 const MARK: &str = "\0lossd:";
 /// Placeholders per request at the most (each adds a few bytes to the copy).
@@ -141,11 +144,11 @@ impl Reservoir {
 /// which stays on the calling thread.
 fn parallel(b: &[u8]) -> Option<Option<Prepared>> {
     use rayon::prelude::*;
-    let mut arrays: Vec<(usize, usize)> = Vec::new();
+    let mut arrays: Vec<(usize, usize, usize)> = Vec::new();
     members(b, |p| match at(b, p) {
         b'[' if arrays.len() < MAX_SLOTS => {
-            let end = array_end(b, p)?;
-            arrays.push((p, end));
+            let (end, commas) = span(b, p)?;
+            arrays.push((p, end, commas));
             Some(end)
         }
         b'[' | b'{' => None,
@@ -158,8 +161,8 @@ fn parallel(b: &[u8]) -> Option<Option<Prepared>> {
     let reservoir = Reservoir::new(left);
     let walks: Vec<_> = arrays
         .par_iter()
-        .map(|&(start, end)| {
-            let capacity = (commas(&b[start..end]) + 1).min(left);
+        .map(|&(start, end, commas)| {
+            let capacity = (commas + 1).min(left);
             numbers(b, start, max_rank, left, capacity, Some(&reservoir)).filter(|r| r.3 == end)
         })
         .collect();
@@ -170,7 +173,7 @@ fn parallel(b: &[u8]) -> Option<Option<Prepared>> {
     let mut out = Vec::new();
     let mut copied = 0;
     let mut tensors = Vec::new();
-    for (&(start, end), walk) in arrays.iter().zip(walks) {
+    for (&(start, end, _), walk) in arrays.iter().zip(walks) {
         let Some((shape, buf, count, _)) = walk else {
             continue;
         };
@@ -192,6 +195,19 @@ fn parallel(b: &[u8]) -> Option<Option<Prepared>> {
     }
     out.extend_from_slice(&b[copied..]);
     Some(Some(Prepared { body: out, tensors }))
+}
+
+/// The position after the array at `p` by its brackets alone and the commas in it; `None`
+/// when a string (or an unbalanced bracket) is met first. In one pass where the CPU has
+/// AVX2 ([`span::span`]).
+fn span(b: &[u8], p: usize) -> Option<(usize, usize)> {
+    #[cfg(target_arch = "x86_64")]
+    if span::supported() {
+        // SAFETY: the CPU has the features `span::span` is compiled for (checked above).
+        return unsafe { span::span(b, p) };
+    }
+    let end = array_end(b, p)?;
+    Some((end, commas(&b[p..end])))
 }
 
 /// The position after the array at `p` by its brackets alone; `None` when a string (or an
@@ -559,9 +575,9 @@ fn nested(b: &[u8], p: usize) -> Option<(Tensor, usize)> {
     // A large array's buffer is sized once, by its commas (a well-formed array of numbers
     // has one fewer than its numbers), instead of grown and copied as the walk goes.
     let capacity = if b.len() - p >= LARGE
-        && let Some(end) = array_end(b, p)
+        && let Some((_, commas)) = span(b, p)
     {
-        (commas(&b[p..end]) + 1).min(left)
+        (commas + 1).min(left)
     } else {
         0
     };

@@ -620,3 +620,38 @@ fn large_arrays_decode_as_serde_decodes_them() {
         }
     }
 }
+
+/// An array's end and commas found in one pass, as [`array_end`] and [`commas`] find them:
+/// brackets anywhere in a 32-byte step, none for thousands of bytes, strings, and no end.
+#[test]
+fn spans_are_the_ends_and_commas_found_apart() {
+    let mut r = Lcg(23);
+    let mut texts = Vec::new();
+    for case in 0..3_000 {
+        let len = [5, 31, 33, 64, 200, 9_000, 40_000][case % 7];
+        // Mostly numbers and commas; brackets and quotes now and then.
+        let text: Vec<u8> = std::iter::once(b'[')
+            .chain((0..len).map(|_| match r.below(400) {
+                0..=3 => b'[',
+                4..=8 => b']',
+                9 if case % 3 == 0 => b'"',
+                10..=99 => b',',
+                100..=150 => b' ',
+                _ => b"0123456789.-"[r.below(12) as usize],
+            }))
+            .collect();
+        texts.push(text);
+    }
+    // Long runs with no bracket (more than 255 steps of byte lanes), then the end.
+    for n in [8_000, 8_161, 100_000] {
+        texts.push(format!("[{}1]  ", "1.5,".repeat(n)).into_bytes());
+        texts.push(format!("[[{}1], [2]]", "1.5,".repeat(n)).into_bytes());
+    }
+    for text in &texts {
+        let want = array_end(text, 0).map(|end| (end, commas(&text[..end])));
+        assert_eq!(span(text, 0), want, "{}", String::from_utf8_lossy(text));
+    }
+    // Most of the random texts have an end, and the long ones all do.
+    let ends = texts.iter().filter(|t| span(t, 0).is_some()).count();
+    assert!(ends > texts.len() / 2, "{ends} of {}", texts.len());
+}
