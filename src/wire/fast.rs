@@ -30,6 +30,8 @@ use std::cell::RefCell;
 use super::de::{Budget, Buf, Data, Dtype, Form, Tensor, check_base64_length, decode_base64};
 
 #[cfg(target_arch = "x86_64")]
+mod short;
+#[cfg(target_arch = "x86_64")]
 mod span;
 
 /// What a placeholder string starts with (after JSON unescaping); the slot index follows.
@@ -616,14 +618,55 @@ fn numbers(
 }
 
 /// The walk of [`numbers`]: `limit` elements at most, more taken from `shared` when given;
-/// room for `capacity` of them from the start.
+/// room for `capacity` of them from the start. Short floats go through [`short`] where the
+/// CPU has its instructions.
 fn walk(
+    b: &[u8],
+    p: usize,
+    max_rank: usize,
+    limit: &mut usize,
+    capacity: usize,
+    shared: Option<&Reservoir>,
+) -> Option<(Vec<usize>, Buf, usize, usize)> {
+    #[cfg(target_arch = "x86_64")]
+    if short::supported() {
+        // SAFETY: the CPU has the features `walk_short` is compiled for (checked above).
+        return unsafe { walk_short(b, p, max_rank, limit, capacity, shared) };
+    }
+    walk_with(b, p, max_rank, limit, capacity, shared, |_, p, _, _| {
+        (0, p, true)
+    })
+}
+
+/// [`walk_with`] compiled for [`short`]'s instructions, taking short floats there.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,bmi1,bmi2")]
+fn walk_short(
+    b: &[u8],
+    p: usize,
+    max_rank: usize,
+    limit: &mut usize,
+    capacity: usize,
+    shared: Option<&Reservoir>,
+) -> Option<(Vec<usize>, Buf, usize, usize)> {
+    let mut tokens = short::Tokens::new();
+    walk_with(b, p, max_rank, limit, capacity, shared, |b, p, out, max| {
+        tokens.floats(b, p, out, max)
+    })
+}
+
+/// The walk of [`walk`]. Once its numbers are floats, `short_floats` takes what it can of an
+/// innermost array (as [`short::Tokens::floats`] does: how many, where to go on, whether a
+/// number starts there); [`number`] takes the rest, one at a time.
+#[inline(always)]
+fn walk_with(
     b: &[u8],
     mut p: usize,
     max_rank: usize,
     limit: &mut usize,
     capacity: usize,
     shared: Option<&Reservoir>,
+    mut short_floats: impl FnMut(&[u8], usize, &mut Vec<f64>, usize) -> (usize, usize, bool),
 ) -> Option<(Vec<usize>, Buf, usize, usize)> {
     const UNSET: usize = usize::MAX;
     let max_rank = max_rank.min(64);
@@ -658,6 +701,22 @@ fn walk(
         // register rather than in `counts` for every number).
         let before = total;
         loop {
+            if let Buf::F(floats) = &mut buf {
+                let (taken, q, at_number) = short_floats(b, p, floats, *limit - total);
+                total += taken;
+                if !at_number {
+                    p = ws(b, q);
+                    match at(b, p) {
+                        b',' => {
+                            p = ws(b, p + 1);
+                            continue;
+                        }
+                        b']' => break,
+                        _ => return None,
+                    }
+                }
+                p = q;
+            }
             let (n, q) = number(b, p)?;
             total += 1;
             if total > *limit {
@@ -666,6 +725,11 @@ fn walk(
             match n {
                 Num::Int(i) => buf.push_i64(i),
                 Num::Float(v) => buf.push_f64(v),
+            }
+            // The common separator in one comparison.
+            if b.get(q..q + 2) == Some(b", ") {
+                p = ws(b, q + 2);
+                continue;
             }
             p = ws(b, q);
             match at(b, p) {
