@@ -846,3 +846,40 @@ fn short_float_runs_stop_where_the_walk_goes_on() {
     let last = body.find("0.5").unwrap();
     assert_eq!(run(last, 10, 10), (vec![0.5], "]  ", false));
 }
+
+/// Long runs of short floats (the common large request: Python's `round(x, 9)` written
+/// shortest, `", "` between) decode as serde decodes them, with a number the byte parse
+/// takes now and then to break a run.
+#[test]
+fn long_runs_of_short_floats_decode_as_serde_decodes_them() {
+    let big = || Budget {
+        elements: 1 << 20,
+        rank: 4,
+    };
+    let mut r = Lcg(29);
+    let mut number = |i: usize| {
+        let x = (r.next() as f64) / (1u64 << 53) as f64 * 8.0 - 4.0;
+        match i % 1000 {
+            999 => format!("{x:e}"),
+            500 => "7".to_string(),
+            _ => format!("{}", (x * 1e9).round() / 1e9),
+        }
+    };
+    let input: Vec<String> = (0..20_000).map(&mut number).collect();
+    let target: Vec<String> = (0..20_000).map(&mut number).collect();
+    let body = format!(
+        r#"{{"input": [{}], "target": [{}]}}"#,
+        input.join(", "),
+        target.join(",")
+    );
+    let (s, _) = big().run(|| serde_json::from_str::<Req>(&body).unwrap());
+    for parallel_from in [0, usize::MAX] {
+        let (f, _) = big().run(|| {
+            let p = prepare_with(body.as_bytes(), parallel_from)?;
+            with_tensors(p.tensors, || serde_json::from_slice::<Req>(&p.body).ok())?
+        });
+        let f = f.expect("the fast path should take it");
+        assert_eq!(bits(&s.input), bits(&f.input));
+        assert_eq!(s.target.as_ref().map(bits), f.target.as_ref().map(bits));
+    }
+}
