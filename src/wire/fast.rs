@@ -29,6 +29,11 @@ use std::cell::RefCell;
 
 use super::de::{Budget, Buf, Data, Dtype, Form, Tensor, check_base64_length, decode_base64};
 
+#[cfg(target_arch = "x86_64")]
+mod short;
+#[cfg(target_arch = "x86_64")]
+mod span;
+
 /// What a placeholder string starts with (after JSON unescaping); the slot index follows.
 const MARK: &str = "\0lossd:";
 /// Placeholders per request at the most (each adds a few bytes to the copy).
@@ -141,11 +146,11 @@ impl Reservoir {
 /// which stays on the calling thread.
 fn parallel(b: &[u8]) -> Option<Option<Prepared>> {
     use rayon::prelude::*;
-    let mut arrays: Vec<(usize, usize)> = Vec::new();
+    let mut arrays: Vec<(usize, usize, usize)> = Vec::new();
     members(b, |p| match at(b, p) {
         b'[' if arrays.len() < MAX_SLOTS => {
-            let end = array_end(b, p)?;
-            arrays.push((p, end));
+            let (end, commas) = span(b, p)?;
+            arrays.push((p, end, commas));
             Some(end)
         }
         b'[' | b'{' => None,
@@ -158,8 +163,8 @@ fn parallel(b: &[u8]) -> Option<Option<Prepared>> {
     let reservoir = Reservoir::new(left);
     let walks: Vec<_> = arrays
         .par_iter()
-        .map(|&(start, end)| {
-            let capacity = (commas(&b[start..end]) + 1).min(left);
+        .map(|&(start, end, commas)| {
+            let capacity = (commas + 1).min(left);
             numbers(b, start, max_rank, left, capacity, Some(&reservoir)).filter(|r| r.3 == end)
         })
         .collect();
@@ -170,7 +175,7 @@ fn parallel(b: &[u8]) -> Option<Option<Prepared>> {
     let mut out = Vec::new();
     let mut copied = 0;
     let mut tensors = Vec::new();
-    for (&(start, end), walk) in arrays.iter().zip(walks) {
+    for (&(start, end, _), walk) in arrays.iter().zip(walks) {
         let Some((shape, buf, count, _)) = walk else {
             continue;
         };
@@ -192,6 +197,19 @@ fn parallel(b: &[u8]) -> Option<Option<Prepared>> {
     }
     out.extend_from_slice(&b[copied..]);
     Some(Some(Prepared { body: out, tensors }))
+}
+
+/// The position after the array at `p` by its brackets alone and the commas in it; `None`
+/// when a string (or an unbalanced bracket) is met first. In one pass where the CPU has
+/// AVX2 ([`span::span`]).
+fn span(b: &[u8], p: usize) -> Option<(usize, usize)> {
+    #[cfg(target_arch = "x86_64")]
+    if span::supported() {
+        // SAFETY: the CPU has the features `span::span` is compiled for (checked above).
+        return unsafe { span::span(b, p) };
+    }
+    let end = array_end(b, p)?;
+    Some((end, commas(&b[p..end])))
 }
 
 /// The position after the array at `p` by its brackets alone; `None` when a string (or an
@@ -559,9 +577,9 @@ fn nested(b: &[u8], p: usize) -> Option<(Tensor, usize)> {
     // A large array's buffer is sized once, by its commas (a well-formed array of numbers
     // has one fewer than its numbers), instead of grown and copied as the walk goes.
     let capacity = if b.len() - p >= LARGE
-        && let Some(end) = array_end(b, p)
+        && let Some((_, commas)) = span(b, p)
     {
-        (commas(&b[p..end]) + 1).min(left)
+        (commas + 1).min(left)
     } else {
         0
     };
@@ -600,14 +618,55 @@ fn numbers(
 }
 
 /// The walk of [`numbers`]: `limit` elements at most, more taken from `shared` when given;
-/// room for `capacity` of them from the start.
+/// room for `capacity` of them from the start. Short floats go through [`short`] where the
+/// CPU has its instructions.
 fn walk(
+    b: &[u8],
+    p: usize,
+    max_rank: usize,
+    limit: &mut usize,
+    capacity: usize,
+    shared: Option<&Reservoir>,
+) -> Option<(Vec<usize>, Buf, usize, usize)> {
+    #[cfg(target_arch = "x86_64")]
+    if short::supported() {
+        // SAFETY: the CPU has the features `walk_short` is compiled for (checked above).
+        return unsafe { walk_short(b, p, max_rank, limit, capacity, shared) };
+    }
+    walk_with(b, p, max_rank, limit, capacity, shared, |_, p, _, _| {
+        (0, p, true)
+    })
+}
+
+/// [`walk_with`] compiled for [`short`]'s instructions, taking short floats there.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,bmi1,bmi2")]
+fn walk_short(
+    b: &[u8],
+    p: usize,
+    max_rank: usize,
+    limit: &mut usize,
+    capacity: usize,
+    shared: Option<&Reservoir>,
+) -> Option<(Vec<usize>, Buf, usize, usize)> {
+    let mut tokens = short::Tokens::new();
+    walk_with(b, p, max_rank, limit, capacity, shared, |b, p, out, max| {
+        tokens.floats(b, p, out, max)
+    })
+}
+
+/// The walk of [`walk`]. Once its numbers are floats, `short_floats` takes what it can of an
+/// innermost array (as [`short::Tokens::floats`] does: how many, where to go on, whether a
+/// number starts there); [`number`] takes the rest, one at a time.
+#[inline(always)]
+fn walk_with(
     b: &[u8],
     mut p: usize,
     max_rank: usize,
     limit: &mut usize,
     capacity: usize,
     shared: Option<&Reservoir>,
+    mut short_floats: impl FnMut(&[u8], usize, &mut Vec<f64>, usize) -> (usize, usize, bool),
 ) -> Option<(Vec<usize>, Buf, usize, usize)> {
     const UNSET: usize = usize::MAX;
     let max_rank = max_rank.min(64);
@@ -642,6 +701,22 @@ fn walk(
         // register rather than in `counts` for every number).
         let before = total;
         loop {
+            if let Buf::F(floats) = &mut buf {
+                let (taken, q, at_number) = short_floats(b, p, floats, *limit - total);
+                total += taken;
+                if !at_number {
+                    p = ws(b, q);
+                    match at(b, p) {
+                        b',' => {
+                            p = ws(b, p + 1);
+                            continue;
+                        }
+                        b']' => break,
+                        _ => return None,
+                    }
+                }
+                p = q;
+            }
             let (n, q) = number(b, p)?;
             total += 1;
             if total > *limit {
@@ -650,6 +725,11 @@ fn walk(
             match n {
                 Num::Int(i) => buf.push_i64(i),
                 Num::Float(v) => buf.push_f64(v),
+            }
+            // The common separator in one comparison.
+            if b.get(q..q + 2) == Some(b", ") {
+                p = ws(b, q + 2);
+                continue;
             }
             p = ws(b, q);
             match at(b, p) {

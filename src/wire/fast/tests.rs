@@ -28,22 +28,29 @@ fn slow(body: &str) -> (Result<Req, String>, bool) {
 }
 
 /// The fast path as `losses::decode` runs it: `None` when it does not apply or fails. Run
-/// with the parallel path off and forced on: both must give the same.
+/// with the parallel path off and forced on, and with 64 spaces after the body (the short
+/// float parse leaves the last 64 bytes of a body to the byte loop): all must give the same.
 fn fast(body: &str) -> (Option<Req>, bool) {
     let seq = fast_with(body, usize::MAX);
-    let par = fast_with(body, 0);
-    assert_eq!(seq.1, par.1, "budget overrun differs: {body}");
-    match (&seq.0, &par.0) {
-        (Some(s), Some(p)) => {
-            assert_eq!(bits(&s.input), bits(&p.input), "{body}");
-            assert_eq!(
-                s.target.as_ref().map(bits),
-                p.target.as_ref().map(bits),
-                "{body}"
-            );
+    let padded = format!("{body}{:64}", "");
+    for (other, how) in [
+        (fast_with(body, 0), "the parallel path"),
+        (fast_with(&padded, usize::MAX), "the padded body"),
+        (fast_with(&padded, 0), "the padded body in parallel"),
+    ] {
+        assert_eq!(seq.1, other.1, "budget overrun differs in {how}: {body}");
+        match (&seq.0, &other.0) {
+            (Some(s), Some(p)) => {
+                assert_eq!(bits(&s.input), bits(&p.input), "{how}: {body}");
+                assert_eq!(
+                    s.target.as_ref().map(bits),
+                    p.target.as_ref().map(bits),
+                    "{how}: {body}"
+                );
+            }
+            (None, None) => {}
+            _ => panic!("{how} differs from the sequential walk: {body}"),
         }
-        (None, None) => {}
-        _ => panic!("the parallel path differs from the sequential one: {body}"),
     }
     seq
 }
@@ -618,5 +625,261 @@ fn large_arrays_decode_as_serde_decodes_them() {
                 (Err(_), None) => {}
             }
         }
+    }
+}
+
+/// The short float parse against [`number`] and serde_json: where it takes a number, the
+/// same bits and the same end; and it takes every short decimal with a point.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn short_floats_parse_as_number_parses_them() {
+    if !short::supported() {
+        return;
+    }
+    let mut taken: Vec<String> = [
+        "-0.373170205",
+        "0.044383233",
+        "1.5",
+        "-1.5",
+        "0.0",
+        "-0.0",
+        "-0.000",
+        "10.25",
+        "999999999999999.9",
+        "1.000000000000001",
+        "-12345678901234.5",
+        "0.1",
+        "0.30000000000000004",
+    ]
+    .map(String::from)
+    .to_vec();
+    let left = [
+        "1",
+        "-1",
+        "12",
+        "123",
+        "-0",
+        "1.",
+        "-1.",
+        ".5",
+        "-.5",
+        "01.5",
+        "-01.5",
+        "00.5",
+        "1.5e3",
+        "1.5E-3",
+        "1e5",
+        "+1.5",
+        "1..5",
+        "1.5.5",
+        "--1.5",
+        "-1.5-",
+        "1.5x",
+        "x1.5",
+        "1,5",
+        "1.5\"",
+        "\u{b9}1.5",
+        "1.-5",
+        "- 1.5",
+        "9999999999999999.9",
+        "-0.12345678901234567",
+    ];
+    let mut r = Lcg(17);
+    for _ in 0..20_000 {
+        // Up to 15 digits with the point among them, sometimes a sign.
+        let n = 2 + r.below(14) as usize;
+        let mut digits: String = (0..n)
+            .map(|_| char::from(b'0' + r.below(10) as u8))
+            .collect();
+        let point = 1 + r.below(n as u64 - 1) as usize;
+        if point > 1 && digits.starts_with('0') {
+            digits.replace_range(0..1, "7");
+        }
+        let sign = ["", "-"][r.below(2) as usize];
+        taken.push(format!("{sign}{}.{}", &digits[..point], &digits[point..]));
+    }
+    for _ in 0..5_000 {
+        taken.push(format!(
+            "{}",
+            (r.next() as f64) / (1u64 << 53) as f64 * 8.0 - 4.0
+        ));
+    }
+    let ends = [
+        ",", " ", "]", "\n", "\r", "\t", "\0", "}", ":", "e", "5", ".", "\u{80}",
+    ];
+    for (t, short_form) in taken
+        .iter()
+        .map(|t| (t.as_str(), t.len() <= 16))
+        .chain(left.iter().map(|&t| (t, false)))
+    {
+        for (i, end) in ends.iter().enumerate() {
+            // After the number, more than 64 bytes (the map's reach).
+            let body = format!("{t}{end}{:70}", "");
+            let b = body.as_bytes();
+            let got = unsafe { short::Tokens::new().float(b, 0) };
+            let want = number(b, 0);
+            match got {
+                Some((v, q)) => {
+                    assert!(
+                        matches!(want, Some((Num::Float(w), e)) if e == q && w.to_bits() == v.to_bits()),
+                        "{body:?}"
+                    );
+                    let serde: f64 = serde_json::from_str(&body[..q]).unwrap();
+                    assert_eq!(v.to_bits(), serde.to_bits(), "{body:?}");
+                }
+                // A separator ends the number; anything else leaves it to the byte loop.
+                None => assert!(!short_form || i >= 7, "{body:?} was not taken"),
+            }
+            // At the body's end (no 64 bytes to map) it is left to the byte loop.
+            let tail = format!("{t}{end}");
+            assert!(unsafe { short::Tokens::new().float(tail.as_bytes(), 0) }.is_none());
+        }
+    }
+}
+
+/// Numbers read one after another with one map, across the 64-byte blocks it covers.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn short_floats_follow_one_another_across_blocks() {
+    if !short::supported() {
+        return;
+    }
+    let mut r = Lcg(19);
+    // Numbers the walk takes (number_text writes some past f64's range).
+    let nums: Vec<String> = (0..5_000)
+        .map(|_| match r.below(4) {
+            0 => number_text(&mut r),
+            _ => format!("{:.9}", (r.next() as f64) / (1u64 << 53) as f64 * 8.0 - 4.0),
+        })
+        .filter(|n| number(n.as_bytes(), 0).is_some())
+        .collect();
+    let seps = [",", ", ", " ,", ",\n  ", "\t,\t"];
+    let mut body = String::from("[");
+    for (i, n) in nums.iter().enumerate() {
+        if i > 0 {
+            body += seps[r.below(seps.len() as u64) as usize];
+        }
+        body += n;
+    }
+    body += "]";
+    let b = body.as_bytes();
+    let mut tokens = short::Tokens::new();
+    let (mut p, mut shorts) = (1, 0);
+    for n in &nums {
+        p = ws(b, p);
+        let want = number(b, p).unwrap();
+        let got = unsafe { tokens.float(b, p) };
+        if let Some((v, q)) = got {
+            assert!(
+                matches!(want.0, Num::Float(w) if w.to_bits() == v.to_bits()),
+                "{n}"
+            );
+            assert_eq!(q, want.1, "{n}");
+            shorts += 1;
+        }
+        p = ws(b, want.1);
+        assert!(matches!(at(b, p), b',' | b']'), "{n}");
+        p += 1;
+    }
+    assert!(shorts > 3_000, "only {shorts} of {} taken", nums.len());
+}
+
+/// An array's end and commas found in one pass, as [`array_end`] and [`commas`] find them:
+/// brackets anywhere in a 32-byte step, none for thousands of bytes, strings, and no end.
+#[test]
+fn spans_are_the_ends_and_commas_found_apart() {
+    let mut r = Lcg(23);
+    let mut texts = Vec::new();
+    for case in 0..3_000 {
+        let len = [5, 31, 33, 64, 200, 9_000, 40_000][case % 7];
+        // Mostly numbers and commas; brackets and quotes now and then.
+        let text: Vec<u8> = std::iter::once(b'[')
+            .chain((0..len).map(|_| match r.below(400) {
+                0..=3 => b'[',
+                4..=8 => b']',
+                9 if case % 3 == 0 => b'"',
+                10..=99 => b',',
+                100..=150 => b' ',
+                _ => b"0123456789.-"[r.below(12) as usize],
+            }))
+            .collect();
+        texts.push(text);
+    }
+    // Long runs with no bracket (more than 255 steps of byte lanes), then the end.
+    for n in [8_000, 8_161, 100_000] {
+        texts.push(format!("[{}1]  ", "1.5,".repeat(n)).into_bytes());
+        texts.push(format!("[[{}1], [2]]", "1.5,".repeat(n)).into_bytes());
+    }
+    for text in &texts {
+        let want = array_end(text, 0).map(|end| (end, commas(&text[..end])));
+        assert_eq!(span(text, 0), want, "{}", String::from_utf8_lossy(text));
+    }
+    // Most of the random texts have an end, and the long ones all do.
+    let ends = texts.iter().filter(|t| span(t, 0).is_some()).count();
+    assert!(ends > texts.len() / 2, "{ends} of {}", texts.len());
+}
+
+/// A run of short floats stops where the walk must take over: at the room it was given, at a
+/// number it does not take, after a number not followed by a comma.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn short_float_runs_stop_where_the_walk_goes_on() {
+    if !short::supported() {
+        return;
+    }
+    let body = format!("[1.5, 2.25,\n 3.125 ,4.0, 7, 0.5]{:64}", "");
+    let b = body.as_bytes();
+    let run = |p: usize, capacity: usize, max: usize| {
+        let mut out = Vec::with_capacity(capacity);
+        let (n, q, at_number) = unsafe { short::Tokens::new().floats(b, p, &mut out, max) };
+        assert_eq!(out.len(), n);
+        (out, &body[q..q + 3], at_number)
+    };
+    let all = vec![1.5, 2.25, 3.125];
+    assert_eq!(run(1, 10, 10), (all.clone(), " ,4", false));
+    assert_eq!(run(1, 2, 10), (all[..2].to_vec(), "3.1", true));
+    assert_eq!(run(1, 10, 1), (all[..1].to_vec(), "2.2", true));
+    assert_eq!(run(1, 10, 0), (vec![], "1.5", true));
+    let four = body.find("4.0").unwrap();
+    assert_eq!(run(four, 10, 10), (vec![4.0], "7, ", true));
+    assert_eq!(run(four + 5, 10, 10), (vec![], "7, ", true));
+    let last = body.find("0.5").unwrap();
+    assert_eq!(run(last, 10, 10), (vec![0.5], "]  ", false));
+}
+
+/// Long runs of short floats (the common large request: Python's `round(x, 9)` written
+/// shortest, `", "` between) decode as serde decodes them, with a number the byte parse
+/// takes now and then to break a run.
+#[test]
+fn long_runs_of_short_floats_decode_as_serde_decodes_them() {
+    let big = || Budget {
+        elements: 1 << 20,
+        rank: 4,
+    };
+    let mut r = Lcg(29);
+    let mut number = |i: usize| {
+        let x = (r.next() as f64) / (1u64 << 53) as f64 * 8.0 - 4.0;
+        match i % 1000 {
+            999 => format!("{x:e}"),
+            500 => "7".to_string(),
+            _ => format!("{}", (x * 1e9).round() / 1e9),
+        }
+    };
+    let input: Vec<String> = (0..20_000).map(&mut number).collect();
+    let target: Vec<String> = (0..20_000).map(&mut number).collect();
+    let body = format!(
+        r#"{{"input": [{}], "target": [{}]}}"#,
+        input.join(", "),
+        target.join(",")
+    );
+    let (s, _) = big().run(|| serde_json::from_str::<Req>(&body).unwrap());
+    for parallel_from in [0, usize::MAX] {
+        let (f, _) = big().run(|| {
+            let p = prepare_with(body.as_bytes(), parallel_from)?;
+            with_tensors(p.tensors, || serde_json::from_slice::<Req>(&p.body).ok())?
+        });
+        let f = f.expect("the fast path should take it");
+        assert_eq!(bits(&s.input), bits(&f.input));
+        assert_eq!(s.target.as_ref().map(bits), f.target.as_ref().map(bits));
     }
 }
