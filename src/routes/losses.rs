@@ -1,9 +1,8 @@
 //! `POST /v1/losses/{name}`: compute one loss.
 
-use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{require_json, stream};
@@ -16,9 +15,11 @@ use crate::memory::{self, HeldBody, estimate::Family};
 pub async fn compute(
     State(state): State<AppState>,
     name: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    req: Request,
 ) -> Result<Response, ApiError> {
+    // The request whole rather than a `HeaderMap` extractor, which copies the headers.
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
     let Path(name) = name.map_err(|e| ApiError::new(Code::NotFound, e.body_text()))?;
     let entry = losses::find(&name).ok_or_else(|| unknown_loss(&name))?;
     require_json(&headers)?;

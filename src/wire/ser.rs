@@ -20,7 +20,21 @@ pub enum Encoding {
 /// A float that can be written to the wire.
 pub trait WireFloat: Real {
     /// Appends the JSON text of `self`.
-    fn write_json(self, out: &mut Vec<u8>);
+    fn write_json(self, out: &mut Vec<u8>) {
+        out.reserve(Self::MAX_JSON);
+        // SAFETY: the spare capacity holds MAX_JSON bytes, the most `write_json_at` writes,
+        // and they are initialised by it before the length takes them in.
+        unsafe {
+            let n = self.write_json_at(out.as_mut_ptr().add(out.len()));
+            out.set_len(out.len() + n);
+        }
+    }
+    /// Writes the JSON text of `self` at `dst` and returns its length (at most
+    /// [`WireFloat::MAX_JSON`]).
+    ///
+    /// # Safety
+    /// `dst` must be valid for writing [`WireFloat::MAX_JSON`] bytes.
+    unsafe fn write_json_at(self, dst: *mut u8) -> usize;
     /// Appends the little-endian bytes of `self`.
     fn write_le(self, out: &mut Vec<u8>);
     /// The little-endian bytes of `data`: the slice itself, reinterpreted, on a little-endian
@@ -34,23 +48,39 @@ macro_rules! wire_float {
     ($t:ty) => {
         impl WireFloat for $t {
             #[inline]
-            fn write_json(self, out: &mut Vec<u8>) {
-                if self.is_finite() {
+            unsafe fn write_json_at(self, dst: *mut u8) -> usize {
+                let text: &[u8] = if self.is_finite() {
                     let mut buf = zmij::Buffer::new();
-                    let text = buf.format_finite(self);
-                    if self.abs() < 1.0 {
-                        // A negative exponent or none: no `+` to drop, nothing to scan.
-                        out.extend_from_slice(text.as_bytes());
+                    let text = buf.format_finite(self).as_bytes();
+                    // zmij writes a positive exponent with a sign (`1e+300`), ryu without
+                    // (`1e300`), and lossd has always written ryu's form: the `+` is dropped.
+                    // Below 1 in magnitude there is no `+` to look for.
+                    let plus = if self.abs() < 1.0 {
+                        None
                     } else {
-                        write_finite(out, text.as_bytes());
-                    }
+                        text.iter().position(|&b| b == b'+')
+                    };
+                    // SAFETY: `dst` holds MAX_JSON bytes, and zmij's text is at most that.
+                    return unsafe {
+                        match plus {
+                            None => put_short(dst, text),
+                            Some(p) => {
+                                put_short(dst, &text[..p]);
+                                put_short(dst.add(p), &text[p + 1..]);
+                            }
+                        }
+                        text.len() - usize::from(plus.is_some())
+                    };
                 } else if self.is_nan() {
-                    out.extend_from_slice(b"\"NaN\"");
+                    b"\"NaN\""
                 } else if self > 0.0 {
-                    out.extend_from_slice(b"\"Infinity\"");
+                    b"\"Infinity\""
                 } else {
-                    out.extend_from_slice(b"\"-Infinity\"");
-                }
+                    b"\"-Infinity\""
+                };
+                // SAFETY: as above; the strings are shorter than MAX_JSON.
+                unsafe { put_short(dst, text) };
+                text.len()
             }
 
             #[inline]
@@ -68,27 +98,48 @@ macro_rules! wire_float {
                 }
             }
 
-            // ryu's longest output ("-1.2345678901234567e-308", 24 bytes for f64; 15 for
-            // f32) is longer than `"-Infinity"` (11).
-            const MAX_JSON: usize = if std::mem::size_of::<$t>() == 8 {
-                24
-            } else {
-                15
-            };
+            // The longest text: at most 17 significant digits (9 for f32), in decimal
+            // notation only between 1e-5 and 1e16, so at most `-0.0000` and 17 digits
+            // (24 bytes), or 16 integer digits with `-` and `.0` (19); the exponent form
+            // (`-2.2250738585072014e-308`, 24) is no longer, and `"-Infinity"` is 11. The
+            // same 24 bounds f32's texts. A bound, not an estimate: `write_json_at` relies
+            // on it (tested on random values).
+            const MAX_JSON: usize = 24;
         }
     };
 }
 
-/// Appends zmij's text of a finite float in the form ryu wrote, which lossd always has: zmij
-/// writes a positive exponent with a sign (`1e+300`), ryu without (`1e300`). zmij takes about
-/// half ryu's time per float (BENCHMARKS.md), which is most of writing a gradient.
-#[inline]
-fn write_finite(out: &mut Vec<u8>, text: &[u8]) {
-    match text.iter().position(|&b| b == b'+') {
-        None => out.extend_from_slice(text),
-        Some(plus) => {
-            out.extend_from_slice(&text[..plus]);
-            out.extend_from_slice(&text[plus + 1..]);
+/// Copies `text` (at most 32 bytes) to `dst` with two overlapping fixed-size moves, as
+/// `memcpy` does for short lengths, but inline: a call into `memcpy` per number was a fifth
+/// of writing a gradient's floats (callgrind, `cross_entropy` 32×10 with gradients).
+///
+/// # Safety
+/// `dst` must be valid for writing `text.len()` bytes and not overlap `text`.
+#[inline(always)]
+unsafe fn put_short(dst: *mut u8, text: &[u8]) {
+    let (n, src) = (text.len(), text.as_ptr());
+    debug_assert!(n <= 32);
+    // SAFETY: every read lies within `text` and every write within `dst[..n]`.
+    unsafe {
+        if n >= 16 {
+            let a = src.cast::<[u8; 16]>().read_unaligned();
+            let b = src.add(n - 16).cast::<[u8; 16]>().read_unaligned();
+            dst.cast::<[u8; 16]>().write_unaligned(a);
+            dst.add(n - 16).cast::<[u8; 16]>().write_unaligned(b);
+        } else if n >= 8 {
+            let a = src.cast::<u64>().read_unaligned();
+            let b = src.add(n - 8).cast::<u64>().read_unaligned();
+            dst.cast::<u64>().write_unaligned(a);
+            dst.add(n - 8).cast::<u64>().write_unaligned(b);
+        } else if n >= 4 {
+            let a = src.cast::<u32>().read_unaligned();
+            let b = src.add(n - 4).cast::<u32>().read_unaligned();
+            dst.cast::<u32>().write_unaligned(a);
+            dst.add(n - 4).cast::<u32>().write_unaligned(b);
+        } else {
+            for i in 0..n {
+                *dst.add(i) = *src.add(i);
+            }
         }
     }
 }
@@ -157,24 +208,41 @@ fn json_len_bound<T: WireFloat>(shape: &[usize]) -> usize {
         .saturating_add(arrays.saturating_mul(3))
 }
 
+/// Appends `[v0,v1,...]`, writing into the reserved capacity directly (no length or capacity
+/// check per number).
+fn write_row<T: WireFloat>(out: &mut Vec<u8>, row: &[T]) {
+    out.reserve(row.len().saturating_mul(T::MAX_JSON + 1).saturating_add(2));
+    let base = out.as_mut_ptr();
+    let mut at = out.len();
+    // SAFETY: reserved above: each number writes at most MAX_JSON bytes after its comma, plus
+    // two brackets; every byte up to `at` is written before the length takes it in.
+    unsafe {
+        *base.add(at) = b'[';
+        at += 1;
+        for (i, v) in row.iter().enumerate() {
+            if i > 0 {
+                *base.add(at) = b',';
+                at += 1;
+            }
+            at += v.write_json_at(base.add(at));
+        }
+        *base.add(at) = b']';
+        out.set_len(at + 1);
+    }
+}
+
 /// Writes row-major `data` of `shape` (rank >= 1) as nested arrays.
 fn write_nested<T: WireFloat>(out: &mut Vec<u8>, data: &[T], shape: &[usize]) {
-    out.push(b'[');
     if shape.len() == 1 {
-        for (i, v) in data.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            v.write_json(out);
+        return write_row(out, data);
+    }
+    out.push(b'[');
+    let inner: usize = shape[1..].iter().product();
+    for i in 0..shape[0] {
+        if i > 0 {
+            out.push(b',');
         }
-    } else {
-        let inner: usize = shape[1..].iter().product();
-        for i in 0..shape[0] {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_nested(out, &data[i * inner..(i + 1) * inner], &shape[1..]);
-        }
+        write_nested(out, &data[i * inner..(i + 1) * inner], &shape[1..]);
     }
     out.push(b']');
 }
@@ -226,7 +294,11 @@ mod tests {
             }
         }
         check(-2.225_073_858_507_201_4e-308_f64);
+        check(-1.234_567_890_123_456_7e-5_f64);
+        check(-1_234_567_890_123_456.0_f64);
         check(-1.175_494_4e-38_f32);
+        check(-1.234_567_8e-5_f32);
+        check(-2_029_712_700_000.0_f32);
         check(f64::NEG_INFINITY);
         assert_eq!(
             ryu::Buffer::new()
@@ -235,6 +307,14 @@ mod tests {
             24
         );
         assert_eq!(ryu::Buffer::new().format(-1.175_494_4e-38_f32).len(), 14);
+        assert_eq!(
+            ryu::Buffer::new().format(-2_029_712_700_000.0_f32).len(),
+            16
+        );
+        assert_eq!(
+            ryu::Buffer::new().format(-1.234_567_890_123_456_7e-5).len(),
+            24
+        );
     }
 
     #[test]
@@ -246,14 +326,20 @@ mod tests {
 
 #[cfg(test)]
 mod same_text_as_ryu {
-    /// zmij (with [`super::write_finite`]) writes exactly what ryu wrote before it, digits and
-    /// form, for random bit patterns and for values across the exponent range.
+    /// zmij (through [`super::WireFloat::write_json`]) writes exactly what ryu wrote before it,
+    /// digits and form, for random bit patterns and for values across the exponent range.
     #[test]
     fn floats_are_written_as_ryu_wrote_them() {
-        fn check<F: zmij::Float + ryu::Float + Copy>(v: F) {
+        fn check<F: super::WireFloat + ryu::Float + Copy>(v: F) {
             let mut ours = Vec::new();
-            super::write_finite(&mut ours, zmij::Buffer::new().format_finite(v).as_bytes());
+            v.write_json(&mut ours);
             assert_eq!(ours, ryu::Buffer::new().format_finite(v).as_bytes());
+            assert!(ours.len() <= F::MAX_JSON);
+            // And within a row, after a comma.
+            let mut row = Vec::new();
+            super::write_row(&mut row, &[v, v]);
+            let text = ryu::Buffer::new().format_finite(v).to_owned();
+            assert_eq!(row, format!("[{text},{text}]").as_bytes());
         }
         let mut s = 1u64;
         for i in 0..200_000u64 {
@@ -273,6 +359,8 @@ mod same_text_as_ryu {
             }
         }
         for v in [
+            -9_999_999_999_999_998.0,
+            -1.234_567_890_123_456_7e-5,
             0.0,
             -0.0,
             1.0,
