@@ -222,6 +222,11 @@ async fn receive(
         let first = [Bytes::copy_from_slice(&prefix[..got])];
         return Ok((Then::body(first, body), None));
     };
+    if p.seen == 0 && p.len > 0 {
+        // A prefix and nothing after it: tonic's to answer (a missing message, not an early
+        // end, as it has no bytes of the message).
+        return Ok((Then::body([Bytes::copy_from_slice(&prefix)], body), None));
+    }
     if p.seen < p.len {
         return Err(tonic::Status::internal("Unexpected EOF decoding stream."));
     }
@@ -1045,14 +1050,18 @@ mod tests {
         });
         assert_eq!(layered.inputs.len(), 5);
         assert_eq!(format!("{alone:?}"), format!("{layered:?}"));
-        // Compressed: tonic's refusal, both ways.
-        body[0] = 1;
-        let [alone, layered] = super::super::Service::receive_both(&state, &[&body]);
-        let (alone, layered) = (alone.unwrap_err(), layered.unwrap_err());
-        assert_eq!(
-            (alone.code(), alone.message()),
-            (layered.code(), layered.message())
-        );
+        // Compressed; a prefix alone; a message cut short: tonic's refusals, both ways.
+        let mut compressed = body.clone();
+        compressed[0] = 1;
+        for body in [&compressed[..], &body[..PREFIX], &body[..PREFIX + 1]] {
+            let [alone, layered] = super::super::Service::receive_both(&state, &[body]);
+            let (alone, layered) = (alone.unwrap_err(), layered.unwrap_err());
+            assert_eq!(
+                (alone.code(), alone.message()),
+                (layered.code(), layered.message()),
+                "{body:?}"
+            );
+        }
         assert_eq!(state.memory.reserved(), 0);
     }
 
