@@ -16,7 +16,7 @@ export RUSTC_BOOTSTRAP=1
 
 python3 fuzz/seeds.py fuzz/corpus
 cargo fuzz build -O --sanitizer none
-for target in tensor_decode loss_request batch custom oip_binary; do
+for target in tensor_decode loss_request batch custom oip_binary grpc_receive; do
   echo "=== fuzz $target for ${seconds}s"
   mkdir -p "fuzz/artifacts/$target" "fuzz/corpus/$target"
   cargo fuzz run -O --sanitizer none "$target" "fuzz/corpus/$target" -- \

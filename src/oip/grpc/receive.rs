@@ -50,6 +50,8 @@ const RAW_FIELD: u64 = 7;
 const INPUTS_FIELD: u64 = 5;
 /// `model_name`'s field number.
 const MODEL_FIELD: u64 = 1;
+/// Groups nested this deep hold nothing prost takes: its recursion limit.
+const GROUP_DEPTH: usize = 100;
 
 /// One entry of `raw_input_contents`.
 #[derive(Debug)]
@@ -220,12 +222,80 @@ async fn receive(
         let first = [Bytes::copy_from_slice(&prefix[..got])];
         return Ok((Then::body(first, body), None));
     };
+    if p.seen == 0 && p.len > 0 {
+        // A prefix and nothing after it: tonic's to answer (a missing message, not an early
+        // end, as it has no bytes of the message).
+        return Ok((Then::body([Bytes::copy_from_slice(&prefix)], body), None));
+    }
     if p.seen < p.len {
         return Err(tonic::Status::internal("Unexpected EOF decoding stream."));
     }
     match p.finish().await {
         Ok((message, received)) => Ok((Then::body([message], body), Some(Ok(received)))),
         Err(refused) => Ok((Then::body([empty()], Body::empty()), Some(Err(refused)))),
+    }
+}
+
+#[doc(hidden)]
+impl super::Service {
+    /// A `ModelInfer` body arriving in `frames`, taken the two ways the service could take it:
+    /// as tonic alone reads it, and through [`receive`]; each up to the request that
+    /// [`super::request`] makes. The fuzz target checks that they agree; it reaches this
+    /// private module through a public type.
+    pub fn receive_both(
+        state: &AppState,
+        frames: &[&[u8]],
+    ) -> [Result<crate::oip::Request, tonic::Status>; 2] {
+        use tonic::codec::Codec;
+        let body = || {
+            let first: Vec<Bytes> = frames.iter().map(|f| Bytes::copy_from_slice(f)).collect();
+            Body::new(Then {
+                first: first.into_iter(),
+                then: Body::empty(),
+            })
+        };
+        let limit = state.config.max_body_bytes;
+        let budget = state.budget();
+        // What the generated server does with a body before it calls `ModelInfer`.
+        let decode = async |body: Body| {
+            let decoder =
+                tonic_prost::ProstCodec::<(), super::pb::ModelInferRequest>::default().decoder();
+            let mut stream = tonic::codec::Streaming::new_request(decoder, body, None, Some(limit));
+            let message = stream
+                .message()
+                .await?
+                .ok_or_else(|| tonic::Status::internal("Missing request message."))?;
+            stream.trailers().await?;
+            Ok::<_, tonic::Status>(message)
+        };
+        let request = |mut m: super::pb::ModelInferRequest, raw: Vec<Raw>| {
+            let raw = if raw.is_empty() {
+                std::mem::take(&mut m.raw_input_contents)
+                    .into_iter()
+                    .map(Raw::Bytes)
+                    .collect()
+            } else {
+                raw
+            };
+            super::request(m, raw, budget).map_err(super::status)
+        };
+        let alone = async { request(decode(body()).await?, Vec::new()) };
+        let layered = async {
+            let (forward, receipt) = receive(body(), state).await?;
+            let m = decode(forward).await?;
+            match receipt {
+                Some(Ok(received)) => request(m, received.raw),
+                Some(Err(refused)) => Err(super::status(refused.error)),
+                None => request(m, Vec::new()),
+            }
+        };
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt.block_on(async { [alone.await, layered.await] }),
+            Err(e) => [(), ()].map(|()| Err(tonic::Status::internal(e.to_string()))),
+        }
     }
 }
 
@@ -404,10 +474,14 @@ enum State {
 }
 
 /// A varint at the start of `b`: its value and length; `None` while incomplete, `Some(Err)`
-/// when it is none (more than 10 bytes).
+/// when it is none: more than 10 bytes, or a tenth byte past the 64th bit (prost refuses it,
+/// and a raw entry's key and length are not passed on for prost to see).
 fn varint(b: &[u8]) -> Option<Result<(u64, usize), ()>> {
     let mut v = 0u64;
     for (i, &byte) in b.iter().enumerate().take(10) {
+        if i == 9 && byte > 1 {
+            return Some(Err(()));
+        }
         v |= u64::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
             return Some(Ok((v, i + 1)));
@@ -432,6 +506,9 @@ struct Parser {
     /// The `inputs` entries so far.
     inputs: Vec<Option<Meta>>,
     raw: Vec<Raw>,
+    /// The field numbers of the groups open here, innermost last. A group is an unknown field
+    /// to prost, skipped with everything in it: a `raw_input_contents` in it is no tensor.
+    groups: Vec<u64>,
     /// The last `model_name` so far.
     model: String,
     /// The bytes held, in `rest` and the tensors.
@@ -457,6 +534,7 @@ impl Parser {
             state: State::Head,
             inputs: Vec::new(),
             raw: Vec::new(),
+            groups: Vec::new(),
             model: String::new(),
             held: None,
             memory,
@@ -507,6 +585,18 @@ impl Parser {
             self.rest.reserve_exact(grown - self.rest.len());
         }
         self.rest.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Makes room for one more entry in the vector `of` picks, reserved first: an entry is
+    /// small, but a message can be nothing but empty entries (two bytes each).
+    async fn room<T>(&mut self, of: fn(&mut Self) -> &mut Vec<T>) -> Result<(), Refused> {
+        let v = of(self);
+        if v.len() == v.capacity() {
+            let more = v.capacity().max(4);
+            self.hold((more * size_of::<T>()) as u64).await?;
+            of(self).reserve_exact(more);
+        }
         Ok(())
     }
 
@@ -579,6 +669,7 @@ impl Parser {
             } => {
                 let value = &self.rest[start..];
                 match field {
+                    _ if !self.groups.is_empty() => {}
                     INPUTS_FIELD => self.inputs.push(Meta::of(value)),
                     MODEL_FIELD => self.model = String::from_utf8_lossy(value).into_owned(),
                     _ => {}
@@ -603,8 +694,22 @@ impl Parser {
             Some(Err(())) => return self.verbatim().await,
         };
         let (field, wire) = (key >> 3, key & 7);
-        if field == 0 || !matches!(wire, 0 | 1 | 2 | 5) {
-            // Field 0, groups, wire types that do not exist.
+        if field == 0 || wire > 5 {
+            // Field 0, wire types that do not exist.
+            return self.verbatim().await;
+        }
+        if wire == 3 && self.groups.len() < GROUP_DEPTH {
+            self.keep_head().await?;
+            self.groups.push(field);
+            return Ok(());
+        }
+        if wire == 4 && self.groups.last() == Some(&field) {
+            self.keep_head().await?;
+            self.groups.pop();
+            return Ok(());
+        }
+        if matches!(wire, 3 | 4) {
+            // Too deep, or an end that is not the open group's.
             return self.verbatim().await;
         }
         if wire != 2 {
@@ -637,7 +742,9 @@ impl Parser {
         else {
             return self.verbatim().await;
         };
-        if field == RAW_FIELD {
+        let top = self.groups.is_empty();
+        if field == RAW_FIELD && top {
+            self.room(|p| &mut p.raw).await?;
             let meta = self.inputs.get(self.raw.len()).and_then(Option::as_ref);
             let (sink, bytes) = Sink::new(meta, len);
             self.hold(bytes).await?;
@@ -649,6 +756,9 @@ impl Parser {
                 left: len,
             };
         } else {
+            if field == INPUTS_FIELD && top {
+                self.room(|p| &mut p.inputs).await?;
+            }
             self.keep_head().await?;
             self.state = State::Copy {
                 field,
@@ -831,7 +941,7 @@ mod tests {
     #[tokio::test]
     async fn what_is_not_protobuf_is_left_for_prost_to_refuse() {
         let message = sample().encode_to_vec();
-        let bad: [&[u8]; 5] = [
+        let bad: [&[u8]; 9] = [
             // raw_input_contents longer than the message
             &[0x3a, 0x10, 1, 2],
             // field 0
@@ -842,6 +952,18 @@ mod tests {
             &[0xff; 11],
             // a string cut short by the message's end
             &[0x0a, 0x05, b'a'],
+            // raw_input_contents whose length overflows 64 bits in its tenth byte
+            &[
+                0x3a, 0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02, 9,
+            ],
+            // a key that does (field 7, length-delimited, but for the overflow)
+            &[
+                0xba, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02, 0x00,
+            ],
+            // a group ended by another field's end
+            &[0xa3, 0x06, 0xac, 0x06],
+            // an end with no group
+            &[0xa4, 0x06],
         ];
         for tail in bad {
             let mut m = message.clone();
@@ -851,6 +973,96 @@ mod tests {
                 assert!(decoded.is_err(), "{tail:?} in pieces of {step}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn groups_are_skipped_with_all_they_hold() {
+        let req = sample();
+        let mut first = req.clone();
+        let later = first.raw_input_contents.split_off(2);
+        let mut message = first.encode_to_vec();
+        // Field 100 holding field 101 (a group), an `inputs`, a `raw_input_contents` and a
+        // varint `model_name` entry: prost skips them all, as unknown.
+        message.extend_from_slice(&[
+            0xa3, 0x06, 0xab, 0x06, 0xac, 0x06, 0x2a, 0x00, 0x3a, 0x02, 1, 2, 0x08, 0x01, 0xa4,
+            0x06,
+        ]);
+        pb::ModelInferRequest {
+            raw_input_contents: later,
+            ..Default::default()
+        }
+        .encode(&mut message)
+        .unwrap();
+        assert_eq!(pb::ModelInferRequest::decode(&message[..]).unwrap(), req);
+        let mut want = req.clone();
+        want.raw_input_contents.clear();
+        for step in [1, 2, 5, message.len()] {
+            let (decoded, Received { raw, .. }) = parse(&message, step, memory()).await.unwrap();
+            assert_eq!(decoded.unwrap(), want, "pieces of {step}");
+            assert_eq!(raw.len(), 5, "pieces of {step}");
+            assert!(raw.iter().all(|r| matches!(r, Raw::Decoded { .. })));
+        }
+        // Nested as deep as prost takes, and one deeper.
+        for depth in [GROUP_DEPTH, GROUP_DEPTH + 1] {
+            let mut m = sample().encode_to_vec();
+            m.extend([0xa3, 0x06].repeat(depth));
+            m.extend([0xa4, 0x06].repeat(depth));
+            let whole = pb::ModelInferRequest::decode(&m[..]);
+            assert_eq!(whole.is_ok(), depth == GROUP_DEPTH);
+            let (decoded, Received { raw, .. }) = parse(&m, 3, memory()).await.unwrap();
+            assert_eq!(decoded.is_ok(), whole.is_ok(), "{depth} deep");
+            assert_eq!(raw.len(), 5);
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_are_reserved_however_small() {
+        let n = 1 << 14;
+        for (key, size) in [(0x3a, size_of::<Raw>()), (0x2a, size_of::<Option<Meta>>())] {
+            // Empty entries: two bytes of message each.
+            let message = [key, 0].repeat(n);
+            let memory = Memory::new(1 << 30);
+            let (_, received) = parse(&message, 1000, memory.clone()).await.unwrap();
+            assert!(
+                memory.reserved() >= (n * size) as u64,
+                "{key:#x}: {} reserved",
+                memory.reserved()
+            );
+            drop(received);
+            assert_eq!(memory.reserved(), 0);
+        }
+    }
+
+    #[test]
+    fn a_body_taken_frame_by_frame_gives_what_tonic_alone_gives() {
+        let state = AppState::new(crate::config::Config::default_for_tests());
+        let message = sample().encode_to_vec();
+        let mut body = vec![0];
+        body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        body.extend_from_slice(&message);
+        let frames: Vec<&[u8]> = body.chunks(3).collect();
+        let [alone, layered] = super::super::Service::receive_both(&state, &frames);
+        let [alone, layered] = [alone, layered].map(|r| {
+            let mut r = r.unwrap();
+            // From a map: in no order.
+            r.params.sort_by(|a, b| a.0.cmp(&b.0));
+            r
+        });
+        assert_eq!(layered.inputs.len(), 5);
+        assert_eq!(format!("{alone:?}"), format!("{layered:?}"));
+        // Compressed; a prefix alone; a message cut short: tonic's refusals, both ways.
+        let mut compressed = body.clone();
+        compressed[0] = 1;
+        for body in [&compressed[..], &body[..PREFIX], &body[..PREFIX + 1]] {
+            let [alone, layered] = super::super::Service::receive_both(&state, &[body]);
+            let (alone, layered) = (alone.unwrap_err(), layered.unwrap_err());
+            assert_eq!(
+                (alone.code(), alone.message()),
+                (layered.code(), layered.message()),
+                "{body:?}"
+            );
+        }
+        assert_eq!(state.memory.reserved(), 0);
     }
 
     #[tokio::test]
