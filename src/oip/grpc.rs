@@ -172,14 +172,18 @@ pub fn request(
     budget: Budget,
 ) -> Result<super::Request, ApiError> {
     let mut out = super::Request::default();
-    for (k, p) in &req.parameters {
+    // In name order: the parameters are a map, and with two bad ones the error would
+    // otherwise name either, from one call to the next.
+    let mut params: Vec<_> = req.parameters.iter().collect();
+    params.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (k, p) in params {
         out.params.push((k.clone(), param(k, p)?));
     }
     if !req.outputs.is_empty() {
         let mut names = Vec::with_capacity(req.outputs.len());
         for o in &req.outputs {
             // `binary_data` is HTTP's; a KServe client may set it on gRPC too.
-            if let Some(k) = o.parameters.keys().find(|k| *k != "binary_data") {
+            if let Some(k) = o.parameters.keys().filter(|k| *k != "binary_data").min() {
                 return Err(ApiError::new(
                     Code::InvalidOption,
                     format!("output `{}`: parameter `{k}` is not supported", o.name),
@@ -211,7 +215,7 @@ pub fn request(
                 "input `{name}` has datatype {datatype}; lossd takes FP64, FP32, INT64 and INT32"
             ))
         })?;
-        if let Some(k) = parameters.keys().next() {
+        if let Some(k) = parameters.keys().min() {
             return Err(bad(format!(
                 "input `{name}`: parameter `{k}` is not supported"
             )));
