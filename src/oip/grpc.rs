@@ -164,6 +164,19 @@ fn typed(
     Ok(data)
 }
 
+/// The `raw_input_contents` a `ModelInfer` call uses: those decoded as the message arrived
+/// (`raw`), or, when none were, the message's own.
+pub(crate) fn raw_contents(req: &mut pb::ModelInferRequest, raw: Vec<Raw>) -> Vec<Raw> {
+    if raw.is_empty() {
+        std::mem::take(&mut req.raw_input_contents)
+            .into_iter()
+            .map(Raw::Bytes)
+            .collect()
+    } else {
+        raw
+    }
+}
+
 /// The protocol-independent request of a `ModelInfer` call whose `raw_input_contents` are
 /// `raw` (the message's own, or decoded as it arrived).
 pub fn request(
@@ -572,14 +585,7 @@ impl GrpcInferenceService for Service {
             }
         };
         let mut req = req;
-        let raw = if raw.is_empty() {
-            std::mem::take(&mut req.raw_input_contents)
-                .into_iter()
-                .map(Raw::Bytes)
-                .collect()
-        } else {
-            raw
-        };
+        let raw = raw_contents(&mut req, raw);
         let budget = state.budget();
         let limits = state.config.expression_limits();
         let id = req.id.clone();

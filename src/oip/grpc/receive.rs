@@ -269,14 +269,7 @@ impl super::Service {
             Ok::<_, tonic::Status>(message)
         };
         let request = |mut m: super::pb::ModelInferRequest, raw: Vec<Raw>| {
-            let raw = if raw.is_empty() {
-                std::mem::take(&mut m.raw_input_contents)
-                    .into_iter()
-                    .map(Raw::Bytes)
-                    .collect()
-            } else {
-                raw
-            };
+            let raw = super::raw_contents(&mut m, raw);
             super::request(m, raw, budget).map_err(super::status)
         };
         let alone = async { request(decode(body()).await?, Vec::new()) };
