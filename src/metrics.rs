@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -158,12 +158,10 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// The labels of `req` (its route template, `unmatched` when none matched, and its loss).
-    pub fn of(req: &Request) -> Pending {
-        let route = req
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    /// The labels of `req`: its route template (`route`, `unmatched` when none matched) and
+    /// its loss.
+    pub fn of(req: &Request, route: Option<&'static str>) -> Pending {
+        let route = route.unwrap_or("unmatched").to_string();
         let loss = loss_label(req, &route);
         Pending {
             route,
