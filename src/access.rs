@@ -8,15 +8,18 @@
 //! - [`decompress`]: decodes `Content-Encoding` bodies as the handler reads them, so the body
 //!   limit of `routes::read_body` counts decoded bytes.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -339,12 +342,89 @@ pub struct CorruptBody {
     source: tower_http::BoxError,
 }
 
+/// Wraps a service in [`Decompress`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DecompressLayer;
+
+impl<S> tower::Layer<S> for DecompressLayer {
+    type Service = Decompress<S>;
+
+    fn layer(&self, inner: S) -> Decompress<S> {
+        Decompress { inner }
+    }
+}
+
 /// Decodes a `Content-Encoding: gzip, deflate, br or zstd` body with tower-http's
 /// `RequestDecompression` as the handler reads it; an unknown encoding is a 415. A request
-/// without `Content-Encoding` goes straight on, its body untouched.
-pub async fn decompress(req: Request, next: Next) -> Response {
+/// without `Content-Encoding` goes straight on, its body untouched and nothing boxed (a
+/// plain `Service` for that, rather than axum's `from_fn`, which boxes on every request).
+#[derive(Clone, Debug)]
+pub struct Decompress<S> {
+    inner: S,
+}
+
+type BoxedAnswer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl<S> tower::Service<Request> for Decompress<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either2<S::Future, BoxedAnswer>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if !req.headers().contains_key(header::CONTENT_ENCODING) {
+            return Either2::Left {
+                inner: self.inner.call(req),
+            };
+        }
+        // The service made ready by `poll_ready` goes with the request; a clone stays.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        Either2::Right {
+            inner: Box::pin(decompress(req, ready)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One of two futures with the same output.
+    #[project = Either2Proj]
+    pub enum Either2<A, B> {
+        Left { #[pin] inner: A },
+        Right { #[pin] inner: B },
+    }
+}
+
+impl<A, B> Future for Either2<A, B>
+where
+    A: Future,
+    B: Future<Output = A::Output>,
+{
+    type Output = A::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<A::Output> {
+        match self.project() {
+            Either2Proj::Left { inner } => inner.poll(cx),
+            Either2Proj::Right { inner } => inner.poll(cx),
+        }
+    }
+}
+
+/// [`Decompress`] for a request with `Content-Encoding`.
+async fn decompress<S>(req: Request, next: S) -> Result<Response, Infallible>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+    S::Future: Send,
+{
     let Some(value) = req.headers().get(header::CONTENT_ENCODING) else {
-        return next.run(req).await;
+        return next.oneshot(req).await;
     };
     let encoding = match value.as_bytes() {
         b"gzip" => "gzip",
@@ -369,14 +449,14 @@ pub async fn decompress(req: Request, next: Next) -> Response {
                 header::ACCEPT_ENCODING,
                 HeaderValue::from_static("gzip,deflate,br,zstd,identity"),
             );
-            return res;
+            return Ok(res);
         }
     };
     let inner = next.map_request(move |req: Request<DecompressionBody<Body>>| {
         req.map(|body| Body::new(body.map_err(move |source| CorruptBody { encoding, source })))
     });
     match RequestDecompression::new(inner).oneshot(req).await {
-        Ok(res) => res.into_response(),
+        Ok(res) => Ok(res.into_response()),
         Err(never) => match never {},
     }
 }

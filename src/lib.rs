@@ -29,6 +29,7 @@ pub mod error;
 pub mod losses;
 pub mod memory;
 pub mod metrics;
+pub mod observe;
 pub mod oip;
 pub mod openapi;
 pub mod routes;
@@ -41,7 +42,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderName, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
@@ -150,7 +150,7 @@ pub fn route_template(path: &str) -> Option<&'static str> {
 /// axum's router disagree about the route it reached, so a route added to one and not the
 /// other shows in the first test that calls it.
 #[cfg(debug_assertions)]
-async fn check_route(req: Request, next: Next) -> Response {
+async fn check_route(req: Request, next: axum::middleware::Next) -> Response {
     let matched = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -197,7 +197,7 @@ pub fn app(
         .merge(routes::docs::router())
         .merge(oip::http::router());
     #[cfg(debug_assertions)]
-    let router = router.route_layer(middleware::from_fn(check_route));
+    let router = router.route_layer(axum::middleware::from_fn(check_route));
     let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -213,15 +213,15 @@ pub fn app(
             ApiError::internal(format!("a handler panicked: {}", compute::panic_message(p)))
                 .into_response()
         }))
-        .layer(middleware::from_fn(observe))
+        .layer(observe::ObserveLayer)
         // Access (docs/access.md), outermost first: CORS outside the rest, so a preflight
         // needs no key and a 401 reaches the browser's script; then compress the answer,
         // check the key, decode the body.
         .layer(cors)
-        .layer(middleware::from_fn(problems_only))
+        .map_response(problems_only)
         .layer(access::compression())
         .layer(access::auth(keys.as_ref()))
-        .layer(middleware::from_fn(access::decompress))
+        .layer(access::DecompressLayer)
         .service(router)
 }
 
@@ -244,61 +244,20 @@ async fn method_not_allowed(req: Request) -> ApiError {
     )
 }
 
-/// Counts every request in the metrics ([`metrics::Pending`]) and writes the access log: one
-/// `info` event per request, when it is answered, with its method, route, request id, status
-/// and latency, and `client_request_id_rejected = true` when the client's own id was refused
-/// (`telemetry::screen_request_id`; its value is never logged). One event rather than a span
-/// around the request: nothing inside a request logs at `info`, so a span would be created,
-/// recorded and formatted on every request for nothing. One middleware for both, as each
-/// `from_fn` layer clones the services under it and boxes a future on every request.
-async fn observe(req: Request, next: Next) -> Response {
-    let template = route_template(req.uri().path());
-    let pending = metrics::Pending::of(&req, template);
-    if !tracing::enabled!(tracing::Level::INFO) {
-        let res = next.run(req).await;
-        pending.record(&res);
-        return res;
-    }
-    let method = req.method().clone();
-    // The route template when one matched, else the path (a 404 says what was asked).
-    let route = template.ok_or_else(|| req.uri().path().to_owned());
-    let id = req.headers().get(&X_REQUEST_ID).cloned();
-    let rejected = req
-        .extensions()
-        .get::<telemetry::RejectedRequestId>()
-        .is_some();
-    let start = std::time::Instant::now();
-    let res = next.run(req).await;
-    pending.record(&res);
-    let route = match &route {
-        Ok(template) => template,
-        Err(path) => path.as_str(),
-    };
-    tracing::info!(
-        method = %method,
-        route,
-        request_id = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
-        client_request_id_rejected = rejected.then_some(true),
-        status = res.status().as_u16(),
-        // Whole nanoseconds over 1e6: the shortest text of the result is the exact
-        // milliseconds (0.360665), where `as_secs_f64() * 1e3` rounds twice (0.36066499999999996).
-        latency_ms = start.elapsed().as_nanos() as f64 / 1e6,
-        "answered"
-    );
-    res
-}
-
 /// A safety net: an error response that is not already a problem document becomes one, so
 /// no plain-text rejection ever reaches a client.
-async fn problems_only(req: Request, next: Next) -> Response {
-    let res = next.run(req).await;
+fn problems_only<B>(res: http::Response<B>) -> Response
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<tower::BoxError>,
+{
     let status = res.status();
     let is_problem = res
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
     if status.as_u16() < 400 || is_problem {
-        return res;
+        return res.into_response();
     }
     let code = match status {
         StatusCode::BAD_REQUEST => Code::InvalidJson,

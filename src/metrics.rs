@@ -171,7 +171,7 @@ impl Pending {
     }
 
     /// Counts the request with its answer `res`: requests, latency, rejections.
-    pub fn record(self, res: &Response) {
+    pub fn record<B>(self, res: &http::Response<B>) {
         let Pending { route, loss, start } = self;
         let m = global();
         let status = res.status().as_u16();
