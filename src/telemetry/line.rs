@@ -253,7 +253,7 @@ fn write_f64(out: &mut impl Write, value: f64) -> fmt::Result {
     // 15-digit decimals are to each other), so the two agree; with 16 or 17 there can be
     // two, and they may pick differently (tested).
     if (1e-4..1e15).contains(&value.abs()) {
-        let mut buf = zmij::Buffer::new();
+        let mut buf = lossd_zmij::Buffer::new();
         let text = buf.format_finite(value);
         let digits = text
             .bytes()

@@ -50,7 +50,7 @@ macro_rules! wire_float {
             #[inline]
             unsafe fn write_json_at(self, dst: *mut u8) -> usize {
                 let text: &[u8] = if self.is_finite() {
-                    let mut buf = zmij::Buffer::new();
+                    let mut buf = lossd_zmij::Buffer::new();
                     let text = buf.format_finite(self).as_bytes();
                     // zmij writes a positive exponent with a sign (`1e+300`), ryu without
                     // (`1e300`), and lossd has always written ryu's form: the `+` is dropped.
@@ -371,6 +371,51 @@ mod same_text_as_ryu {
             f64::MIN_POSITIVE,
         ] {
             check(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod same_text_as_upstream_zmij {
+    /// vendor/zmij (fixed-size moves in fixed notation) writes exactly what upstream zmij
+    /// writes: random bit patterns, and values of every magnitude with few and many digits,
+    /// each branch of fixed notation included.
+    #[test]
+    fn the_vendored_writer_matches_upstream() {
+        fn check(v: f64) {
+            if v.is_finite() {
+                assert_eq!(
+                    lossd_zmij::Buffer::new().format_finite(v),
+                    zmij::Buffer::new().format_finite(v),
+                    "{v:e}"
+                );
+            }
+            let f = v as f32;
+            if f.is_finite() {
+                assert_eq!(
+                    lossd_zmij::Buffer::new().format_finite(f),
+                    zmij::Buffer::new().format_finite(f),
+                    "{f:e}"
+                );
+            }
+        }
+        let mut s = 0x9E37_79B9_7F4A_7C15_u64;
+        for _ in 0..300_000 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            check(f64::from_bits(s));
+            let e = (s % 40) as i32 - 12;
+            let m = (s >> 20) as f64 / (1u64 << 44) as f64;
+            check(m * 10f64.powi(e));
+            check(-(m * 10f64.powi(e)));
+            check((s >> 40) as f64 * 10f64.powi(e));
+            check((s >> 58) as f64 / 10f64.powi((s % 8) as i32));
+        }
+        for k in -330..310 {
+            for m in [1.0, 1.5, 123_456_789.0, 9_007_199_254_740_991.0] {
+                check(m * 10f64.powi(k));
+            }
         }
     }
 }
