@@ -9,8 +9,10 @@ It starts its own server, warms each transport up, then has `--clients` client p
 (each with its own connection, so the server is under load and its workers overlap) send
 `--requests` requests in all, and reads the server's user and system CPU time from
 /proc/PID/stat (every thread) before and after. Each round prints the CPU milliseconds per
-request (user + sys, and each) and the request bytes per second of server CPU time; the
-rounds show how steady the figure is. The clients' own CPU is not counted.
+request (user + sys, and each), the request bytes per second of server CPU time, and the
+server's minor page faults and voluntary context switches per request (counts, steadier than
+CPU time on a shared machine); the rounds show how steady the figures are. The clients' own
+CPU is not counted.
 """
 
 import argparse
@@ -33,12 +35,22 @@ def free_port():
         return s.getsockname()[1]
 
 
-def cpu_seconds(pid):
-    """The user and system CPU seconds of process `pid` (all its threads)."""
+def counters(pid):
+    """The user and system CPU seconds, minor page faults (all threads, exited ones too) and
+    voluntary context switches (the threads alive now) of process `pid`."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
+    switches = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        switches += int(line.split()[1])
+        except FileNotFoundError:
+            pass  # a thread that ended meanwhile
+    return np.array([int(fields[11]) / tick, int(fields[12]) / tick, int(fields[7]), switches])
 
 
 def tensors():
@@ -91,14 +103,14 @@ def measure(transport, url, pid, requests, clients):
     for _ in procs:
         ready.get(timeout=120)
     time.sleep(0.2)  # the warm-up requests' work is done
-    (u0, s0), t0 = cpu_seconds(pid), time.perf_counter()
+    before, t0 = counters(pid), time.perf_counter()
     start.set()
     sent = sum(done.get(timeout=600) for _ in procs)
-    (u1, s1), wall = cpu_seconds(pid), time.perf_counter() - t0
+    after, wall = counters(pid), time.perf_counter() - t0
     for p in procs:
         p.join()
         assert p.exitcode == 0, f"a client failed ({p.exitcode})"
-    return (u1 - u0) / sent, (s1 - s0) / sent, wall / sent
+    return (after - before) / sent, wall / sent
 
 
 def main():
@@ -124,14 +136,15 @@ def main():
         size = 2 * N * 8
         for transport in [a.only] if a.only else ["http", "grpc"]:
             for r in range(a.rounds):
-                user, sys_, wall = measure(transport, urls[transport], proc.pid, a.requests,
-                                           a.clients)
+                (user, sys_, faults, switches), wall = measure(
+                    transport, urls[transport], proc.pid, a.requests, a.clients)
                 per = user + sys_
                 print(f"{transport} round {r + 1}: {a.requests} requests of {size / 1e6:.1f} MB "
                       f"from {a.clients} clients: server CPU {per * 1e3:.2f} ms per request "
                       f"(user {user * 1e3:.2f}, sys {sys_ * 1e3:.2f}) = "
                       f"{size / per / 1e9:.2f} GB/s per core; wall {wall * 1e3:.1f} ms per "
-                      f"request", flush=True)
+                      f"request; {faults:.0f} minor faults, {switches:.0f} voluntary context "
+                      f"switches per request", flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
