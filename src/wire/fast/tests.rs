@@ -883,3 +883,56 @@ fn long_runs_of_short_floats_decode_as_serde_decodes_them() {
         assert_eq!(s.target.as_ref().map(bits), f.target.as_ref().map(bits));
     }
 }
+
+/// A buffer the caller did not size is sized by its first row: a body of many rows decodes
+/// into one buffer not much larger than its numbers, and a small tensor before a large one
+/// does not keep the room the rest of the body suggested.
+#[test]
+fn unsized_buffers_are_sized_by_their_first_row() {
+    let capacity = |t: &Tensor| match &t.data {
+        Data::F64(v) => (v.len(), v.capacity()),
+        Data::I64(v) => (v.len(), v.capacity()),
+        Data::F32(v) => (v.len(), v.capacity()),
+    };
+    let row = "[-0.620333, -0.739516, -0.344047, 0.106421, 0.632079]";
+    let rows = vec![row; 64].join(", ");
+    let body = format!(r#"{{"input": [{rows}], "target": [[1.5, 2], [3, 4.25]]}}"#);
+    let (f, _) = fast(&body);
+    let f = f.expect("the fast path should take it");
+    let (len, cap) = capacity(&f.input);
+    assert_eq!(len, 320);
+    assert!(cap < len + len / 4, "{cap} for {len}");
+    let (len, cap) = capacity(f.target.as_ref().unwrap());
+    assert!(len == 4 && cap <= FIRST_ROOM, "{cap} for {len}");
+    let body = format!(r#"{{"input": [[1.5, 2.5]], "target": [{rows}]}}"#);
+    let (f, _) = fast(&body);
+    let f = f.expect("the fast path should take it");
+    let (len, cap) = capacity(&f.input);
+    assert!(len == 2 && cap <= FIRST_ROOM, "{cap} for {len}");
+    assert!(agree(&body));
+}
+
+/// A row of integers that turns to floats keeps its buffer's room, and its integers' values.
+#[test]
+fn promoted_buffers_keep_their_room_and_values() {
+    let mut buf = Buf::with_capacity(8);
+    for i in [1, -2, 3] {
+        buf.push_i64(i);
+    }
+    buf.push_f64(0.5);
+    let Data::F64(v) = buf.into_data() else {
+        panic!("not promoted");
+    };
+    assert_eq!(v, [1.0, -2.0, 3.0, 0.5]);
+    assert!(v.capacity() >= 8);
+}
+
+/// Placeholders are written as `format!` wrote them, for every slot.
+#[test]
+fn placeholders_are_written_as_format_writes_them() {
+    for slot in [0, 1, 9, 10, 15, 99, 100, 12345, usize::MAX] {
+        let mut out = b"x".to_vec();
+        placeholder(&mut out, slot);
+        assert_eq!(out, format!("x\"\\u0000lossd:{slot}\"").into_bytes());
+    }
+}
