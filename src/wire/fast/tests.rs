@@ -884,6 +884,37 @@ fn long_runs_of_short_floats_decode_as_serde_decodes_them() {
     }
 }
 
+/// Rows of short floats with every kind of separator after their commas, the body cut at
+/// every length past the last row: each number decodes as serde decodes it, whether the
+/// short parse took it from a map, after mapping the bytes from it, or left it to the byte
+/// loop near the body's end.
+#[test]
+fn separators_after_commas_decode_as_serde_decodes_them() {
+    let mut r = Lcg(31);
+    let seps = [",", ", ", ",  ", ", \n", ",\t", " , ", ",\r\n ", ", \t "];
+    for case in 0..200 {
+        let rows = 1 + case % 7;
+        let cols = 1 + r.below(12) as usize;
+        let row = |r: &mut Lcg| {
+            let nums: Vec<String> = (0..cols)
+                .map(|_| format!("{:.6}", (r.next() as f64) / (1u64 << 53) as f64 * 8.0 - 4.0))
+                .collect();
+            let mut text = String::from("[");
+            for (i, n) in nums.iter().enumerate() {
+                if i > 0 {
+                    text += seps[r.below(seps.len() as u64) as usize];
+                }
+                text += n;
+            }
+            text + "]"
+        };
+        let body: Vec<String> = (0..rows).map(|_| row(&mut r)).collect();
+        let pad = " ".repeat(case % 70);
+        let body = format!(r#"{{"input": [{}]{pad}}}"#, body.join(", "));
+        assert!(agree(&body), "{body}");
+    }
+}
+
 /// A buffer the caller did not size is sized by its first row: a body of many rows decodes
 /// into one buffer not much larger than its numbers, and a small tensor before a large one
 /// does not keep the room the rest of the body suggested.
