@@ -452,6 +452,25 @@ pub mod estimate {
     /// `filter().count()` passes widened every byte to a 64-bit lane and were a third of a
     /// 26 MB JSON request's CPU time, two thirds of a base64 one's.
     pub(super) fn separators(body: &[u8]) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has the features `separators_avx2` is compiled for.
+            return unsafe { separators_avx2(body) };
+        }
+        separators_in_lanes(body)
+    }
+
+    /// [`separators`] compiled for AVX2: the same lanes, 32 bytes at a step instead of 16.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn separators_avx2(body: &[u8]) -> u64 {
+        separators_in_lanes(body)
+    }
+
+    /// The count of [`separators`], in lanes the compiler vectorizes for the features of its
+    /// caller.
+    #[inline(always)]
+    pub(super) fn separators_in_lanes(body: &[u8]) -> u64 {
         const LANES: usize = 32;
         // `]` and `}` differ in one bit only.
         let is_separator = |b: u8| u8::from(b == b',') | u8::from(b | 0x20 == b'}');
@@ -1014,6 +1033,9 @@ mod tests {
                     .collect();
                 let naive = body.iter().filter(|&&b| b",]}".contains(&b)).count() as u64;
                 assert_eq!(estimate::separators(&body), naive, "{len} {every}");
+                // The portable lanes too, where the CPU would take its AVX2 build.
+                let portable = estimate::separators_in_lanes(&body);
+                assert_eq!(portable, naive, "{len} {every}");
             }
         }
     }

@@ -131,6 +131,9 @@ fn non_finite(s: &str) -> Option<f64> {
     }
 }
 
+/// The room a buffer not sized by its caller starts with, in numbers: a short row's.
+pub(crate) const FIRST_ROOM: usize = 32;
+
 /// A flat buffer that stays `i64` until a non-integer arrives.
 #[derive(Debug)]
 pub(crate) enum Buf {
@@ -164,10 +167,33 @@ impl Buf {
     #[inline(never)]
     fn promote(&mut self, v: f64) {
         if let Buf::I(b) = self {
-            let mut f = Vec::with_capacity(b.capacity().max(b.len() + 1));
-            f.extend(b.iter().map(|&i| i as f64));
+            // Collected in place: the integers' allocation (same size and alignment) holds
+            // the floats, so the buffer keeps its capacity without a second one.
+            let mut f: Vec<f64> = std::mem::take(b).into_iter().map(|i| i as f64).collect();
             f.push(v);
             *self = Buf::F(f);
+        }
+    }
+
+    /// Gives back room left over past the length, when it is more than the length and more
+    /// than a short row's.
+    pub(crate) fn trim(&mut self) {
+        fn trim<T>(b: &mut Vec<T>) {
+            if b.capacity() - b.len() > b.len().max(FIRST_ROOM) {
+                b.shrink_to_fit();
+            }
+        }
+        match self {
+            Buf::I(b) => trim(b),
+            Buf::F(b) => trim(b),
+        }
+    }
+
+    /// Makes room for `n` numbers in all (no more than asked: `n` is an estimate).
+    pub(crate) fn reserve_total(&mut self, n: usize) {
+        match self {
+            Buf::I(b) => b.reserve_exact(n.saturating_sub(b.len())),
+            Buf::F(b) => b.reserve_exact(n.saturating_sub(b.len())),
         }
     }
 

@@ -27,7 +27,9 @@
 
 use std::cell::RefCell;
 
-use super::de::{Budget, Buf, Data, Dtype, Form, Tensor, check_base64_length, decode_base64};
+use super::de::{
+    Budget, Buf, Data, Dtype, FIRST_ROOM, Form, Tensor, check_base64_length, decode_base64,
+};
 
 #[cfg(target_arch = "x86_64")]
 mod short;
@@ -184,7 +186,7 @@ fn parallel(b: &[u8]) -> Option<Option<Prepared>> {
         }
         Budget::spend(count);
         out.extend_from_slice(&b[copied..start]);
-        out.extend_from_slice(format!("\"\\u0000lossd:{}\"", tensors.len()).as_bytes());
+        placeholder(&mut out, tensors.len());
         tensors.push(Tensor {
             shape,
             data: buf.into_data(),
@@ -274,10 +276,33 @@ fn commas(b: &[u8]) -> usize {
     }
 }
 
+/// Appends the placeholder of slot `slot` (as JSON text: [`MARK`] with its NUL escaped).
+fn placeholder(out: &mut Vec<u8>, slot: usize) {
+    out.extend_from_slice(b"\"\\u0000lossd:");
+    // The slot's digits, written without `format!` and its machinery.
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = slot;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.push(b'"');
+}
+
+/// The room the copy of a body starts with: what a body's other members usually take (the
+/// copy grows from there), and never more than the body.
+const COPY_ROOM: usize = 256;
+
 /// The sequential walk of [`prepare`].
 fn sequential(body: &[u8]) -> Option<Prepared> {
     let b = body;
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(b.len().min(COPY_ROOM));
     let mut copied = 0;
     let mut tensors = Vec::new();
     members(b, |p| {
@@ -290,7 +315,7 @@ fn sequential(body: &[u8]) -> Option<Prepared> {
         match found {
             Some((t, end)) => {
                 out.extend_from_slice(&b[copied..p]);
-                out.extend_from_slice(format!("\"\\u0000lossd:{}\"", tensors.len()).as_bytes());
+                placeholder(&mut out, tensors.len());
                 tensors.push(t);
                 copied = end;
                 Some(end)
@@ -677,7 +702,16 @@ fn walk_with(
     let mut open = 0usize;
     let mut rank = 0usize;
     let mut total = 0usize;
-    let mut buf = Buf::with_capacity(capacity);
+    // An array not sized by the caller starts with room for a short row (growing a buffer
+    // from nothing took as many reallocations as doublings, and the short floats stop at
+    // each) and is sized once its first innermost array closes ([`estimate`]).
+    let start = p;
+    let unsized_ = capacity == 0;
+    let mut buf = Buf::with_capacity(if unsized_ {
+        ((b.len() - p) / 2 + 1).min(FIRST_ROOM).min(*limit)
+    } else {
+        capacity
+    });
     'value: loop {
         if at(b, p) == b'[' {
             if open >= max_rank || (rank != 0 && open >= rank) {
@@ -745,11 +779,17 @@ fn walk_with(
             let k = open - 1;
             if sizes[k] == UNSET {
                 sizes[k] = counts[k];
+                if unsized_ && k > 0 && k + 1 == rank {
+                    buf.reserve_total(estimate(b.len(), start, p, total).min(*limit));
+                }
             } else if sizes[k] != counts[k] {
                 return None;
             }
             open = k;
             if open == 0 {
+                if unsized_ {
+                    buf.trim();
+                }
                 return Some((sizes[..rank].to_vec(), buf, total, p));
             }
             counts[open - 1] += 1;
@@ -764,6 +804,14 @@ fn walk_with(
             }
         }
     }
+}
+
+/// The numbers an array starting at `start` is likely to hold in all, `total` of them in the
+/// `at - start` bytes read so far: as many as the rest of the body holds at the same density
+/// (more when the body goes on past the array: what is left over is given back at the end,
+/// when it is more than the array).
+fn estimate(len: usize, start: usize, at: usize, total: usize) -> usize {
+    total.saturating_add((len - at).saturating_mul(total) / (at - start))
 }
 
 /// `{shape, data}` or `{shape, dtype, base64}` at `p`, keys in any order, each once, written

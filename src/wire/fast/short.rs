@@ -72,6 +72,14 @@ const fn shuffles() -> [[u8; 16]; 17 * 16] {
     table
 }
 
+/// The map's bytes a number [`Tokens::float`] takes may start at: the rest (18 bytes) holds
+/// the longest such number, 16 bytes, and the [`AFTER`] bytes [`Tokens::floats`] reads after
+/// it; a number starting there is read after mapping the bytes from it.
+const STARTS: usize = 64 - 16 - AFTER + 1;
+
+/// The bytes [`Tokens::floats`] reads from a number's end: the separator and two more.
+const AFTER: usize = 3;
+
 /// Where the separators are in the 64 bytes from `base`: a set bit for each.
 pub(super) struct Tokens {
     base: usize,
@@ -129,9 +137,18 @@ impl Tokens {
             };
             spare[n].write(v);
             n += 1;
-            if b.get(q) != Some(&b',') {
+            // SAFETY: a number `float` takes ends at least `AFTER` bytes before the end of
+            // the map, which lies in `b`.
+            let after = unsafe { b.get_unchecked(q..q + AFTER) };
+            if after[0] != b',' {
                 (p, at_number) = (q, false);
                 break;
+            }
+            // The common separator (a comma, one space, then no more whitespace) without
+            // the byte loop.
+            if after[1] == b' ' && after[2] > b' ' {
+                p = q + 2;
+                continue;
             }
             p = q + 1;
             while matches!(b.get(p), Some(b' ' | b'\n' | b'\r' | b'\t')) {
@@ -149,32 +166,34 @@ impl Tokens {
     #[inline]
     pub(super) fn float(&mut self, b: &[u8], p: usize) -> Option<(f64, usize)> {
         let off = p.wrapping_sub(self.base);
-        let mut rest = if off < 64 { self.seps >> off } else { 0 };
+        let mut rest = if off < STARTS { self.seps >> off } else { 0 };
         if rest == 0 {
             self.refill(b, p)?;
             rest = self.seps;
         }
         // A separator is in the map: the number is whole in it.
         let len = rest.trailing_zeros() as usize;
-        let bytes = b.get(p..p.checked_add(16)?)?;
         if !(3..=16).contains(&len) {
             return None;
         }
-        // SAFETY: `bytes` holds 16 bytes; the load needs no alignment.
+        // SAFETY: `p` is among the first `STARTS` bytes of the map (or its first, after the
+        // refill), so the 16 bytes from it lie in the map, which lies in `b`.
+        let bytes: &[u8; 16] = unsafe { &*b.as_ptr().add(p).cast() };
+        // SAFETY: as above; the load needs no alignment.
         let v = unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) };
         let d = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
         let is_digit = _mm_cmpeq_epi8(_mm_min_epu8(d, _mm_set1_epi8(9)), d);
         let others = !(_mm_movemask_epi8(is_digit) as u32) & ((1 << len) - 1);
-        let neg = u32::from(bytes[0] == b'-');
+        let neg = usize::from(bytes[0] == b'-');
         // Past the sign, exactly one byte that is not a digit, the point, with a digit on
         // each side of it, and no leading zero before it (JSON's rules).
-        let point_bit = others & !neg;
+        let point_bit = others & !(neg as u32);
         let point = point_bit.trailing_zeros() as usize;
         if point_bit & point_bit.wrapping_sub(1) != 0
-            || point <= neg as usize
+            || point <= neg
             || point + 1 >= len
             || bytes[point] != b'.'
-            || (point - neg as usize > 1 && bytes[neg as usize] == b'0')
+            || (point - neg > 1 && bytes[neg] == b'0')
         {
             return None;
         }
@@ -191,7 +210,8 @@ impl Tokens {
         let sig = (both & 0xFFFF_FFFF) * 100_000_000 + (both >> 32);
         // Divided by -10^k for a negative number: the same rounding, mirrored (and -0 for
         // zero), with no step to set the sign.
-        let x = sig as f64 / DIVISORS[neg as usize * 16 + len - 1 - point];
+        // The index is below 32 already (the mask spares a bounds check).
+        let x = sig as f64 / DIVISORS[(neg * 16 + len - 1 - point) & 31];
         Some((x, p + len))
     }
 }

@@ -883,3 +883,87 @@ fn long_runs_of_short_floats_decode_as_serde_decodes_them() {
         assert_eq!(s.target.as_ref().map(bits), f.target.as_ref().map(bits));
     }
 }
+
+/// Rows of short floats with every kind of separator after their commas, the body cut at
+/// every length past the last row: each number decodes as serde decodes it, whether the
+/// short parse took it from a map, after mapping the bytes from it, or left it to the byte
+/// loop near the body's end.
+#[test]
+fn separators_after_commas_decode_as_serde_decodes_them() {
+    let mut r = Lcg(31);
+    let seps = [",", ", ", ",  ", ", \n", ",\t", " , ", ",\r\n ", ", \t "];
+    for case in 0..200 {
+        let rows = 1 + case % 7;
+        let cols = 1 + r.below(12) as usize;
+        let row = |r: &mut Lcg| {
+            let nums: Vec<String> = (0..cols)
+                .map(|_| format!("{:.6}", (r.next() as f64) / (1u64 << 53) as f64 * 8.0 - 4.0))
+                .collect();
+            let mut text = String::from("[");
+            for (i, n) in nums.iter().enumerate() {
+                if i > 0 {
+                    text += seps[r.below(seps.len() as u64) as usize];
+                }
+                text += n;
+            }
+            text + "]"
+        };
+        let body: Vec<String> = (0..rows).map(|_| row(&mut r)).collect();
+        let pad = " ".repeat(case % 70);
+        let body = format!(r#"{{"input": [{}]{pad}}}"#, body.join(", "));
+        assert!(agree(&body), "{body}");
+    }
+}
+
+/// A buffer the caller did not size is sized by its first row: a body of many rows decodes
+/// into one buffer not much larger than its numbers, and a small tensor before a large one
+/// does not keep the room the rest of the body suggested.
+#[test]
+fn unsized_buffers_are_sized_by_their_first_row() {
+    let capacity = |t: &Tensor| match &t.data {
+        Data::F64(v) => (v.len(), v.capacity()),
+        Data::I64(v) => (v.len(), v.capacity()),
+        Data::F32(v) => (v.len(), v.capacity()),
+    };
+    let row = "[-0.620333, -0.739516, -0.344047, 0.106421, 0.632079]";
+    let rows = vec![row; 64].join(", ");
+    let body = format!(r#"{{"input": [{rows}], "target": [[1.5, 2], [3, 4.25]]}}"#);
+    let (f, _) = fast(&body);
+    let f = f.expect("the fast path should take it");
+    let (len, cap) = capacity(&f.input);
+    assert_eq!(len, 320);
+    assert!(cap < len + len / 4, "{cap} for {len}");
+    let (len, cap) = capacity(f.target.as_ref().unwrap());
+    assert!(len == 4 && cap <= FIRST_ROOM, "{cap} for {len}");
+    let body = format!(r#"{{"input": [[1.5, 2.5]], "target": [{rows}]}}"#);
+    let (f, _) = fast(&body);
+    let f = f.expect("the fast path should take it");
+    let (len, cap) = capacity(&f.input);
+    assert!(len == 2 && cap <= FIRST_ROOM, "{cap} for {len}");
+    assert!(agree(&body));
+}
+
+/// A row of integers that turns to floats keeps its buffer's room, and its integers' values.
+#[test]
+fn promoted_buffers_keep_their_room_and_values() {
+    let mut buf = Buf::with_capacity(8);
+    for i in [1, -2, 3] {
+        buf.push_i64(i);
+    }
+    buf.push_f64(0.5);
+    let Data::F64(v) = buf.into_data() else {
+        panic!("not promoted");
+    };
+    assert_eq!(v, [1.0, -2.0, 3.0, 0.5]);
+    assert!(v.capacity() >= 8);
+}
+
+/// Placeholders are written as `format!` wrote them, for every slot.
+#[test]
+fn placeholders_are_written_as_format_writes_them() {
+    for slot in [0, 1, 9, 10, 15, 99, 100, 12345, usize::MAX] {
+        let mut out = b"x".to_vec();
+        placeholder(&mut out, slot);
+        assert_eq!(out, format!("x\"\\u0000lossd:{slot}\"").into_bytes());
+    }
+}
