@@ -28,7 +28,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-CASES = ROOT / "tests" / "fixtures" / "pytorch-cases.jsonl"
+CASES = [ROOT / "tests" / "fixtures" / f for f in ("pytorch-cases.jsonl", "torch-extra.jsonl")]
 NON_FINITE = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}
 
 
@@ -107,6 +107,10 @@ def _to_array(value):
     def fix(v):
         if isinstance(v, list):
             return [fix(x) for x in v]
+        if isinstance(v, bool):
+            # JSON's true is not a number (the JSON route refuses it); a protocol tensor
+            # cannot hold one, so the case is not expressible.
+            raise TypeError("a boolean element")
         return NON_FINITE.get(v, v) if isinstance(v, str) else v
     try:
         a = np.array(fix(value))
@@ -194,7 +198,13 @@ def json_tensor(v, dtype):
 
 
 def load_cases():
-    return [json.loads(line) for line in CASES.read_text().splitlines() if line.strip()]
+    """The conformance sample and lossd's own PyTorch cases (tests/torch/gen_torch_cases.py)."""
+    return [
+        json.loads(line)
+        for path in CASES
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
 
 
 KINDS = ["http-binary", "http-json", "grpc"]
