@@ -21,19 +21,20 @@ pub enum Encoding {
 pub trait WireFloat: Real {
     /// Appends the JSON text of `self`.
     fn write_json(self, out: &mut Vec<u8>) {
-        out.reserve(Self::MAX_JSON);
-        // SAFETY: the spare capacity holds MAX_JSON bytes, the most `write_json_at` writes,
-        // and they are initialised by it before the length takes them in.
+        out.reserve(Self::SCRATCH);
+        // SAFETY: the spare capacity holds SCRATCH bytes, the most `write_json_at` writes, and
+        // the text's bytes are initialised by it before the length takes them in.
         unsafe {
             let n = self.write_json_at(out.as_mut_ptr().add(out.len()));
             out.set_len(out.len() + n);
         }
     }
     /// Writes the JSON text of `self` at `dst` and returns its length (at most
-    /// [`WireFloat::MAX_JSON`]).
+    /// [`WireFloat::MAX_JSON`]); the bytes after the text, up to [`WireFloat::SCRATCH`], may
+    /// be overwritten.
     ///
     /// # Safety
-    /// `dst` must be valid for writing [`WireFloat::MAX_JSON`] bytes.
+    /// `dst` must be valid for writing [`WireFloat::SCRATCH`] bytes.
     unsafe fn write_json_at(self, dst: *mut u8) -> usize;
     /// Appends the little-endian bytes of `self`.
     fn write_le(self, out: &mut Vec<u8>);
@@ -42,6 +43,9 @@ pub trait WireFloat: Real {
     fn le_bytes(data: &[Self]) -> std::borrow::Cow<'_, [u8]>;
     /// The longest JSON text [`WireFloat::write_json`] writes for one value.
     const MAX_JSON: usize;
+    /// The bytes [`WireFloat::write_json_at`] may write: its text, then scratch (the float
+    /// writer moves digits in whole blocks).
+    const SCRATCH: usize = lossd_zmij::SCRATCH;
 }
 
 macro_rules! wire_float {
@@ -50,26 +54,25 @@ macro_rules! wire_float {
             #[inline]
             unsafe fn write_json_at(self, dst: *mut u8) -> usize {
                 let text: &[u8] = if self.is_finite() {
-                    let mut buf = lossd_zmij::Buffer::new();
-                    let text = buf.format_finite(self).as_bytes();
+                    // Written in place: the text is not copied out of a buffer (reading it
+                    // back right after its digits were stored stalled).
+                    // SAFETY: `dst` holds SCRATCH bytes, what the writer may use.
+                    let n = unsafe { lossd_zmij::write_finite_at(self, dst) };
                     // zmij writes a positive exponent with a sign (`1e+300`), ryu without
                     // (`1e300`), and lossd has always written ryu's form: the `+` is dropped.
                     // Below 1 in magnitude there is no `+` to look for.
-                    let plus = if self.abs() < 1.0 {
-                        None
-                    } else {
-                        text.iter().position(|&b| b == b'+')
-                    };
-                    // SAFETY: `dst` holds MAX_JSON bytes, and zmij's text is at most that.
-                    return unsafe {
-                        match plus {
-                            None => put_short(dst, text),
-                            Some(p) => {
-                                put_short(dst, &text[..p]);
-                                put_short(dst.add(p), &text[p + 1..]);
-                            }
+                    if self.abs() < 1.0 {
+                        return n;
+                    }
+                    // SAFETY: the writer initialised `dst[..n]`.
+                    let written = unsafe { std::slice::from_raw_parts(dst, n) };
+                    return match written.iter().position(|&b| b == b'+') {
+                        None => n,
+                        Some(p) => {
+                            // SAFETY: within `dst[..n]`.
+                            unsafe { std::ptr::copy(dst.add(p + 1), dst.add(p), n - p - 1) };
+                            n - 1
                         }
-                        text.len() - usize::from(plus.is_some())
                     };
                 } else if self.is_nan() {
                     b"\"NaN\""
@@ -78,7 +81,7 @@ macro_rules! wire_float {
                 } else {
                     b"\"-Infinity\""
                 };
-                // SAFETY: as above; the strings are shorter than MAX_JSON.
+                // SAFETY: `dst` holds SCRATCH bytes; the strings are shorter.
                 unsafe { put_short(dst, text) };
                 text.len()
             }
@@ -206,16 +209,22 @@ fn json_len_bound<T: WireFloat>(shape: &[usize]) -> usize {
     let n: usize = shape.iter().product();
     n.saturating_mul(T::MAX_JSON + 1)
         .saturating_add(arrays.saturating_mul(3))
+        .saturating_add(T::SCRATCH)
 }
 
 /// Appends `[v0,v1,...]`, writing into the reserved capacity directly (no length or capacity
 /// check per number).
 fn write_row<T: WireFloat>(out: &mut Vec<u8>, row: &[T]) {
-    out.reserve(row.len().saturating_mul(T::MAX_JSON + 1).saturating_add(2));
+    out.reserve(
+        row.len()
+            .saturating_mul(T::MAX_JSON + 1)
+            .saturating_add(2 + T::SCRATCH),
+    );
     let base = out.as_mut_ptr();
     let mut at = out.len();
-    // SAFETY: reserved above: each number writes at most MAX_JSON bytes after its comma, plus
-    // two brackets; every byte up to `at` is written before the length takes it in.
+    // SAFETY: reserved above: each number's text is at most MAX_JSON bytes after its comma,
+    // plus two brackets, and the last number's scratch; every byte up to `at` is written
+    // before the length takes it in.
     unsafe {
         *base.add(at) = b'[';
         at += 1;
@@ -389,6 +398,10 @@ mod same_text_as_upstream_zmij {
                     zmij::Buffer::new().format_finite(v),
                     "{v:e}"
                 );
+                let mut at = [0u8; lossd_zmij::SCRATCH];
+                // SAFETY: `at` holds SCRATCH bytes.
+                let n = unsafe { lossd_zmij::write_finite_at(v, at.as_mut_ptr()) };
+                assert_eq!(&at[..n], zmij::Buffer::new().format_finite(v).as_bytes());
             }
             let f = v as f32;
             if f.is_finite() {

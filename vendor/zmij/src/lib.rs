@@ -1600,6 +1600,31 @@ where
     }
 
     let bcd_size = if Float::NUM_BITS == 64 { 16 } else { 8 };
+    let length = usize::from(has_extra_digit)
+        + if has_last_digit {
+            bcd_size + 1
+        } else {
+            dig.num_digits
+        }
+        - 1;
+    // lossd: fixed notation below 1 (1234e-6 -> 0.001234) writes the digits straight to
+    // their place after the zeros, rather than writing them at the start and moving them:
+    // reading back bytes just written by narrower stores stalls (no store forwarding).
+    if Float::FIXED_DEC_EXP.contains(&dec_exp) && dec_exp < 0 {
+        let shift = (-dec_exp) as usize;
+        return unsafe {
+            buffer.cast::<[u8; 8]>().write_unaligned([b'0'; 8]);
+            buffer
+                .add(usize::from(has_extra_digit) + shift)
+                .cast::<Float::DecDigitsType>()
+                .write_unaligned(dig.digits);
+            buffer
+                .add(usize::from(has_extra_digit) + shift + bcd_size)
+                .write(b'0' + dec.last_digit);
+            *buffer.add(1) = b'.';
+            buffer.add(1 + shift + length)
+        };
+    }
     unsafe {
         buffer
             .add(usize::from(has_extra_digit))
@@ -1609,13 +1634,6 @@ where
             .add(usize::from(has_extra_digit) + bcd_size)
             .write(b'0' + dec.last_digit);
     }
-    let length = usize::from(has_extra_digit)
-        + if has_last_digit {
-            bcd_size + 1
-        } else {
-            dig.num_digits
-        }
-        - 1;
 
     if Float::FIXED_DEC_EXP.contains(&dec_exp) {
         if length as i32 - 1 <= dec_exp {
@@ -1626,7 +1644,7 @@ where
                 *buffer.add(dec_exp as usize + 1) = b'.';
                 buffer.add(dec_exp as usize + 3)
             };
-        } else if 0 <= dec_exp {
+        } else {
             // 1234e-2 -> 12.34
             return unsafe {
                 let int = buffer
@@ -1644,21 +1662,6 @@ where
                     .cast::<MaybeUninit<[u8; 24]>>()
                     .write_unaligned(frac);
                 buffer.add(length + 1)
-            };
-        } else {
-            // 1234e-6 -> 0.001234
-            return unsafe {
-                let digits = buffer
-                    .add(1)
-                    .cast::<MaybeUninit<[u8; 24]>>()
-                    .read_unaligned();
-                buffer.cast::<[u8; 8]>().write_unaligned([b'0'; 8]);
-                buffer
-                    .add((1 - dec_exp) as usize)
-                    .cast::<MaybeUninit<[u8; 24]>>()
-                    .write_unaligned(digits);
-                *buffer.add(1) = b'.';
-                buffer.add((1 - dec_exp) as usize + length)
             };
         }
     }
@@ -1787,6 +1790,24 @@ impl Buffer {
         }
     }
 }
+
+/// lossd addition: writes the text of finite `f` at `dst`, without a [`Buffer`] to copy it
+/// from (a copy that, read back right after the digits were stored, stalls), and returns its
+/// length. Non-finite values write unspecified digits, as [`Buffer::format_finite`] does.
+///
+/// # Safety
+/// `dst` must be valid for writing [`SCRATCH`] bytes: the digits are moved in whole blocks,
+/// past the end of the text.
+#[inline]
+pub unsafe fn write_finite_at<F: Float>(f: F, dst: *mut u8) -> usize {
+    unsafe {
+        let end = f.write_to_zmij_buffer(dst);
+        end.offset_from(dst) as usize
+    }
+}
+
+/// The bytes [`write_finite_at`] may write: the text, then scratch.
+pub const SCRATCH: usize = BUFFER_SIZE;
 
 /// A floating point number, f32 or f64, that can be written into a
 /// [`zmij::Buffer`][Buffer].
