@@ -342,18 +342,6 @@ pub struct CorruptBody {
     source: tower_http::BoxError,
 }
 
-/// Wraps a service in [`Decompress`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DecompressLayer;
-
-impl<S> tower::Layer<S> for DecompressLayer {
-    type Service = Decompress<S>;
-
-    fn layer(&self, inner: S) -> Decompress<S> {
-        Decompress { inner }
-    }
-}
-
 /// Decodes a `Content-Encoding: gzip, deflate, br or zstd` body with tower-http's
 /// `RequestDecompression` as the handler reads it; an unknown encoding is a 415. A request
 /// without `Content-Encoding` goes straight on, its body untouched and nothing boxed (a
@@ -361,6 +349,13 @@ impl<S> tower::Layer<S> for DecompressLayer {
 #[derive(Clone, Debug)]
 pub struct Decompress<S> {
     inner: S,
+}
+
+impl<S> Decompress<S> {
+    /// `inner`, with bodies decoded.
+    pub fn new(inner: S) -> Self {
+        Decompress { inner }
+    }
 }
 
 type BoxedAnswer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;

@@ -213,7 +213,7 @@ pub fn app(
             ApiError::internal(format!("a handler panicked: {}", compute::panic_message(p)))
                 .into_response()
         }))
-        .layer(observe::ObserveLayer)
+        .layer_fn(observe::Observe::new)
         // Access (docs/access.md), outermost first: CORS outside the rest, so a preflight
         // needs no key and a 401 reaches the browser's script; then compress the answer,
         // check the key, decode the body.
@@ -221,7 +221,7 @@ pub fn app(
         .map_response(problems_only)
         .layer(access::compression())
         .layer(access::auth(keys.as_ref()))
-        .layer(access::DecompressLayer)
+        .layer_fn(access::Decompress::new)
         .service(router)
 }
 

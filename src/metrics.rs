@@ -4,7 +4,6 @@
 
 use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, header};
@@ -154,7 +153,6 @@ fn loss_label(req: &Request, route: &str) -> String {
 pub struct Pending {
     route: String,
     loss: String,
-    start: Instant,
 }
 
 impl Pending {
@@ -163,22 +161,19 @@ impl Pending {
     pub fn of(req: &Request, route: Option<&'static str>) -> Pending {
         let route = route.unwrap_or("unmatched").to_string();
         let loss = loss_label(req, &route);
-        Pending {
-            route,
-            loss,
-            start: Instant::now(),
-        }
+        Pending { route, loss }
     }
 
-    /// Counts the request with its answer `res`: requests, latency, rejections.
-    pub fn record<B>(self, res: &http::Response<B>) {
-        let Pending { route, loss, start } = self;
+    /// Counts the request with its answer `res`, given after `latency`: requests, latency,
+    /// rejections.
+    pub fn record<B>(self, res: &http::Response<B>, latency: std::time::Duration) {
+        let Pending { route, loss } = self;
         let m = global();
         let status = res.status().as_u16();
         if !loss.is_empty() {
             m.latency
                 .get_or_create(&LossLabel { loss: loss.clone() })
-                .observe(start.elapsed().as_secs_f64());
+                .observe(latency.as_secs_f64());
         }
         m.requests
             .get_or_create(&RequestLabels {

@@ -9,25 +9,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method};
-use tower::{Layer, Service};
+use tower::Service;
 
 use crate::{X_REQUEST_ID, metrics, route_template, telemetry};
-
-/// Wraps a service in [`Observe`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ObserveLayer;
-
-impl<S> Layer<S> for ObserveLayer {
-    type Service = Observe<S>;
-
-    fn layer(&self, inner: S) -> Observe<S> {
-        Observe { inner }
-    }
-}
 
 /// Counts every request in the metrics ([`metrics::Pending`]) and writes the access log: one
 /// `info` event per request, when it is answered, with its method, route, request id, status
@@ -40,6 +28,13 @@ pub struct Observe<S> {
     inner: S,
 }
 
+impl<S> Observe<S> {
+    /// `inner`, observed.
+    pub fn new(inner: S) -> Self {
+        Observe { inner }
+    }
+}
+
 /// What the access log line needs from the request.
 struct Access {
     method: Method,
@@ -47,17 +42,15 @@ struct Access {
     route: Result<&'static str, String>,
     id: Option<HeaderValue>,
     rejected: bool,
-    start: Instant,
 }
 
 impl Access {
-    fn write(self, status: u16) {
+    fn write(self, status: u16, latency: Duration) {
         let Access {
             method,
             route,
             id,
             rejected,
-            start,
         } = self;
         let route = match &route {
             Ok(template) => template,
@@ -72,7 +65,7 @@ impl Access {
             // Whole nanoseconds over 1e6: the shortest text of the result is the exact
             // milliseconds (0.360665), where `as_secs_f64() * 1e3` rounds twice
             // (0.36066499999999996).
-            latency_ms = start.elapsed().as_nanos() as f64 / 1e6,
+            latency_ms = latency.as_nanos() as f64 / 1e6,
             "answered"
         );
     }
@@ -101,12 +94,12 @@ where
                 .extensions()
                 .get::<telemetry::RejectedRequestId>()
                 .is_some(),
-            start: Instant::now(),
         });
         ObserveFuture {
             inner: self.inner.call(req),
             pending: Some(pending),
             access,
+            start: Instant::now(),
         }
     }
 }
@@ -118,6 +111,8 @@ pin_project_lite::pin_project! {
         inner: F,
         pending: Option<metrics::Pending>,
         access: Option<Access>,
+        // One clock for both: the metrics' latency and the log's are the same figure.
+        start: Instant,
     }
 }
 
@@ -131,11 +126,12 @@ where
         let this = self.project();
         let out = ready!(this.inner.poll(cx));
         if let Ok(res) = &out {
+            let latency = this.start.elapsed();
             if let Some(pending) = this.pending.take() {
-                pending.record(res);
+                pending.record(res, latency);
             }
             if let Some(access) = this.access.take() {
-                access.write(res.status().as_u16());
+                access.write(res.status().as_u16(), latency);
             }
         }
         Poll::Ready(out)

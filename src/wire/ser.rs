@@ -81,8 +81,8 @@ macro_rules! wire_float {
                 } else {
                     b"\"-Infinity\""
                 };
-                // SAFETY: `dst` holds SCRATCH bytes; the strings are shorter.
-                unsafe { put_short(dst, text) };
+                // SAFETY: `dst` holds SCRATCH bytes; the strings are shorter and static.
+                unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), dst, text.len()) };
                 text.len()
             }
 
@@ -110,41 +110,6 @@ macro_rules! wire_float {
             const MAX_JSON: usize = 24;
         }
     };
-}
-
-/// Copies `text` (at most 32 bytes) to `dst` with two overlapping fixed-size moves, as
-/// `memcpy` does for short lengths, but inline: a call into `memcpy` per number was a fifth
-/// of writing a gradient's floats (callgrind, `cross_entropy` 32×10 with gradients).
-///
-/// # Safety
-/// `dst` must be valid for writing `text.len()` bytes and not overlap `text`.
-#[inline(always)]
-unsafe fn put_short(dst: *mut u8, text: &[u8]) {
-    let (n, src) = (text.len(), text.as_ptr());
-    debug_assert!(n <= 32);
-    // SAFETY: every read lies within `text` and every write within `dst[..n]`.
-    unsafe {
-        if n >= 16 {
-            let a = src.cast::<[u8; 16]>().read_unaligned();
-            let b = src.add(n - 16).cast::<[u8; 16]>().read_unaligned();
-            dst.cast::<[u8; 16]>().write_unaligned(a);
-            dst.add(n - 16).cast::<[u8; 16]>().write_unaligned(b);
-        } else if n >= 8 {
-            let a = src.cast::<u64>().read_unaligned();
-            let b = src.add(n - 8).cast::<u64>().read_unaligned();
-            dst.cast::<u64>().write_unaligned(a);
-            dst.add(n - 8).cast::<u64>().write_unaligned(b);
-        } else if n >= 4 {
-            let a = src.cast::<u32>().read_unaligned();
-            let b = src.add(n - 4).cast::<u32>().read_unaligned();
-            dst.cast::<u32>().write_unaligned(a);
-            dst.add(n - 4).cast::<u32>().write_unaligned(b);
-        } else {
-            for i in 0..n {
-                *dst.add(i) = *src.add(i);
-            }
-        }
-    }
 }
 
 wire_float!(f32);
