@@ -41,6 +41,18 @@ pub trait WireFloat: Real {
     /// The little-endian bytes of `data`: the slice itself, reinterpreted, on a little-endian
     /// machine (no copy), else a copy.
     fn le_bytes(data: &[Self]) -> std::borrow::Cow<'_, [u8]>;
+    /// Writes the JSON texts of four values with commas between at `dst` and returns the
+    /// length of the whole: what four [`WireFloat::write_json_at`] and three commas write.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writing four texts, three commas and [`WireFloat::SCRATCH`]
+    /// bytes.
+    unsafe fn write_json4_at(v: [Self; 4], dst: *mut u8) -> usize;
+    /// [`WireFloat::write_json4_at`] for two values.
+    ///
+    /// # Safety
+    /// As for [`WireFloat::write_json4_at`].
+    unsafe fn write_json2_at(v: [Self; 2], dst: *mut u8) -> usize;
     /// The longest JSON text [`WireFloat::write_json`] writes for one value.
     const MAX_JSON: usize;
     /// The bytes [`WireFloat::write_json_at`] may write: its text, then scratch (the float
@@ -87,6 +99,29 @@ macro_rules! wire_float {
             }
 
             #[inline]
+            unsafe fn write_json4_at(v: [Self; 4], dst: *mut u8) -> usize {
+                if v.iter().all(|x| x.abs() < NO_PLUS as $t) {
+                    // SAFETY: finite (NaN fails the comparison); `dst` holds what the
+                    // writer may use.
+                    unsafe { lossd_zmij::write_finite4_at(v, b',', dst) }
+                } else {
+                    // SAFETY: as the caller's.
+                    unsafe { one_at_a_time(&v, dst) }
+                }
+            }
+
+            #[inline]
+            unsafe fn write_json2_at(v: [Self; 2], dst: *mut u8) -> usize {
+                if v.iter().all(|x| x.abs() < NO_PLUS as $t) {
+                    // SAFETY: as in `write_json4_at`.
+                    unsafe { lossd_zmij::write_finite2_at(v, b',', dst) }
+                } else {
+                    // SAFETY: as the caller's.
+                    unsafe { one_at_a_time(&v, dst) }
+                }
+            }
+
+            #[inline]
             fn write_le(self, out: &mut Vec<u8>) {
                 out.extend_from_slice(&self.to_le_bytes());
             }
@@ -114,6 +149,31 @@ macro_rules! wire_float {
 
 wire_float!(f32);
 wire_float!(f64);
+
+/// Below this magnitude zmij writes no exponent sign (`1e+16`), so its text needs no fix:
+/// f64 writes fixed notation below 1e16 and f32 below 1e13, and the smaller bound serves
+/// both with room for rounding up (tested).
+const NO_PLUS: f32 = 1e12;
+
+/// The texts of `v` with commas between, one [`WireFloat::write_json_at`] each.
+///
+/// # Safety
+/// `dst` must be valid for writing the texts, the commas and [`WireFloat::SCRATCH`] bytes.
+#[cold]
+unsafe fn one_at_a_time<T: WireFloat>(v: &[T], dst: *mut u8) -> usize {
+    let mut at = 0;
+    for (k, x) in v.iter().enumerate() {
+        // SAFETY: the caller's: each text and comma lies within what `dst` holds.
+        unsafe {
+            if k > 0 {
+                *dst.add(at) = b',';
+                at += 1;
+            }
+            at += x.write_json_at(dst.add(at));
+        }
+    }
+    at
+}
 
 /// Appends `[d0, d1, ...]`.
 pub fn write_shape(out: &mut Vec<u8>, shape: &[usize]) {
@@ -190,11 +250,34 @@ fn write_row<T: WireFloat>(out: &mut Vec<u8>, row: &[T]) {
     // SAFETY: reserved above: each number's text is at most MAX_JSON bytes after its comma,
     // plus two brackets, and the last number's scratch; every byte up to `at` is written
     // before the length takes it in.
+    // Four at a time (then two, then one): the writer computes the digits of four numbers
+    // side by side.
     unsafe {
         *base.add(at) = b'[';
         at += 1;
-        for (i, v) in row.iter().enumerate() {
-            if i > 0 {
+        let mut fours = row.chunks_exact(4);
+        let mut first = true;
+        for c in &mut fours {
+            if !first {
+                *base.add(at) = b',';
+                at += 1;
+            }
+            first = false;
+            at += T::write_json4_at([c[0], c[1], c[2], c[3]], base.add(at));
+        }
+        let rest = fours.remainder();
+        let mut ones = rest;
+        if rest.len() >= 2 {
+            if !first {
+                *base.add(at) = b',';
+                at += 1;
+            }
+            first = false;
+            at += T::write_json2_at([rest[0], rest[1]], base.add(at));
+            ones = &rest[2..];
+        }
+        if let [v] = ones {
+            if !first {
                 *base.add(at) = b',';
                 at += 1;
             }
@@ -314,6 +397,13 @@ mod same_text_as_ryu {
             super::write_row(&mut row, &[v, v]);
             let text = ryu::Buffer::new().format_finite(v).to_owned();
             assert_eq!(row, format!("[{text},{text}]").as_bytes());
+            // Four at a time, then two, then one.
+            let mut row = Vec::new();
+            super::write_row(&mut row, &[v; 7]);
+            assert_eq!(
+                row,
+                format!("[{}]", [text.as_str(); 7].join(",")).as_bytes()
+            );
         }
         let mut s = 1u64;
         for i in 0..200_000u64 {
@@ -394,6 +484,130 @@ mod same_text_as_upstream_zmij {
             for m in [1.0, 1.5, 123_456_789.0, 9_007_199_254_740_991.0] {
                 check(m * 10f64.powi(k));
             }
+        }
+    }
+
+    /// Four and two numbers written side by side come out as upstream writes each.
+    #[test]
+    fn numbers_written_side_by_side_match_upstream() {
+        fn up<F: zmij::Float>(v: F) -> String {
+            zmij::Buffer::new().format_finite(v).to_owned()
+        }
+        fn check<F: lossd_zmij::Float + zmij::Float + Copy>(v: [F; 4]) {
+            let mut at = [0u8; 4 * 25 + lossd_zmij::SCRATCH];
+            // SAFETY: `at` holds four texts of at most 24 bytes, three separators and SCRATCH.
+            let n = unsafe { lossd_zmij::write_finite4_at(v, b';', at.as_mut_ptr()) };
+            let want = v.map(up).join(";");
+            assert_eq!(std::str::from_utf8(&at[..n]).unwrap(), want);
+            // SAFETY: as above.
+            let n = unsafe { lossd_zmij::write_finite2_at([v[2], v[3]], b';', at.as_mut_ptr()) };
+            assert_eq!(
+                std::str::from_utf8(&at[..n]).unwrap(),
+                format!("{};{}", up(v[2]), up(v[3]))
+            );
+        }
+        let mut s = 0x2545_F491_4F6C_DD1D_u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let specials = [
+            0.0,
+            -0.0,
+            5e-324,
+            -2.225_073_858_507_201e-308,
+            1e16,
+            9_999_999_999_999_998.0,
+            1e-5,
+            9.9e-6,
+            0.1,
+            1.0,
+        ];
+        for i in 0..250_000 {
+            let mut v = [0.0f64; 4];
+            for x in &mut v {
+                let r = next();
+                *x = match r % 4 {
+                    0 => f64::from_bits(r),
+                    1 => (r >> 11) as f64 / (1u64 << 53) as f64 * 10f64.powi((r % 44) as i32 - 22),
+                    2 => specials[(r >> 3) as usize % specials.len()],
+                    _ => -((r >> 30) as f64 / 1e6),
+                };
+                if !x.is_finite() {
+                    *x = 1.5;
+                }
+            }
+            check(v);
+            if i % 2 == 0 {
+                check(v.map(|x| {
+                    let f = x as f32;
+                    if f.is_finite() { f } else { -3.25 }
+                }));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod rows {
+    use super::{WireFloat, write_row};
+
+    /// A row comes out as its values written one by one with commas between, whatever its
+    /// length and whichever values (non-finite ones, and ones on each side of the bound below
+    /// which no exponent sign needs dropping) fall in a group of four or two.
+    #[test]
+    fn rows_are_their_values_one_by_one() {
+        fn one_by_one<T: WireFloat>(row: &[T]) -> Vec<u8> {
+            let mut out = vec![b'['];
+            for (k, v) in row.iter().enumerate() {
+                if k > 0 {
+                    out.push(b',');
+                }
+                v.write_json(&mut out);
+            }
+            out.push(b']');
+            out
+        }
+        let pool = [
+            0.5,
+            -0.029_868_083_554_128_445,
+            0.0,
+            -0.0,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e12,
+            0.999_999_9e12,
+            1.000_000_1e12,
+            1e13,
+            9.999_999e12,
+            1e15,
+            1e16,
+            9_999_999_999_999_998.0,
+            1e17,
+            -1e300,
+            5e-324,
+            123.456,
+            3.0e-8,
+        ];
+        let mut s = 7u64;
+        for _ in 0..20_000 {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = (s >> 60) as usize;
+            let row: Vec<f64> = (0..len)
+                .map(|k| pool[((s >> (4 * k % 56)) as usize + k) % pool.len()])
+                .collect();
+            let mut out = Vec::new();
+            write_row(&mut out, &row);
+            assert_eq!(out, one_by_one(&row), "{row:?}");
+            let row32: Vec<f32> = row.iter().map(|&x| x as f32).collect();
+            let mut out = Vec::new();
+            write_row(&mut out, &row32);
+            assert_eq!(out, one_by_one(&row32), "{row32:?}");
         }
     }
 }

@@ -1504,7 +1504,43 @@ where
 /// Writes the shortest correctly rounded decimal representation of `value` to
 /// `buffer`. `buffer` should point to a buffer of size `buffer_size` or larger.
 #[cfg_attr(feature = "no-panic", no_panic)]
-unsafe fn write<Float>(value: Float, mut buffer: *mut u8) -> *mut u8
+#[inline(always)]
+unsafe fn write<Float>(value: Float, buffer: *mut u8) -> *mut u8
+where
+    Float: FloatTraits,
+{
+    let d = data();
+    unsafe { emit(prepare(value, d), buffer, d) }
+}
+
+/// The constants, loaded from memory.
+#[inline(always)]
+fn data() -> &'static Data {
+    #[allow(unused_mut)]
+    let mut d = ptr::addr_of!(STATIC_DATA);
+    unsafe {
+        // Load constants from memory.
+        #[cfg(all(any(target_arch = "aarch64", target_arch = "x86_64"), not(miri)))]
+        asm!("/*{0}*/", inout(reg) d);
+        &*d
+    }
+}
+
+// lossd: `write` split in two, the digits (`prepare`) and their text (`emit`), so that
+// `write_finite4_at` computes the digits of four numbers before writing any: the
+// computations are independent, and each is a long dependency chain.
+struct Prepared<Float: FloatTraits> {
+    negative: bool,
+    zero: bool,
+    dec: ToDecimalResult,
+    has_last_digit: bool,
+    has_extra_digit: bool,
+    dec_exp: i32,
+    dig: DecDigits<Float>,
+}
+
+#[inline(always)]
+fn prepare<Float>(value: Float, d: &Data) -> Prepared<Float>
 where
     Float: FloatTraits,
 {
@@ -1512,20 +1548,8 @@ where
     // It is beneficial to extract exponent and significand early.
     let bin_exp = Float::get_exp(bits); // binary exponent
     let bin_sig = Float::get_sig(bits); // binary significand
+    let negative = Float::is_negative(bits);
 
-    unsafe {
-        *buffer = b'-';
-    }
-    buffer = unsafe { buffer.add(usize::from(Float::is_negative(bits))) };
-
-    #[allow(unused_mut)]
-    let mut d = ptr::addr_of!(STATIC_DATA);
-    let d = unsafe {
-        // Load constants from memory.
-        #[cfg(all(any(target_arch = "aarch64", target_arch = "x86_64"), not(miri)))]
-        asm!("/*{0}*/", inout(reg) d);
-        &*d
-    };
     let threshold = if Float::NUM_BITS == 64 {
         d.threshold.get()
     } else {
@@ -1535,11 +1559,19 @@ where
     let mut dec;
     if bin_exp == 0 {
         if bin_sig == Float::SigType::from(0) {
-            return unsafe {
-                *buffer = b'0';
-                *buffer.add(1) = b'.';
-                *buffer.add(2) = b'0';
-                buffer.add(3)
+            return Prepared {
+                negative,
+                zero: true,
+                dec: ToDecimalResult {
+                    sig: 0,
+                    exp: 0,
+                    last_digit: 0,
+                    has_last_digit: false,
+                },
+                has_last_digit: false,
+                has_extra_digit: false,
+                dec_exp: 0,
+                dig: Float::to_digits(0, d),
             };
         }
         dec = to_decimal::<Float, Float::SigType>(bin_sig, 1, true, d);
@@ -1577,6 +1609,43 @@ where
 
     // Write significand.
     let dig = Float::to_digits(dec.sig as u64, d);
+    Prepared {
+        negative,
+        zero: false,
+        dec,
+        has_last_digit,
+        has_extra_digit,
+        dec_exp,
+        dig,
+    }
+}
+
+#[inline(always)]
+unsafe fn emit<Float>(p: Prepared<Float>, mut buffer: *mut u8, d: &Data) -> *mut u8
+where
+    Float: FloatTraits,
+{
+    let Prepared {
+        negative,
+        zero,
+        dec,
+        has_last_digit,
+        has_extra_digit,
+        mut dec_exp,
+        dig,
+    } = p;
+    unsafe {
+        *buffer = b'-';
+    }
+    buffer = unsafe { buffer.add(usize::from(negative)) };
+    if zero {
+        return unsafe {
+            *buffer = b'0';
+            *buffer.add(1) = b'.';
+            *buffer.add(2) = b'0';
+            buffer.add(3)
+        };
+    }
 
     if Float::NUM_BITS == 32
         && ExpFloatShuffleTable::ENABLE
@@ -1806,6 +1875,60 @@ pub unsafe fn write_finite_at<F: Float>(f: F, dst: *mut u8) -> usize {
     }
 }
 
+/// Writes finite `v[0]`, `sep`, finite `v[1]`, ... at `dst`, each as [`write_finite_at`]
+/// would, and returns the length of the whole. The digits of all are computed before any is
+/// written: each number's digits are one long chain of dependent steps, and side by side the
+/// chains overlap (a row of gradient values: 21 ns a number one at a time, 12.5 in fours).
+///
+/// # Safety
+/// `dst` must be valid for writing the texts, the separators and [`SCRATCH`] bytes.
+#[inline]
+pub unsafe fn write_finite4_at<F: Float>(v: [F; 4], sep: u8, dst: *mut u8) -> usize {
+    unsafe { F::write4(v, sep, dst) }
+}
+
+/// [`write_finite4_at`] for two numbers.
+///
+/// # Safety
+/// As for [`write_finite4_at`].
+#[inline]
+pub unsafe fn write_finite2_at<F: Float>(v: [F; 2], sep: u8, dst: *mut u8) -> usize {
+    unsafe { F::write2(v, sep, dst) }
+}
+
+#[inline(always)]
+unsafe fn write4<Float: FloatTraits>(v: [Float; 4], sep: u8, dst: *mut u8) -> usize {
+    let d = data();
+    // Written out: an array of `Prepared` (from_fn, a loop) was moved through memory and
+    // made it slower than one at a time.
+    let p0 = prepare(v[0], d);
+    let p1 = prepare(v[1], d);
+    let p2 = prepare(v[2], d);
+    let p3 = prepare(v[3], d);
+    unsafe {
+        let mut at = emit(p0, dst, d);
+        *at = sep;
+        at = emit(p1, at.add(1), d);
+        *at = sep;
+        at = emit(p2, at.add(1), d);
+        *at = sep;
+        at = emit(p3, at.add(1), d);
+        at.offset_from(dst) as usize
+    }
+}
+
+#[inline(always)]
+unsafe fn write2<Float: FloatTraits>(v: [Float; 2], sep: u8, dst: *mut u8) -> usize {
+    let d = data();
+    let p0 = prepare(v[0], d);
+    let p1 = prepare(v[1], d);
+    unsafe {
+        let at = emit(p0, dst, d);
+        *at = sep;
+        emit(p1, at.add(1), d).offset_from(dst) as usize
+    }
+}
+
 /// The bytes [`write_finite_at`] may write: the text, then scratch.
 pub const SCRATCH: usize = BUFFER_SIZE;
 
@@ -1825,6 +1948,8 @@ mod private {
         fn is_nonfinite(self) -> bool;
         fn format_nonfinite(self) -> &'static str;
         unsafe fn write_to_zmij_buffer(self, buffer: *mut u8) -> *mut u8;
+        unsafe fn write4(v: [Self; 4], sep: u8, dst: *mut u8) -> usize;
+        unsafe fn write2(v: [Self; 2], sep: u8, dst: *mut u8) -> usize;
     }
 
     impl Sealed for f32 {
@@ -1854,6 +1979,14 @@ mod private {
         unsafe fn write_to_zmij_buffer(self, buffer: *mut u8) -> *mut u8 {
             unsafe { crate::write(self, buffer) }
         }
+
+        unsafe fn write4(v: [Self; 4], sep: u8, dst: *mut u8) -> usize {
+            unsafe { crate::write4(v, sep, dst) }
+        }
+
+        unsafe fn write2(v: [Self; 2], sep: u8, dst: *mut u8) -> usize {
+            unsafe { crate::write2(v, sep, dst) }
+        }
     }
 
     impl Sealed for f64 {
@@ -1882,6 +2015,14 @@ mod private {
         #[cfg_attr(feature = "no-panic", inline)]
         unsafe fn write_to_zmij_buffer(self, buffer: *mut u8) -> *mut u8 {
             unsafe { crate::write(self, buffer) }
+        }
+
+        unsafe fn write4(v: [Self; 4], sep: u8, dst: *mut u8) -> usize {
+            unsafe { crate::write4(v, sep, dst) }
+        }
+
+        unsafe fn write2(v: [Self; 2], sep: u8, dst: *mut u8) -> usize {
+            unsafe { crate::write2(v, sep, dst) }
         }
     }
 }
