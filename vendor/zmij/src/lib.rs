@@ -1363,7 +1363,7 @@ struct ToDecimalResult {
 // Converts a binary FP number bin_sig * 2**bin_exp to the shortest decimal
 // representation, where bin_exp = raw_exp - exp_offset.
 #[cfg_attr(feature = "no-panic", no_panic)]
-#[inline]
+#[inline(always)]
 fn to_decimal<Float, UInt>(bin_sig: UInt, raw_exp: i64, regular: bool, d: &Data) -> ToDecimalResult
 where
     Float: FloatTraits,
@@ -1539,6 +1539,31 @@ struct Prepared<Float: FloatTraits> {
     dig: DecDigits<Float>,
 }
 
+/// The decimal of a subnormal number: rare, kept out of line so that the common path's
+/// `to_decimal` is inlined into `prepare` (and into each of `write4`'s four).
+#[cold]
+#[inline(never)]
+fn subnormal<Float>(bin_sig: Float::SigType, threshold: u64, d: &Data) -> ToDecimalResult
+where
+    Float: FloatTraits,
+{
+    let dec = to_decimal::<Float, Float::SigType>(bin_sig, 1, true, d);
+    let mut dec_sig = dec.sig * 10 + (-i64::from(dec.has_last_digit) & i64::from(dec.last_digit));
+    let mut dec_exp = dec.exp;
+    while dec_sig < threshold as i64 {
+        dec_sig *= 10;
+        dec_exp -= 1;
+    }
+    let d = div10(dec_sig as u64);
+    let last_digit = dec_sig - d as i64 * 10;
+    ToDecimalResult {
+        sig: d as i64,
+        exp: dec_exp,
+        last_digit: last_digit as u8,
+        has_last_digit: last_digit != 0,
+    }
+}
+
 #[inline(always)]
 fn prepare<Float>(value: Float, d: &Data) -> Prepared<Float>
 where
@@ -1574,22 +1599,7 @@ where
                 dig: Float::to_digits(0, d),
             };
         }
-        dec = to_decimal::<Float, Float::SigType>(bin_sig, 1, true, d);
-        let mut dec_sig =
-            dec.sig * 10 + (-i64::from(dec.has_last_digit) & i64::from(dec.last_digit));
-        let mut dec_exp = dec.exp;
-        while dec_sig < threshold as i64 {
-            dec_sig *= 10;
-            dec_exp -= 1;
-        }
-        let d = div10(dec_sig as u64);
-        let last_digit = dec_sig - d as i64 * 10;
-        dec = ToDecimalResult {
-            sig: d as i64,
-            exp: dec_exp,
-            last_digit: last_digit as u8,
-            has_last_digit: last_digit != 0,
-        };
+        dec = subnormal::<Float>(bin_sig, threshold, d);
     } else {
         dec = to_decimal::<Float, Float::SigType>(
             bin_sig | Float::IMPLICIT_BIT,
