@@ -4,8 +4,8 @@
 # server CPU per request (worker processes included), lossd's GET /healthz floor, base64 bytes
 # per core, lossd's decode speed estimated from single-request latencies, and the targets.
 #
-#   bash bench/http.sh                                    # ~6 min plus builds and installs
-#   bash bench/http.sh --duration 30 --big-duration 60    # longer runs, on a quiet machine
+#   bash bench/http.sh                                    # ~8 min plus builds and installs
+#   bash bench/http.sh --rounds 5 --big-duration 60       # more rounds, on a quiet machine
 #   bash bench/http.sh --lossd path/to/lossd              # a built binary: no cargo build
 #   TORCH_PYTHON=/path/to/python-with-torch bash bench/http.sh   # no torch download
 #

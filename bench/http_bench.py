@@ -9,7 +9,7 @@ The peers (bench/peer/), both FastAPI + PyTorch under `uvicorn --workers 2` with
 
 Run by `bench/http.sh` (which installs wrk and the Python packages and builds lossd); by hand:
 
-    python bench/http_bench.py --lossd target/release/lossd [--duration 10] [--big-duration 15]
+    python bench/http_bench.py --lossd target/release/lossd [--rounds 3] [--duration 8] [--big-duration 15]
 
 Cases (the same bytes to every service; the bodies of the issue's CPU measure, seeded):
   mse_small      mse_loss, 3×5 nested JSON input and target (6-digit floats)
@@ -18,8 +18,11 @@ Cases (the same bytes to every service; the bodies of the issue's CPU measure, s
   mse_1m_b64     mse_loss, 1,000,000 + 1,000,000 other floats as base64 float64
   healthz        lossd's GET /healthz: the framework's floor for a small request
 
-Small cases and healthz run with --connections connections (default 16) after a 2 s warm-up;
-the 1M cases once with 1 connection (one request at a time: its latency is the single-request
+Small cases and healthz run with --connections connections (default 16) after a 2 s warm-up,
+--rounds times (default 3), every server in turn in each round; each figure of theirs is from
+the round with the median CPU per request, and the table gives the other rounds' range (on 2
+shared cores one run's CPU per request moves by about ±8 %, so one run decides nothing near a
+goal). The 1M cases once with 1 connection (one request at a time: its latency is the single-request
 latency) and once with 2 (the CPU ratios and targets use these). lossd runs with its defaults
 (access log on; gRPC off so that two instances can run), and a second time with `--log warn`
 for the small cases. For lossd, two more 1M runs send the same bodies with an invalid first
@@ -257,7 +260,10 @@ def main():
     ap.add_argument("--lossd", required=True, help="the lossd release binary")
     ap.add_argument("--peer-python", default=sys.executable,
                     help="Python with fastapi, uvicorn, orjson, uvloop, httptools, torch")
-    ap.add_argument("--duration", type=float, default=10, help="seconds per small case (default 10)")
+    ap.add_argument("--duration", type=float, default=8,
+                    help="seconds per small case and round (default 8)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of the small cases; the median round counts (default 3)")
     ap.add_argument("--big-duration", type=float, default=15, help="seconds per 1M case (default 15)")
     ap.add_argument("--connections", type=int, default=16, help="connections for the small cases")
     ap.add_argument("--lossd-port", type=int, default=18180)
@@ -314,19 +320,34 @@ def main():
                 raise SystemExit("the services disagree")
 
         # Case by case, every server in turn, so that what else the machine was doing at a
-        # given moment weighs on all of them alike.
-        plan = [(case, args.connections, args.duration, list(servers)) for case in small]
-        plan.append(("healthz", args.connections, args.duration, ["lossd", "quiet"]))
-        plan += [(case, conns, args.big_duration, [n for n in servers if n != "quiet"])
-                 for case in big for conns in (1, 2)]
-        for case, conns, dur, names in plan:
+        # given moment weighs on all of them alike; the small cases in rounds, so that it
+        # weighs on each round alike too.
+        small_plan = [(case, args.connections, args.duration, list(servers)) for case in small]
+        small_plan.append(("healthz", args.connections, args.duration, ["lossd", "quiet"]))
+        big_plan = [(case, conns, args.big_duration, [n for n in servers if n != "quiet"])
+                    for case in big for conns in (1, 2)]
+        plan = small_plan + big_plan
+        rounds: dict[str, list[dict]] = {}
+        for rnd in range(max(1, args.rounds)):
+            print(f"round {rnd + 1} of {max(1, args.rounds)}", file=sys.stderr, flush=True)
+            for case, conns, dur, names in small_plan:
+                for name in names:
+                    route, body = CASES[case][1], bodies.get(case)
+                    if rnd == 0:
+                        # Warm-up, not recorded: the same load for 2 s first, so that the p99 is
+                        # the steady state's and not the first connections' (thread and buffer
+                        # set-up), for every server alike.
+                        wrk(servers[name], route, body, conns, 2, warm_up=True)
+                    rounds.setdefault(f"{name}/{case}/c{conns}", []).append(
+                        wrk(servers[name], route, body, conns, dur))
+        for key, runs in rounds.items():
+            # The round with the median CPU per request: all its figures are one real run's.
+            median = dict(sorted(runs, key=lambda r: r["server_cpu_us_per_req"])[len(runs) // 2])
+            median["rounds_cpu_us_per_req"] = [r["server_cpu_us_per_req"] for r in runs]
+            results[key] = median
+        for case, conns, dur, names in big_plan:
             for name in names:
                 route, body = CASES[case][1], bodies.get(case)
-                if case not in big:
-                    # Warm-up, not recorded: the same load for 2 s first, so that the p99 is the
-                    # steady state's and not the first connections' (thread and buffer set-up),
-                    # for every server alike.
-                    wrk(servers[name], route, body, conns, 2, warm_up=True)
                 results[f"{name}/{case}/c{conns}"] = wrk(servers[name], route, body, conns, dur)
         for case in ("mse_1m_json_bad", "mse_1m_b64_bad"):
             results[f"lossd/{case}/c1"] = wrk(servers["lossd"], "/v1/losses/mse_loss", bodies[case], 1,
@@ -345,8 +366,9 @@ def main():
 
     # ---- every run
     lines = [
-        "| case | body | conns | server | req/s | p50 | p99 | CPU/req | pydantic peer CPU ÷ | fast peer CPU ÷ |",
-        "|---|--:|--:|---|--:|--:|--:|--:|--:|--:|",
+        "| case | body | conns | server | req/s | p50 | p99 | CPU/req | rounds' CPU/req | pydantic peer CPU ÷ "
+        "| fast peer CPU ÷ |",
+        "|---|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for case, conns, _dur, names in plan:
         for name in names:
@@ -357,16 +379,20 @@ def main():
             if has_peer and name in ("lossd", "quiet") and case != "healthz":
                 ratios = [f"{cpu(res(peer, case, conns)) / cpu(a):.1f}×" for peer in ("peer", "fast")]
             rps = f"{a['rps']:.0f}" if a["rps"] >= 100 else f"{a['rps']:.1f}"
+            each = a.get("rounds_cpu_us_per_req", [])
+            spread = f"{fmt_us(min(each))} – {fmt_us(max(each))}" if len(each) > 1 else "—"
             lines.append(f"| {CASES[case][0]} | {body} | {conns} | {SERVERS[name]} | {rps} "
                          f"| {fmt_us(a['latency_us']['p50'])} | {fmt_us(a['latency_us']['p99'])} "
-                         f"| {fmt_us(cpu(a))} | {ratios[0]} | {ratios[1]} |")
+                         f"| {fmt_us(cpu(a))} | {spread} | {ratios[0]} | {ratios[1]} |")
     errors = {k: v["errors"] for k, v in results.items()
               if sum(v["errors"].values()) and not k.endswith("_bad/c1")}
     lines += ["", "CPU/req: user + system CPU time of the server process and its descendants (uvicorn's "
               "workers) during the run, divided by the requests answered; wrk ran on the same cores. "
               "“peer CPU ÷”: the peer's CPU per request over lossd's (or lossd --log warn's) on that row. "
               "lossd runs with its defaults (access log on, one line per request); the peers run with "
-              "`--log-level warning` (no access log), as does `lossd --log warn`."]
+              "`--log-level warning` (no access log), as does `lossd --log warn`. "
+              f"The small cases and /healthz ran in {max(1, args.rounds)} rounds: their figures are the "
+              "median round's (by CPU/req), “rounds' CPU/req” the range over all rounds; the 1M cases ran once."]
     if errors:
         lines.append(f"ERRORS (non-2xx, timeouts, socket errors): {errors}")
 
