@@ -219,7 +219,7 @@ pub fn app(
         // check the key, decode the body.
         .layer(cors)
         .map_response(problems_only)
-        .layer(access::compression())
+        .layer_fn(access::Compress::new)
         .layer(access::auth(keys.as_ref()))
         .layer_fn(access::Decompress::new)
         .service(router)
