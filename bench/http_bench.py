@@ -19,10 +19,11 @@ Cases (the same bytes to every service; the bodies of the issue's CPU measure, s
   healthz        lossd's GET /healthz: the framework's floor for a small request
 
 Small cases and healthz run with --connections connections (default 16) after a 2 s warm-up,
---rounds times (default 3), every server in turn in each round; each figure of theirs is from
-the round with the median CPU per request, and the table gives the other rounds' range (on 2
-shared cores one run's CPU per request moves by about ±8 %, so one run decides nothing near a
-goal). The 1M cases once with 1 connection (one request at a time: its latency is the single-request
+--rounds times (odd, default 3), every server in turn in each round; each server's figures are
+from its round with the median CPU per request, the table gives the range over all rounds, and
+a ratio of two servers (or of two cases) is the median of the ratios round by round (on 2
+shared cores one run's CPU per request moves from run to run more than the margin of some
+goals, so one run decides nothing). The 1M cases once with 1 connection (one request at a time: its latency is the single-request
 latency) and once with 2 (the CPU ratios and targets use these). lossd runs with its defaults
 (access log on; gRPC off so that two instances can run), and a second time with `--log warn`
 for the small cases. For lossd, two more 1M runs send the same bodies with an invalid first
@@ -272,6 +273,8 @@ def main():
     ap.add_argument("--quiet-port", type=int, default=18183)
     ap.add_argument("--skip-peer", action="store_true", help="lossd alone (no Python peers)")
     args = ap.parse_args()
+    if args.rounds < 1 or args.rounds % 2 == 0:
+        ap.error("--rounds must be odd (the median is one of the rounds)")
 
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -328,8 +331,8 @@ def main():
                     for case in big for conns in (1, 2)]
         plan = small_plan + big_plan
         rounds: dict[str, list[dict]] = {}
-        for rnd in range(max(1, args.rounds)):
-            print(f"round {rnd + 1} of {max(1, args.rounds)}", file=sys.stderr, flush=True)
+        for rnd in range(args.rounds):
+            print(f"round {rnd + 1} of {args.rounds}", file=sys.stderr, flush=True)
             for case, conns, dur, names in small_plan:
                 for name in names:
                     route, body = CASES[case][1], bodies.get(case)
@@ -341,9 +344,11 @@ def main():
                     rounds.setdefault(f"{name}/{case}/c{conns}", []).append(
                         wrk(servers[name], route, body, conns, dur))
         for key, runs in rounds.items():
-            # The round with the median CPU per request: all its figures are one real run's.
+            # The round with the median CPU per request: all its figures are one real run's,
+            # but for the errors, which count every round's.
             median = dict(sorted(runs, key=lambda r: r["server_cpu_us_per_req"])[len(runs) // 2])
             median["rounds_cpu_us_per_req"] = [r["server_cpu_us_per_req"] for r in runs]
+            median["errors"] = {k: sum(r["errors"].get(k, 0) for r in runs) for k in median["errors"]}
             results[key] = median
         for case, conns, dur, names in big_plan:
             for name in names:
@@ -364,6 +369,15 @@ def main():
     def cpu(r: dict) -> float:
         return r["server_cpu_us_per_req"]
 
+    def ratio(a: dict, b: dict) -> float:
+        """a's CPU per request over b's: round by round when both ran in rounds (the same
+        round ran both at about the same time), the median of those."""
+        ra, rb = a.get("rounds_cpu_us_per_req"), b.get("rounds_cpu_us_per_req")
+        if ra and rb and len(ra) == len(rb):
+            each = sorted(x / y for x, y in zip(ra, rb))
+            return each[len(each) // 2]
+        return cpu(a) / cpu(b)
+
     # ---- every run
     lines = [
         "| case | body | conns | server | req/s | p50 | p99 | CPU/req | rounds' CPU/req | pydantic peer CPU ÷ "
@@ -377,7 +391,7 @@ def main():
             body = f"{size / 1e6:.1f} MB" if size > 1e5 else f"{size} B" if size else "—"
             ratios = ["", ""]
             if has_peer and name in ("lossd", "quiet") and case != "healthz":
-                ratios = [f"{cpu(res(peer, case, conns)) / cpu(a):.1f}×" for peer in ("peer", "fast")]
+                ratios = [f"{ratio(res(peer, case, conns), a):.1f}×" for peer in ("peer", "fast")]
             rps = f"{a['rps']:.0f}" if a["rps"] >= 100 else f"{a['rps']:.1f}"
             each = a.get("rounds_cpu_us_per_req", [])
             spread = f"{fmt_us(min(each))} – {fmt_us(max(each))}" if len(each) > 1 else "—"
@@ -391,21 +405,22 @@ def main():
               "“peer CPU ÷”: the peer's CPU per request over lossd's (or lossd --log warn's) on that row. "
               "lossd runs with its defaults (access log on, one line per request); the peers run with "
               "`--log-level warning` (no access log), as does `lossd --log warn`. "
-              f"The small cases and /healthz ran in {max(1, args.rounds)} rounds: their figures are the "
-              "median round's (by CPU/req), “rounds' CPU/req” the range over all rounds; the 1M cases ran once."]
+              f"The small cases and /healthz ran in {args.rounds} rounds: each server's figures are its "
+              "median round's (by CPU/req), “rounds' CPU/req” the range over all rounds, and the ratios "
+              "the median of the ratios round by round; the 1M cases ran once."]
     if errors:
         lines.append(f"ERRORS (non-2xx, timeouts, socket errors): {errors}")
 
     # ---- the floor and the binary path
     hz, mse = res("lossd", "healthz", args.connections), res("lossd", "mse_small", args.connections)
     qhz, qmse = res("quiet", "healthz", args.connections), res("quiet", "mse_small", args.connections)
-    floor = cpu(mse) / cpu(hz)
+    floor = ratio(mse, hz)
     b64 = res("lossd", "mse_1m_b64", 2)
     gbps = b64["body_bytes"] / (cpu(b64) * 1e-6) / 1e9
     lines += ["",
               f"lossd GET /healthz ({args.connections} connections): {fmt_us(cpu(hz))} CPU/req; "
               f"mse_loss 3×5 costs {fmt_us(cpu(mse))}, {floor:.2f}× of it. With --log warn: "
-              f"{fmt_us(cpu(qhz))} and {fmt_us(cpu(qmse))}, {cpu(qmse) / cpu(qhz):.2f}×.",
+              f"{fmt_us(cpu(qhz))} and {fmt_us(cpu(qmse))}, {ratio(qmse, qhz):.2f}×.",
               f"base64 mse_loss 1M + 1M float64 ({b64['body_bytes'] / 1e6:.1f} MB, 2 connections): "
               f"lossd {fmt_us(cpu(b64))} CPU/req, {gbps:.2f} GB/s of request bytes per core."]
 
@@ -454,7 +469,7 @@ def main():
     for case, conns, goal in (("mse_small", args.connections, 10), ("ce_small_grad", args.connections, 12),
                               ("mse_1m_json", 2, 8)):
         a, f = res("lossd", case, conns), res("fast", case, conns)
-        r = cpu(f) / cpu(a) if f else None
+        r = ratio(f, a) if f else None
         targets.append((f"{CASES[case][0]}: fast peer's CPU/req ÷ lossd's ({conns} connections)",
                         f"{r:.1f}×" if r else "not measured", f"≥ {goal}×",
                         None if r is None else r >= goal and clean(a, f)))

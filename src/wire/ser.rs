@@ -100,23 +100,20 @@ macro_rules! wire_float {
 
             #[inline]
             unsafe fn write_json4_at(v: [Self; 4], dst: *mut u8) -> usize {
-                if v.iter().all(|x| x.abs() < NO_PLUS as $t) {
-                    // SAFETY: finite (NaN fails the comparison); `dst` holds what the
-                    // writer may use.
+                // SAFETY: the group is finite and below the bound; `dst` is the caller's.
+                if plain(&v) {
                     unsafe { lossd_zmij::write_finite4_at(v, b',', dst) }
                 } else {
-                    // SAFETY: as the caller's.
                     unsafe { one_at_a_time(&v, dst) }
                 }
             }
 
             #[inline]
             unsafe fn write_json2_at(v: [Self; 2], dst: *mut u8) -> usize {
-                if v.iter().all(|x| x.abs() < NO_PLUS as $t) {
-                    // SAFETY: as in `write_json4_at`.
+                // SAFETY: as in `write_json4_at`.
+                if plain(&v) {
                     unsafe { lossd_zmij::write_finite2_at(v, b',', dst) }
                 } else {
-                    // SAFETY: as the caller's.
                     unsafe { one_at_a_time(&v, dst) }
                 }
             }
@@ -140,8 +137,8 @@ macro_rules! wire_float {
             // notation only between 1e-5 and 1e16, so at most `-0.0000` and 17 digits
             // (24 bytes), or 16 integer digits with `-` and `.0` (19); the exponent form
             // (`-2.2250738585072014e-308`, 24) is no longer, and `"-Infinity"` is 11. The
-            // same 24 bounds f32's texts. A bound, not an estimate: `write_json_at` relies
-            // on it (tested on random values).
+            // same 24 bounds f32's texts. A bound, not an estimate: `write_json_at` and
+            // `write_row`'s groups rely on it (tested on random values).
             const MAX_JSON: usize = 24;
         }
     };
@@ -151,9 +148,18 @@ wire_float!(f32);
 wire_float!(f64);
 
 /// Below this magnitude zmij writes no exponent sign (`1e+16`), so its text needs no fix:
-/// f64 writes fixed notation below 1e16 and f32 below 1e13, and the smaller bound serves
-/// both with room for rounding up (tested).
+/// f64 writes fixed notation below 1e16 and f32 below 1e13, and one bound below both serves
+/// both with room for rounding up (tested). An f32 (just under 1e12), so that it converts
+/// exactly to either type.
 const NO_PLUS: f32 = 1e12;
+
+/// Whether zmij's own texts of `v` are the JSON texts: all finite (NaN fails the comparison)
+/// and below [`NO_PLUS`].
+#[inline]
+fn plain<T: WireFloat>(v: &[T]) -> bool {
+    let bound = T::from(NO_PLUS).unwrap_or_else(T::zero);
+    v.iter().all(|x| x.abs() < bound)
+}
 
 /// The texts of `v` with commas between, one [`WireFloat::write_json_at`] each.
 ///
@@ -255,32 +261,27 @@ fn write_row<T: WireFloat>(out: &mut Vec<u8>, row: &[T]) {
     unsafe {
         *base.add(at) = b'[';
         at += 1;
-        let mut fours = row.chunks_exact(4);
-        let mut first = true;
-        for c in &mut fours {
-            if !first {
-                *base.add(at) = b',';
-                at += 1;
+        let first = at;
+        // A comma before every group but the first.
+        let comma = |at: &mut usize| {
+            if *at != first {
+                *base.add(*at) = b',';
+                *at += 1;
             }
-            first = false;
+        };
+        let mut fours = row.chunks_exact(4);
+        for c in &mut fours {
+            comma(&mut at);
             at += T::write_json4_at([c[0], c[1], c[2], c[3]], base.add(at));
         }
-        let rest = fours.remainder();
-        let mut ones = rest;
-        if rest.len() >= 2 {
-            if !first {
-                *base.add(at) = b',';
-                at += 1;
-            }
-            first = false;
-            at += T::write_json2_at([rest[0], rest[1]], base.add(at));
-            ones = &rest[2..];
+        let mut rest = fours.remainder();
+        if let [a, b, tail @ ..] = rest {
+            comma(&mut at);
+            at += T::write_json2_at([*a, *b], base.add(at));
+            rest = tail;
         }
-        if let [v] = ones {
-            if !first {
-                *base.add(at) = b',';
-                at += 1;
-            }
+        if let [v] = rest {
+            comma(&mut at);
             at += v.write_json_at(base.add(at));
         }
         *base.add(at) = b']';
@@ -531,7 +532,10 @@ mod same_text_as_upstream_zmij {
                 let r = next();
                 *x = match r % 4 {
                     0 => f64::from_bits(r),
-                    1 => (r >> 11) as f64 / (1u64 << 53) as f64 * 10f64.powi((r % 44) as i32 - 22),
+                    1 => {
+                        (r >> 11) as f64 / (1u64 << 53) as f64
+                            * 10f64.powi(((r >> 8) % 44) as i32 - 22)
+                    }
                     2 => specials[(r >> 3) as usize % specials.len()],
                     _ => -((r >> 30) as f64 / 1e6),
                 };

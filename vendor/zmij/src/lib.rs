@@ -1888,7 +1888,7 @@ pub unsafe fn write_finite_at<F: Float>(f: F, dst: *mut u8) -> usize {
 /// Writes finite `v[0]`, `sep`, finite `v[1]`, ... at `dst`, each as [`write_finite_at`]
 /// would, and returns the length of the whole. The digits of all are computed before any is
 /// written: each number's digits are one long chain of dependent steps, and side by side the
-/// chains overlap (a row of gradient values: 21 ns a number one at a time, 12.5 in fours).
+/// chains overlap.
 ///
 /// # Safety
 /// `dst` must be valid for writing the texts, the separators and [`SCRATCH`] bytes.
