@@ -712,10 +712,7 @@ const BASE64_CHUNK: usize = 256 << 10;
 fn decode_into(text: &[u8], out: &mut [std::mem::MaybeUninit<u8>]) -> Result<(), Option<usize>> {
     let one = |text: &[u8], out: &mut [std::mem::MaybeUninit<u8>]| {
         let want = out.len();
-        let got = base64_simd::STANDARD
-            .decode(text, base64_simd::Out::from_uninit_slice(out))
-            .map_err(|_| None)?
-            .len();
+        let got = super::b64::decode(text, out).map_err(|_| None)?.len();
         if got == want { Ok(()) } else { Err(Some(got)) }
     };
     // The precondition, checked: a whole number of 4-character groups whose padding says
@@ -836,9 +833,7 @@ impl Base64Stream {
         // `want`. `MaybeUninit<u8>` has alignment 1 and no validity requirement.
         let out: &mut [std::mem::MaybeUninit<u8>] =
             unsafe { std::slice::from_raw_parts_mut(self.base().add(filled).cast(), len) };
-        let ok = base64_simd::STANDARD
-            .decode(text, base64_simd::Out::from_uninit_slice(out))
-            .is_ok_and(|got| got.len() == len);
+        let ok = super::b64::decode(text, out).is_ok_and(|got| got.len() == len);
         if ok {
             self.filled += len;
         }

@@ -4,6 +4,7 @@
 //! no `serde_json::Value` tree, no `Vec<Vec<f64>>`. The element budget and rank limit are
 //! enforced while decoding ([`Budget`]), so nothing a client sends allocates past them.
 
+mod b64;
 pub mod de;
 pub mod fast;
 pub mod schema;
