@@ -18,7 +18,7 @@ pub enum Encoding {
 }
 
 /// A float that can be written to the wire.
-pub trait WireFloat: Real {
+pub trait WireFloat: Real + lossd_zmij::Float {
     /// Appends the JSON text of `self`.
     fn write_json(self, out: &mut Vec<u8>) {
         out.reserve(Self::SCRATCH);
@@ -41,18 +41,6 @@ pub trait WireFloat: Real {
     /// The little-endian bytes of `data`: the slice itself, reinterpreted, on a little-endian
     /// machine (no copy), else a copy.
     fn le_bytes(data: &[Self]) -> std::borrow::Cow<'_, [u8]>;
-    /// Writes the JSON texts of four values with commas between at `dst` and returns the
-    /// length of the whole: what four [`WireFloat::write_json_at`] and three commas write.
-    ///
-    /// # Safety
-    /// `dst` must be valid for writing four texts, three commas and [`WireFloat::SCRATCH`]
-    /// bytes.
-    unsafe fn write_json4_at(v: [Self; 4], dst: *mut u8) -> usize;
-    /// [`WireFloat::write_json4_at`] for two values.
-    ///
-    /// # Safety
-    /// As for [`WireFloat::write_json4_at`].
-    unsafe fn write_json2_at(v: [Self; 2], dst: *mut u8) -> usize;
     /// The longest JSON text [`WireFloat::write_json`] writes for one value.
     const MAX_JSON: usize;
     /// The bytes [`WireFloat::write_json_at`] may write: its text, then scratch (the float
@@ -96,26 +84,6 @@ macro_rules! wire_float {
                 // SAFETY: `dst` holds SCRATCH bytes; the strings are shorter and static.
                 unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), dst, text.len()) };
                 text.len()
-            }
-
-            #[inline]
-            unsafe fn write_json4_at(v: [Self; 4], dst: *mut u8) -> usize {
-                // SAFETY: the group is finite and below the bound; `dst` is the caller's.
-                if plain(&v) {
-                    unsafe { lossd_zmij::write_finite4_at(v, b',', dst) }
-                } else {
-                    unsafe { one_at_a_time(&v, dst) }
-                }
-            }
-
-            #[inline]
-            unsafe fn write_json2_at(v: [Self; 2], dst: *mut u8) -> usize {
-                // SAFETY: as in `write_json4_at`.
-                if plain(&v) {
-                    unsafe { lossd_zmij::write_finite2_at(v, b',', dst) }
-                } else {
-                    unsafe { one_at_a_time(&v, dst) }
-                }
             }
 
             #[inline]
@@ -269,15 +237,25 @@ fn write_row<T: WireFloat>(out: &mut Vec<u8>, row: &[T]) {
                 *at += 1;
             }
         };
+        // A group goes through zmij when its texts are JSON texts ([`plain`]), else one
+        // value at a time (each text at most MAX_JSON bytes, the reserve's unit).
         let mut fours = row.chunks_exact(4);
         for c in &mut fours {
             comma(&mut at);
-            at += T::write_json4_at([c[0], c[1], c[2], c[3]], base.add(at));
+            at += if plain(c) {
+                lossd_zmij::write_finite4_at([c[0], c[1], c[2], c[3]], b',', base.add(at))
+            } else {
+                one_at_a_time(c, base.add(at))
+            };
         }
         let mut rest = fours.remainder();
         if let [a, b, tail @ ..] = rest {
             comma(&mut at);
-            at += T::write_json2_at([*a, *b], base.add(at));
+            at += if plain(&[*a, *b]) {
+                lossd_zmij::write_finite2_at([*a, *b], b',', base.add(at))
+            } else {
+                one_at_a_time(&[*a, *b], base.add(at))
+            };
             rest = tail;
         }
         if let [v] = rest {
