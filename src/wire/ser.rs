@@ -60,8 +60,8 @@ macro_rules! wire_float {
                     let n = unsafe { lossd_zmij::write_finite_at(self, dst) };
                     // zmij writes a positive exponent with a sign (`1e+300`), ryu without
                     // (`1e300`), and lossd has always written ryu's form: the `+` is dropped.
-                    // Below 1 in magnitude there is no `+` to look for.
-                    if self.abs() < 1.0 {
+                    // Below [`NO_PLUS`] there is no `+` to look for.
+                    if plain(&[self]) {
                         return n;
                     }
                     // SAFETY: the writer initialised `dst[..n]`.
